@@ -1,0 +1,50 @@
+// Helpers the handlers share: JSON responses, query parsing, ids, waiting for an operation.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/value.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "api/context.hpp"
+#include "core/operation.hpp"
+#include "http/message.hpp"
+
+namespace buzzer::api {
+
+/// A JSON response with `Content-Type: application/json`.
+http::response json_response(int status, std::string body);
+
+/// Decoded query parameters in order; throws 400 when the query does not parse.
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query);
+
+/// Parses a decimal integer; nullopt unless the whole text is one.
+std::optional<long long> parse_integer(std::string_view text);
+
+/// The `wait` seconds of `?wait=N` or `Prefer: wait=N`, clamped to 0..60.
+int clamp_wait(long long seconds);
+
+/// Throws 404 unless `id` is a well-formed operation id.
+void require_id(std::string_view id);
+
+/// The status monitor URL of an operation ("/operations/ID/status", with the base URL).
+std::string status_url(const context& ctx, std::string_view id);
+
+/// Loads an operation through a reader connection.
+boost::asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string id);
+
+/// Waits until the operation is terminal or `seconds` pass; returns its latest state.
+boost::asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std::string id,
+                                                                     int seconds);
+
+/// The status monitor's answer for `op` (200 with Retry-After, or 303 to the result).
+http::response status_response(const context& ctx, const core::operation& op);
+
+/// The Retry-After value (seconds) suggested while an operation is active.
+std::string retry_after_for(const core::operation& op);
+
+}  // namespace buzzer::api

@@ -1,0 +1,176 @@
+// Server-Sent Events: GET /operations/ID/status (Accept: text/event-stream) and GET /events.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <set>
+
+#include "api/common.hpp"
+#include "api/events.hpp"
+#include "core/ulid.hpp"
+#include "sse/format.hpp"
+#include "store/operations.hpp"
+
+namespace buzzer::api {
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+using http::http_error;
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// Events replayed from the store per read.
+constexpr int replay_page = 256;
+
+// A stream's progress: the last id sent and the operations whose terminal event went out.
+struct stream_state {
+    std::vector<std::string> ids;
+    std::int64_t last = 0;
+    std::set<std::string> finished;
+
+    bool done() const { return finished.size() == ids.size(); }
+    void saw(const store::event& e) {
+        last = std::max(last, e.seq);
+        if (sse::is_terminal_event(e.type)) finished.insert(e.operation_id);
+    }
+};
+
+std::int64_t parse_last_event_id(const http::request& req,
+                                 const std::vector<std::pair<std::string, std::string>>& query) {
+    std::optional<std::string> raw;
+    if (req.has_header("last-event-id")) {
+        raw = std::string(req.header("last-event-id"));
+    } else {
+        for (const auto& [k, v] : query)
+            if (k == "last_event_id") raw = v;
+    }
+    if (!raw) return 0;
+    auto n = parse_integer(*raw);
+    // Anything but a non-negative integer replays from the start.
+    return n && *n >= 0 ? *n : 0;
+}
+
+asio::awaitable<void> live(context& ctx, http::body_writer& out,
+                           std::shared_ptr<sse::subscription> sub, stream_state& st) {
+    auto heartbeat = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(ctx.settings.sse_heartbeat_s));
+    asio::steady_timer idle(co_await asio::this_coro::executor);
+    while (!st.done()) {
+        idle.expires_after(heartbeat);
+        auto r = co_await (sub->channel.async_receive(tuple_awaitable) ||
+                           idle.async_wait(tuple_awaitable));
+        if (r.index() == 1) {
+            co_await out.write(sse::keepalive);
+            continue;
+        }
+        auto& received = std::get<0>(r);
+        if (std::get<0>(received)) co_return;  // overflow or shutdown: the client resumes with its last id
+        const auto& ev = std::get<1>(received);
+        if (ev->seq <= st.last) continue;  // already sent by the replay
+        co_await out.write(sse::format_event(*ev));
+        st.saw(*ev);
+    }
+}
+
+asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::int64_t after,
+                             http::body_writer& out) {
+    // Subscribe first, then replay: whatever commits in between arrives live, and live
+    // events the replay already covered are dropped by id.
+    auto sub = co_await ctx.hub.subscribe(ids, ctx.settings.sse_backlog);
+    struct unsubscribe {
+        sse::hub& h;
+        std::shared_ptr<sse::subscription>& s;
+        ~unsubscribe() { h.unsubscribe(s); }
+    } guard{ctx.hub, sub};
+
+    stream_state st;
+    st.ids = std::move(ids);
+    st.last = after;
+    co_await out.write(sse::format_retry(ctx.settings.sse_retry_ms));
+    for (;;) {
+        std::vector<store::event> page;
+        co_await ctx.db.read([&](store::connection& db) {
+            page = store::read_events(db, st.ids, st.last, replay_page);
+        });
+        for (const auto& e : page) {
+            co_await out.write(sse::format_event(e));
+            st.saw(e);
+        }
+        if (page.size() < static_cast<std::size_t>(replay_page)) break;
+    }
+    if (st.done()) co_return;
+    co_await (live(ctx, out, sub, st) || out.wait_closed());
+}
+
+}  // namespace
+
+asio::awaitable<http::response> open_event_stream(context& ctx, const http::request& req,
+                                                  std::vector<std::string> ids) {
+    auto query = parse_query(req.query);
+    std::int64_t after = parse_last_event_id(req, query);
+    for (const auto& id : ids)
+        if (!core::is_ulid(id)) throw http_error{404, "not-found", "no operation with id " + id};
+
+    // Which operations exist, and which of them have ended at or before `after`.
+    std::optional<std::string> missing;
+    std::size_t ended = 0;
+    co_await ctx.db.read([&](store::connection& db) {
+        for (const auto& id : ids) {
+            auto op = store::load_operation(db, id);
+            if (!op) {
+                missing = id;
+                return;
+            }
+            if (core::is_terminal(op->state)) {
+                auto seq = store::terminal_event(db, id);
+                if (seq != 0 && after >= seq) ++ended;
+            }
+        }
+    });
+    if (missing) throw http_error{404, "not-found", "no operation with id " + *missing};
+    http::response r;
+    if (ended == ids.size()) {
+        // Nothing more will come: 204 tells EventSource to stop reconnecting.
+        r.status = 204;
+        r.set("Cache-Control", "no-store");
+        co_return r;
+    }
+    r.status = 200;
+    r.set("Content-Type", "text/event-stream");
+    r.set("Cache-Control", "no-store");
+    r.set("X-Accel-Buffering", "no");
+    r.set("Vary", "Accept");
+    r.stream = [&ctx, ids = std::move(ids), after](http::body_writer& out) {
+        return stream(ctx, ids, after, out);
+    };
+    co_return r;
+}
+
+bool wants_event_stream(const http::request& req) {
+    std::string_view accept = req.header("accept");
+    return accept.find("text/event-stream") != std::string_view::npos;
+}
+
+namespace {
+
+asio::awaitable<http::response> events(context& ctx, http::request& req) {
+    std::vector<std::string> ids;
+    for (const auto& [k, v] : parse_query(req.query)) {
+        if (k != "operation") continue;
+        if (std::find(ids.begin(), ids.end(), v) == ids.end()) ids.push_back(v);
+    }
+    if (ids.empty()) throw http_error{400, "invalid-query", "name at least one operation"};
+    if (ids.size() > 100) throw http_error{400, "invalid-query", "at most 100 operations per stream"};
+    co_return co_await open_event_stream(ctx, req, std::move(ids));
+}
+
+}  // namespace
+
+void add_event_routes(http::router& r, context& ctx) {
+    r.add("GET", "/events", [&ctx](http::request& req) { return events(ctx, req); });
+}
+
+}  // namespace buzzer::api

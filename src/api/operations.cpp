@@ -1,0 +1,449 @@
+// /operations: submit, status monitor, result, cancel, delete, list.
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+#include "api/common.hpp"
+#include "api/events.hpp"
+#include "core/ulid.hpp"
+#include "store/operations.hpp"
+
+namespace buzzer::api {
+namespace asio = boost::asio;
+namespace json = boost::json;
+using http::http_error;
+
+namespace {
+
+// Serializes with object keys sorted at every level: equal JSON values give equal text.
+void write_canonical(const json::value& v, std::string& out) {
+    if (v.is_object()) {
+        const auto& o = v.get_object();
+        std::vector<const json::key_value_pair*> members;
+        members.reserve(o.size());
+        for (const auto& kv : o) members.push_back(&kv);
+        std::sort(members.begin(), members.end(),
+                  [](auto* a, auto* b) { return a->key() < b->key(); });
+        out += '{';
+        for (std::size_t i = 0; i < members.size(); ++i) {
+            if (i) out += ',';
+            out += json::serialize(json::string_view(members[i]->key()));
+            out += ':';
+            write_canonical(members[i]->value(), out);
+        }
+        out += '}';
+    } else if (v.is_array()) {
+        out += '[';
+        bool first = true;
+        for (const auto& e : v.get_array()) {
+            if (!first) out += ',';
+            first = false;
+            write_canonical(e, out);
+        }
+        out += ']';
+    } else {
+        out += json::serialize(v);
+    }
+}
+
+bool is_json_media_type(std::string_view ct) {
+    auto semi = ct.find(';');
+    auto type = ct.substr(0, semi);
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+    while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+    std::string lower(type);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower == "application/json") return true;
+    return lower.starts_with("application/") && lower.ends_with("+json");
+}
+
+// Idempotency-Key: 1..255 visible ASCII, bare or as a structured-field string.
+std::string parse_idempotency_key(std::string_view raw) {
+    std::string_view v = raw;
+    std::string key;
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') {
+        v = v.substr(1, v.size() - 2);
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (v[i] == '\\') {
+                if (i + 1 >= v.size() || (v[i + 1] != '"' && v[i + 1] != '\\')) {
+                    key.clear();
+                    break;
+                }
+                ++i;
+            }
+            key += v[i];
+        }
+    } else {
+        key = std::string(v);
+    }
+    bool ok = !key.empty() && key.size() <= 255 &&
+              std::all_of(key.begin(), key.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (!ok)
+        throw http_error{400, "invalid-idempotency-key",
+                         "Idempotency-Key must be 1 to 255 visible ASCII characters"};
+    return key;
+}
+
+// `Prefer: wait=N` (any of the listed preferences); nullopt when absent.
+std::optional<int> preferred_wait(const http::request& req) {
+    for (const auto& f : req.headers) {
+        if (!http::iequals(f.name, "prefer")) continue;
+        std::string_view v = f.value;
+        while (!v.empty()) {
+            auto comma = v.find(',');
+            auto item = v.substr(0, comma);
+            v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+            auto semi = item.find(';');
+            item = item.substr(0, semi);
+            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+            if (item.size() > 5 && http::iequals(item.substr(0, 5), "wait=")) {
+                auto value = item.substr(5);
+                if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+                    value = value.substr(1, value.size() - 2);
+                if (auto n = parse_integer(value); n && *n >= 0) return clamp_wait(*n);
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<long long> integer_field(const json::object& o, std::string_view name) {
+    auto it = o.find(name);
+    if (it == o.end() || it->value().is_null()) return std::nullopt;
+    const auto& v = it->value();
+    if (v.is_int64()) return v.get_int64();
+    if (v.is_uint64())
+        return static_cast<long long>(std::min<std::uint64_t>(v.get_uint64(), 1ULL << 62));
+    if (v.is_double() && std::floor(v.get_double()) == v.get_double() &&
+        std::abs(v.get_double()) < 1e18)
+        return static_cast<long long>(v.get_double());
+    throw http_error{400, "invalid-request", std::string(name) + " must be an integer"};
+}
+
+http_error unprocessable(std::string type, std::string detail) {
+    return http_error{422, std::move(type), std::move(detail)};
+}
+
+// A parsed and validated submission.
+struct submission {
+    core::operation op;
+    std::string canonical;  ///< canonical body, for idempotency
+};
+
+submission parse_submission(const context& ctx, const http::request& req) {
+    if (!is_json_media_type(req.header("content-type")))
+        throw http_error{415, "unsupported-media-type", "the body must be application/json"};
+    boost::system::error_code ec;
+    json::value body = json::parse(req.body, ec);
+    if (ec) throw http_error{400, "malformed-json", "the body is not valid JSON: " + ec.message()};
+    if (!body.is_object()) throw http_error{400, "invalid-request", "the body must be a JSON object"};
+    const auto& o = body.get_object();
+
+    auto kind_it = o.find("kind");
+    if (kind_it == o.end() || kind_it->value().is_null())
+        throw http_error{400, "invalid-request", "kind is required"};
+    if (!kind_it->value().is_string()) throw http_error{400, "invalid-request", "kind must be a string"};
+    std::string kind(kind_it->value().get_string());
+
+    auto priority = integer_field(o, "priority");
+    auto max_attempts = integer_field(o, "max_attempts");
+    std::optional<double> timeout;
+    if (auto it = o.find("timeout_s"); it != o.end() && !it->value().is_null()) {
+        if (!it->value().is_number()) throw http_error{400, "invalid-request", "timeout_s must be a number"};
+        timeout = it->value().to_number<double>();
+    }
+    const json::value* input = nullptr;
+    if (auto it = o.find("input"); it != o.end()) input = &it->value();
+
+    const jobs::kind_def* k = ctx.kinds.find(kind);
+    if (!k) throw unprocessable("unknown-kind", "this server has no kind named " + kind);
+    if (priority && (*priority < -100 || *priority > 100))
+        throw unprocessable("invalid-request", "priority must be between -100 and 100");
+    if (max_attempts && (*max_attempts < 1 || *max_attempts > 100))
+        throw unprocessable("invalid-request", "max_attempts must be between 1 and 100");
+    if (timeout && !(*timeout > 0 && *timeout <= 86400))
+        throw unprocessable("invalid-request", "timeout_s must be greater than 0 and at most 86400");
+    static const json::value null_input;
+    if (k->check) {
+        try {
+            k->check(input ? *input : null_input);
+        } catch (const invalid_input& e) {
+            throw unprocessable("invalid-input", e.what());
+        }
+    }
+
+    submission s;
+    auto now = core::now_ms();
+    s.op.id = core::make_ulid(now);
+    s.op.kind = kind;
+    s.op.state = core::status::pending;
+    s.op.input = input ? json::serialize(*input) : "null";
+    s.op.priority = priority ? static_cast<int>(*priority) : k->defaults.priority;
+    s.op.max_attempts = max_attempts ? static_cast<int>(*max_attempts) : k->defaults.max_attempts;
+    s.op.timeout_s = timeout ? *timeout : k->defaults.timeout_s;
+    s.op.created_at = now;
+    write_canonical(body, s.canonical);
+    return s;
+}
+
+http::response accepted(const context& ctx, const core::operation& op) {
+    http::response r = json_response(202, core::represent_text(op, ctx.base_url));
+    auto url = status_url(ctx, op.id);
+    r.set("Location", url);
+    r.set("Operation-Location", url);
+    r.set("Retry-After", retry_after_for(op));
+    return r;
+}
+
+asio::awaitable<http::response> submit(context& ctx, http::request& req) {
+    if (ctx.shutting_down)
+        throw http_error{503, "shutting-down", "the server is shutting down", {}, {{"Retry-After", "5"}}};
+    submission s = parse_submission(ctx, req);
+    std::optional<std::string> key;
+    if (req.has_header("idempotency-key")) key = parse_idempotency_key(req.header("idempotency-key"));
+    if (ctx.scheduler.stats().pending.load() >= static_cast<std::int64_t>(ctx.settings.max_pending))
+        throw http_error{429, "queue-full", "too many pending operations; retry later", {}, {{"Retry-After", "5"}}};
+    auto wait = preferred_wait(req);
+
+    std::optional<std::string> replay_id;
+    std::int64_t order = 0;
+    co_await ctx.db.write([&](store::write_context& w) {
+        if (key) {
+            if (auto found = store::find_key(w.db, *key)) {
+                if (found->request != s.canonical)
+                    throw unprocessable("idempotency-key-reused",
+                                        "this Idempotency-Key was used with a different body");
+                replay_id = found->operation_id;
+                return;
+            }
+        }
+        order = store::insert_operation(w.db, s.op);
+        w.add_event(s.op.id, "pending", core::represent_text(s.op, ctx.base_url));
+        if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
+    });
+
+    std::optional<core::operation> op;
+    if (replay_id) {
+        op = co_await load(ctx, *replay_id);
+        if (!op) throw http_error{409, "idempotency-conflict", "the operation of this key is gone; retry"};
+    } else {
+        ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order});
+        op = std::move(s.op);
+    }
+
+    http::response r;
+    if (wait && *wait > 0 && !core::is_terminal(op->state)) op = co_await wait_terminal(ctx, op->id, *wait);
+    if (wait && op && core::is_terminal(op->state)) {
+        r = status_response(ctx, *op);
+        r.set("Preference-Applied", "wait=" + std::to_string(*wait));
+    } else {
+        r = accepted(ctx, *op);
+    }
+    r.set("Vary", "Prefer");
+    if (replay_id) r.set("Idempotent-Replayed", "true");
+    co_return r;
+}
+
+asio::awaitable<http::response> get_status(context& ctx, http::request& req) {
+    const auto& id = req.params[0];
+    if (wants_event_stream(req)) {
+        std::vector<std::string> ids{id};
+        co_return co_await open_event_stream(ctx, req, std::move(ids));
+    }
+    require_id(id);
+    int wait = 0;
+    for (const auto& [k, v] : parse_query(req.query)) {
+        if (k != "wait") continue;
+        auto n = parse_integer(v);
+        if (!n) throw http_error{400, "invalid-query", "wait must be an integer number of seconds"};
+        wait = clamp_wait(*n);
+    }
+    auto op = co_await wait_terminal(ctx, id, wait);
+    if (!op) throw http_error{404, "not-found", "no operation with id " + id};
+    co_return status_response(ctx, *op);
+}
+
+// Weak comparison of an If-None-Match list with a strong ETag.
+bool etag_matches(std::string_view header, std::string_view etag) {
+    while (!header.empty()) {
+        auto comma = header.find(',');
+        auto item = header.substr(0, comma);
+        header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        if (item == "*") return true;
+        if (item.starts_with("W/")) item.remove_prefix(2);
+        if (item == etag) return true;
+    }
+    return false;
+}
+
+asio::awaitable<http::response> get_result(context& ctx, http::request& req) {
+    const auto& id = req.params[0];
+    require_id(id);
+    std::optional<core::operation> op;
+    std::optional<store::result_body> result;
+    co_await ctx.db.read([&](store::connection& db) {
+        op = store::load_operation(db, id);
+        if (op && op->state == core::status::succeeded) result = store::load_result(db, id);
+    });
+    if (!op) throw http_error{404, "not-found", "no operation with id " + id};
+    if (!result) {
+        json::object extra;
+        extra["operation_status"] = core::to_string(op->state);
+        throw http_error{409, "operation-not-succeeded",
+                         "the operation is " + std::string(core::to_string(op->state)),
+                         std::move(extra),
+                         {{"Link", "<" + status_url(ctx, id) + ">; rel=\"status\""}}};
+    }
+    std::string etag = "\"" + id + "\"";
+    http::response r;
+    r.set("ETag", etag);
+    r.set("Cache-Control", "private, max-age=31536000, immutable");
+    if (etag_matches(req.header("if-none-match"), etag)) {
+        r.status = 304;
+        co_return r;
+    }
+    r.status = 200;
+    r.set("Content-Type", result->media_type);
+    r.body = std::move(result->body);
+    co_return r;
+}
+
+asio::awaitable<http::response> delete_operation(context& ctx, http::request& req) {
+    const auto& id = req.params[0];
+    require_id(id);
+    std::optional<core::status> found;
+    bool deleted = false;
+    co_await ctx.db.write([&](store::write_context& w) {
+        deleted = store::delete_operation(w.db, id);
+        if (!deleted)
+            if (auto op = store::load_operation(w.db, id)) found = op->state;
+    });
+    if (!deleted && !found) throw http_error{404, "not-found", "no operation with id " + id};
+    if (!deleted) {
+        json::object extra;
+        extra["operation_status"] = core::to_string(*found);
+        throw http_error{409, "operation-active",
+                         "the operation is " + std::string(core::to_string(*found)) +
+                             "; cancel it before deleting it",
+                         std::move(extra)};
+    }
+    http::response r;
+    r.status = 204;
+    co_return r;
+}
+
+asio::awaitable<http::response> cancel_operation(context& ctx, http::request& req) {
+    const auto& id = req.params[0];
+    require_id(id);
+    for (int round = 0; round < 2; ++round) {
+        if (co_await ctx.scheduler.cancel(id) == jobs::scheduler::cancel_state::cancelling) {
+            auto op = co_await load(ctx, id);
+            if (!op) break;
+            http::response r = json_response(202, core::represent_text(*op, ctx.base_url));
+            r.set("Location", status_url(ctx, id));
+            co_return r;
+        }
+        std::optional<core::operation> op;
+        bool canceled = false;
+        co_await ctx.db.write([&](store::write_context& w) {
+            op = store::load_operation(w.db, id);
+            if (!op || op->state != core::status::pending) return;
+            auto now = core::now_ms();
+            op->state = core::status::canceled;
+            op->finished_at = now;
+            op->error = json::serialize(core::make_problem(
+                "/problems/canceled", "Operation canceled", 409,
+                "the operation was canceled on request", "/operations/" + id));
+            store::save_operation(w.db, *op);
+            w.add_event(id, "canceled", core::represent_text(*op, ctx.base_url));
+            canceled = true;
+        });
+        if (!op) break;
+        if (canceled) co_return json_response(200, core::represent_text(*op, ctx.base_url));
+        if (core::is_terminal(op->state)) {
+            json::object extra;
+            extra["operation_status"] = core::to_string(op->state);
+            throw http_error{409, "operation-finished",
+                             "the operation is already " + std::string(core::to_string(op->state)),
+                             std::move(extra)};
+        }
+        // Running in the store but not yet seen by the scheduler: ask it again.
+    }
+    throw http_error{404, "not-found", "no operation with id " + id};
+}
+
+asio::awaitable<http::response> list_operations(context& ctx, http::request& req) {
+    store::list_query q;
+    std::string filters;
+    for (const auto& [k, v] : parse_query(req.query)) {
+        if (k == "status") {
+            auto s = core::parse_status(v);
+            if (!s) throw http_error{400, "invalid-query", "unknown status " + v};
+            q.statuses.push_back(*s);
+            filters += "status=" + v + "&";
+        } else if (k == "kind") {
+            q.kind = v;
+        } else if (k == "limit") {
+            auto n = parse_integer(v);
+            if (!n || *n < 1 || *n > 500)
+                throw http_error{400, "invalid-query", "limit must be an integer from 1 to 500"};
+            q.limit = static_cast<int>(*n);
+        } else if (k == "before") {
+            if (!core::is_ulid(v)) throw http_error{400, "invalid-query", "before must be an operation id"};
+            q.before = v;
+        }
+    }
+    std::vector<core::operation> rows;
+    co_await ctx.db.read([&](store::connection& db) { rows = store::list_operations(db, q); });
+    bool more = rows.size() > static_cast<std::size_t>(q.limit);
+    if (more) rows.resize(static_cast<std::size_t>(q.limit));
+
+    json::array items;
+    items.reserve(rows.size());
+    for (const auto& op : rows) items.push_back(core::represent(op, ctx.base_url));
+    json::object body;
+    body["operations"] = std::move(items);
+    if (more) {
+        std::string next = ctx.base_url + "/operations?" + filters;
+        if (q.kind) {
+            // Re-encode the kind so that the link stays a valid query.
+            std::string enc;
+            for (unsigned char c : *q.kind) {
+                if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+                    enc += static_cast<char>(c);
+                } else {
+                    char buf[4];
+                    std::snprintf(buf, sizeof buf, "%%%02X", c);
+                    enc += buf;
+                }
+            }
+            next += "kind=" + enc + "&";
+        }
+        next += "limit=" + std::to_string(q.limit) + "&before=" + rows.back().id;
+        body["next"] = next;
+    } else {
+        body["next"] = nullptr;
+    }
+    co_return json_response(200, json::serialize(body));
+}
+
+}  // namespace
+
+void add_operation_routes(http::router& r, context& ctx) {
+    auto bind = [&ctx](auto fn) {
+        return [&ctx, fn](http::request& req) { return fn(ctx, req); };
+    };
+    r.add("POST", "/operations", bind(submit));
+    r.add("GET", "/operations", bind(list_operations));
+    r.add("GET", "/operations/{id}/status", bind(get_status));
+    r.add("GET", "/operations/{id}", bind(get_result));
+    r.add("DELETE", "/operations/{id}", bind(delete_operation));
+    r.add("POST", "/operations/{id}/cancel", bind(cancel_operation));
+}
+
+}  // namespace buzzer::api

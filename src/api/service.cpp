@@ -1,0 +1,141 @@
+// Service endpoints: the demo page, /kinds, /healthz, /readyz, /metrics.
+#include <boost/json.hpp>
+
+#include "api/common.hpp"
+#include "runtime/embedded.hpp"
+
+namespace buzzer::api {
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace {
+
+asio::awaitable<http::response> index_page(context&, http::request&) {
+    http::response r;
+    for (const auto& f : embedded::assets()) {
+        if (f.name == "index.html") {
+            r.body = std::string(f.content);
+            break;
+        }
+    }
+    r.set("Content-Type", "text/html; charset=utf-8");
+    r.set("Cache-Control", "no-cache");
+    co_return r;
+}
+
+asio::awaitable<http::response> kinds(context& ctx, http::request&) {
+    json::array list;
+    for (const auto* k : ctx.kinds.all()) {
+        json::object o;
+        o["name"] = k->name;
+        o["executor"] = k->executor;
+        o["timeout_s"] = core::json_number(k->defaults.timeout_s);
+        o["max_attempts"] = k->defaults.max_attempts;
+        o["concurrency"] = k->defaults.concurrency;
+        o["priority"] = k->defaults.priority;
+        list.push_back(std::move(o));
+    }
+    json::object body;
+    body["kinds"] = std::move(list);
+    co_return json_response(200, json::serialize(body));
+}
+
+asio::awaitable<http::response> healthz(context&, http::request&) {
+    co_return json_response(200, R"({"status":"ok"})");
+}
+
+asio::awaitable<http::response> readyz(context& ctx, http::request&) {
+    if (ctx.shutting_down)
+        throw http::http_error{503, "shutting-down", "the server is shutting down"};
+    if (!co_await ctx.db.writable())
+        throw http::http_error{503, "database-unavailable", "the database is not writable"};
+    co_return json_response(200, R"({"status":"ok"})");
+}
+
+void metric(std::string& out, std::string_view name, std::string_view type,
+            std::string_view help, double value, std::string_view labels = {}) {
+    if (!type.empty()) {
+        out += "# HELP ";
+        out += name;
+        out += ' ';
+        out += help;
+        out += "\n# TYPE ";
+        out += name;
+        out += ' ';
+        out += type;
+        out += '\n';
+    }
+    out += name;
+    out += labels;
+    out += ' ';
+    out += json::serialize(core::json_number(value));
+    out += '\n';
+}
+
+asio::awaitable<http::response> metrics(context& ctx, http::request&) {
+    std::string out;
+    const auto& h = ctx.http_stats;
+    const auto& s = ctx.scheduler.stats();
+    const auto& d = ctx.db.stats();
+    metric(out, "buzzer_http_requests_total", "counter", "HTTP requests handled",
+           static_cast<double>(h.requests.load()));
+    metric(out, "buzzer_http_responses_total", "counter", "HTTP responses by status class",
+           static_cast<double>(h.responses_2xx.load()), "{class=\"2xx\"}");
+    metric(out, "buzzer_http_responses_total", "", "", static_cast<double>(h.responses_3xx.load()),
+           "{class=\"3xx\"}");
+    metric(out, "buzzer_http_responses_total", "", "", static_cast<double>(h.responses_4xx.load()),
+           "{class=\"4xx\"}");
+    metric(out, "buzzer_http_responses_total", "", "", static_cast<double>(h.responses_5xx.load()),
+           "{class=\"5xx\"}");
+    metric(out, "buzzer_http_connections", "gauge", "Open HTTP connections",
+           static_cast<double>(h.connections.load()));
+    metric(out, "buzzer_sse_streams", "gauge", "Open event streams",
+           static_cast<double>(h.streams.load()));
+    metric(out, "buzzer_sse_subscribers", "gauge", "Subscribers of the event hub",
+           static_cast<double>(ctx.hub.subscribers()));
+    metric(out, "buzzer_operations_pending", "gauge", "Operations waiting to run",
+           static_cast<double>(s.pending.load()));
+    metric(out, "buzzer_operations_running", "gauge", "Operations running",
+           static_cast<double>(s.running.load()));
+    metric(out, "buzzer_attempts_total", "counter", "Attempts started",
+           static_cast<double>(s.attempts.load()));
+    metric(out, "buzzer_operations_finished_total", "counter", "Operations finished by status",
+           static_cast<double>(s.succeeded.load()), "{status=\"succeeded\"}");
+    metric(out, "buzzer_operations_finished_total", "", "", static_cast<double>(s.failed.load()),
+           "{status=\"failed\"}");
+    metric(out, "buzzer_operations_finished_total", "", "", static_cast<double>(s.canceled.load()),
+           "{status=\"canceled\"}");
+    metric(out, "buzzer_attempts_retried_total", "counter", "Failed attempts that will be retried",
+           static_cast<double>(s.retried.load()));
+    metric(out, "buzzer_store_commits_total", "counter", "Group commits (one fsync each)",
+           static_cast<double>(d.batches.load()));
+    metric(out, "buzzer_store_writes_total", "counter", "Writes committed",
+           static_cast<double>(d.writes.load()));
+    metric(out, "buzzer_store_reads_total", "counter", "Reads served",
+           static_cast<double>(d.reads.load()));
+    http::response r;
+    r.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    r.body = std::move(out);
+    co_return r;
+}
+
+}  // namespace
+
+void add_service_routes(http::router& r, context& ctx) {
+    auto bind = [&ctx](auto fn) {
+        return [&ctx, fn](http::request& req) { return fn(ctx, req); };
+    };
+    r.add("GET", "/", bind(index_page));
+    r.add("GET", "/kinds", bind(kinds));
+    r.add("GET", "/healthz", bind(healthz));
+    r.add("GET", "/readyz", bind(readyz));
+    r.add("GET", "/metrics", bind(metrics));
+}
+
+void add_routes(http::router& r, context& ctx) {
+    add_operation_routes(r, ctx);
+    add_event_routes(r, ctx);
+    add_service_routes(r, ctx);
+}
+
+}  // namespace buzzer::api

@@ -1,0 +1,24 @@
+#include "core/log.hpp"
+
+#include <unistd.h>
+
+#include <string>
+
+#include "core/time.hpp"
+
+namespace buzzer::core {
+
+void log(level l, std::string_view message) {
+    static constexpr std::string_view names[] = {"debug", "info", "warn", "error"};
+    std::string line = format_time(now_ms());
+    line += ' ';
+    line += names[static_cast<int>(l)];
+    line += ' ';
+    line += message;
+    line += '\n';
+    // One write(2) per line keeps lines from different threads whole.
+    ssize_t rc = ::write(STDERR_FILENO, line.data(), line.size());
+    (void)rc;
+}
+
+}  // namespace buzzer::core

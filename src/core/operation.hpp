@@ -1,0 +1,60 @@
+// The operation record shared by the store, the scheduler and the API, and its JSON form.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/time.hpp"
+
+namespace buzzer::core {
+
+/// Lifecycle state of an operation.
+enum class status { pending, running, succeeded, failed, canceled };
+
+/// `"pending"`, `"running"`, ...
+std::string_view to_string(status s);
+
+/// Parses a status name; nullopt when unknown.
+std::optional<status> parse_status(std::string_view s);
+
+/// Whether no further transition can happen.
+inline bool is_terminal(status s) {
+    return s == status::succeeded || s == status::failed || s == status::canceled;
+}
+
+/// One operation as stored (the result body is kept apart: it can be large).
+struct operation {
+    std::string id;
+    std::string kind;
+    status state = status::pending;
+    std::string input;  ///< serialized JSON, "null" when absent
+    int priority = 0;
+    int max_attempts = 1;
+    double timeout_s = 60;
+    int attempt = 0;
+    millis created_at = 0;
+    std::optional<millis> started_at;
+    std::optional<millis> finished_at;
+    millis run_after = 0;           ///< earliest start of the next attempt (backoff)
+    std::optional<std::string> progress;  ///< serialized {"percent","message"}
+    std::optional<std::string> error;     ///< serialized problem object
+};
+
+/// A JSON number: an integer when `v` is whole (so 60 prints as 60, not 6E1).
+boost::json::value json_number(double v);
+
+/// Builds a problem object (RFC 9457 members) for an operation's `error`.
+boost::json::object make_problem(std::string_view type, std::string_view title, int status,
+                                 std::string_view detail, std::string_view instance);
+
+/// The public representation: fields and links; hrefs are prefixed with `base_url`.
+boost::json::object represent(const operation& op, std::string_view base_url);
+
+/// `represent()` serialized.
+std::string represent_text(const operation& op, std::string_view base_url);
+
+}  // namespace buzzer::core

@@ -1,0 +1,82 @@
+// Beast-free request and response types that handlers see, and the typed error they throw.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace buzzer::http {
+
+/// One header field.
+struct field {
+    std::string name;
+    std::string value;
+};
+
+/// Case-insensitive ASCII comparison of header names.
+bool iequals(std::string_view a, std::string_view b);
+
+/// A parsed request.
+struct request {
+    std::string method;
+    std::string target;  ///< as sent: path and query
+    std::string path;    ///< target up to '?'
+    std::string query;   ///< after '?', without it
+    std::vector<field> headers;
+    std::string body;
+    std::vector<std::string> params;  ///< path parameters captured by the router
+
+    /// The first value of a header, or empty.
+    std::string_view header(std::string_view name) const;
+    /// Whether the header is present.
+    bool has_header(std::string_view name) const;
+};
+
+/// Writes a streamed body (SSE). Every write resets the connection's send deadline.
+class body_writer {
+public:
+    virtual ~body_writer() = default;
+    /// Sends `data` as soon as possible; throws when the client is gone.
+    virtual boost::asio::awaitable<void> write(std::string_view data) = 0;
+    /// Completes when the client closes its side or sends anything (a vanished reader).
+    virtual boost::asio::awaitable<void> wait_closed() = 0;
+};
+
+/// A response. When `stream` is set, the headers are sent and then `stream` writes the body.
+struct response {
+    int status = 200;
+    std::vector<field> headers;
+    std::string body;
+    std::function<boost::asio::awaitable<void>(body_writer&)> stream;
+    bool close = false;  ///< close the connection after this response
+
+    /// Adds a header.
+    response& set(std::string name, std::string value) {
+        headers.push_back({std::move(name), std::move(value)});
+        return *this;
+    }
+    /// The first value of a header, or empty.
+    std::string_view header(std::string_view name) const;
+};
+
+/// The one error type handlers throw; the session renders it as problem+json.
+struct http_error {
+    int status;
+    std::string type;    ///< slug after /problems/
+    std::string detail;
+    boost::json::object extra = {};  ///< additional problem members
+    std::vector<field> headers = {};  ///< e.g. Allow, Retry-After, Link
+};
+
+/// The standard title of a status code ("Not Found").
+std::string_view status_title(int status);
+
+/// Renders a problem+json response for `e` at `instance` (the request path).
+response problem_response(const http_error& e, std::string_view instance);
+
+}  // namespace buzzer::http

@@ -1,0 +1,48 @@
+// Maps a method and a path pattern ("/operations/{id}/status") to a handler coroutine.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/message.hpp"
+
+namespace buzzer::http {
+
+/// A request handler.
+using handler = std::function<boost::asio::awaitable<response>(request&)>;
+
+/// A table of routes; `{name}` segments match one non-empty path segment.
+class router {
+public:
+    /// Adds a route. GET routes also answer HEAD.
+    void add(std::string method, std::string pattern, handler h);
+
+    /// Result of a match: the handler, or the status to answer (404, 405 with `allow`).
+    struct match {
+        const handler* target = nullptr;
+        std::vector<std::string> params;
+        std::string allow;  ///< for 405: the methods the path accepts
+    };
+
+    /// Finds the route for `method` and `path`.
+    match find(std::string_view method, std::string_view path) const;
+
+private:
+    struct route {
+        std::string method;
+        std::vector<std::string> segments;
+        handler h;
+    };
+    static bool matches(const route& r, const std::vector<std::string_view>& segments,
+                        std::vector<std::string>* params);
+    std::vector<route> routes_;
+};
+
+/// Splits "/a/b/" into {"a", "b", ""}; "/" into {""}.
+std::vector<std::string_view> split_path(std::string_view path);
+
+}  // namespace buzzer::http

@@ -1,0 +1,382 @@
+#include "http/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <mutex>
+#include <unordered_set>
+
+#include "core/log.hpp"
+
+namespace buzzer::http {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using asio::use_awaitable;
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// What stop() may touch of a live connection; only used on the connection's strand.
+struct connection_state {
+    asio::any_io_executor strand;
+    beast::tcp_stream* stream = nullptr;
+    bool idle = true;
+    bool closing = false;
+};
+
+// The SSE writer: chunks over the connection, with a deadline on each write.
+class chunk_writer final : public body_writer {
+public:
+    chunk_writer(beast::tcp_stream& s, std::chrono::milliseconds timeout)
+        : stream_(s), timeout_(timeout) {}
+
+    asio::awaitable<void> write(std::string_view data) override {
+        stream_.expires_after(timeout_);
+        co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), use_awaitable);
+    }
+
+    asio::awaitable<void> wait_closed() override {
+        // Read on the bare socket: no deadline; any byte or eof means the client is done.
+        char byte = 0;
+        co_await stream_.socket().async_read_some(asio::buffer(&byte, 1), tuple_awaitable);
+    }
+
+private:
+    beast::tcp_stream& stream_;
+    std::chrono::milliseconds timeout_;
+};
+
+request to_request(bhttp::request<bhttp::string_body>&& in) {
+    request r;
+    r.method = std::string(in.method_string());
+    r.target = std::string(in.target());
+    auto q = r.target.find('?');
+    r.path = r.target.substr(0, q);
+    if (q != std::string::npos) r.query = r.target.substr(q + 1);
+    r.headers.reserve(8);
+    for (const auto& f : in) r.headers.push_back({std::string(f.name_string()), std::string(f.value())});
+    r.body = std::move(in.body());
+    return r;
+}
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<impl> {
+    impl(asio::io_context& io, const router& routes, server_settings s)
+        : io(io), routes(routes), settings(s), accept_strand(asio::make_strand(io)),
+          acceptor(accept_strand) {}
+
+    asio::io_context& io;
+    const router& routes;
+    server_settings settings;
+    server_stats stats;
+    asio::strand<asio::io_context::executor_type> accept_strand;
+    tcp::acceptor acceptor;
+    std::mutex mutex;
+    std::unordered_set<std::shared_ptr<connection_state>> live;
+    std::atomic<bool> stopping{false};
+
+    void count(int status) {
+        if (status < 300) stats.responses_2xx.fetch_add(1, std::memory_order_relaxed);
+        else if (status < 400) stats.responses_3xx.fetch_add(1, std::memory_order_relaxed);
+        else if (status < 500) stats.responses_4xx.fetch_add(1, std::memory_order_relaxed);
+        else stats.responses_5xx.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    asio::awaitable<void> accept_loop() {
+        for (;;) {
+            auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), tuple_awaitable);
+            if (stopping) co_return;
+            if (ec) {
+                if (ec == asio::error::operation_aborted) co_return;
+                // Out of descriptors or a transient error: back off briefly instead of spinning.
+                asio::steady_timer t(accept_strand, std::chrono::milliseconds(50));
+                co_await t.async_wait(tuple_awaitable);
+                continue;
+            }
+            if (stats.connections.load() >= static_cast<std::int64_t>(settings.max_connections)) {
+                boost::system::error_code ignored;
+                socket.close(ignored);
+                continue;
+            }
+            boost::system::error_code ignored;
+            socket.set_option(tcp::no_delay(true), ignored);
+            auto state = std::make_shared<connection_state>();
+            state->strand = socket.get_executor();
+            {
+                std::lock_guard lock(mutex);
+                live.insert(state);
+            }
+            stats.connections.fetch_add(1);
+            auto ex = socket.get_executor();
+            asio::co_spawn(ex, run_session(std::move(socket), state),
+                           [self = shared_from_this(), state](std::exception_ptr e) {
+                               if (e) {
+                                   try {
+                                       std::rethrow_exception(e);
+                                   } catch (const boost::system::system_error&) {
+                                       // A client that went away mid-response: nothing to report.
+                                   } catch (const std::exception& x) {
+                                       core::log(core::level::error,
+                                                 std::string("connection: ") + x.what());
+                                   }
+                               }
+                               {
+                                   std::lock_guard lock(self->mutex);
+                                   self->live.erase(state);
+                               }
+                               self->stats.connections.fetch_sub(1);
+                           });
+        }
+    }
+
+    asio::awaitable<void> send_error(beast::tcp_stream& stream, const http_error& e,
+                                     std::string_view path) {
+        response r = problem_response(e, path);
+        r.close = true;
+        co_await write_response(stream, r, false, false);
+    }
+
+    asio::awaitable<void> write_response(beast::tcp_stream& stream, response& r, bool keep_alive,
+                                         bool head) {
+        bhttp::response<bhttp::string_body> out;
+        out.version(11);
+        out.result(static_cast<unsigned>(r.status));
+        for (auto& f : r.headers) out.insert(f.name, f.value);
+        out.keep_alive(keep_alive);
+        std::size_t length = r.body.size();
+        out.body() = std::move(r.body);
+        out.prepare_payload();
+        if (head) {
+            out.body().clear();
+            if (r.status != 204 && r.status != 304) out.content_length(length);
+        }
+        count(r.status);
+        stream.expires_after(settings.write_timeout);
+        co_await bhttp::async_write(stream, out, use_awaitable);
+    }
+
+    asio::awaitable<void> write_stream(beast::tcp_stream& stream, response& r) {
+        bhttp::response<bhttp::empty_body> out;
+        out.version(11);
+        out.result(static_cast<unsigned>(r.status));
+        for (auto& f : r.headers) out.insert(f.name, f.value);
+        out.keep_alive(false);
+        out.chunked(true);
+        count(r.status);
+        bhttp::response_serializer<bhttp::empty_body> sr(out);
+        stream.expires_after(settings.write_timeout);
+        co_await bhttp::async_write_header(stream, sr, use_awaitable);
+        stats.streams.fetch_add(1);
+        struct guard {
+            server_stats& s;
+            ~guard() { s.streams.fetch_sub(1); }
+        } g{stats};
+        chunk_writer writer(stream, settings.write_timeout);
+        co_await r.stream(writer);
+        stream.expires_after(settings.write_timeout);
+        co_await asio::async_write(stream, bhttp::make_chunk_last(), use_awaitable);
+    }
+
+    asio::awaitable<response> dispatch(request& req) {
+        stats.requests.fetch_add(1, std::memory_order_relaxed);
+        auto m = routes.find(req.method, req.path);
+        std::optional<http_error> error;
+        try {
+            if (!m.target) {
+                if (!m.allow.empty())
+                    throw http_error{405, "method-not-allowed",
+                                     "this resource accepts " + m.allow, {}, {{"Allow", m.allow}}};
+                throw http_error{404, "not-found", "no resource at " + req.path};
+            }
+            req.params = std::move(m.params);
+            co_return co_await (*m.target)(req);
+        } catch (const http_error& e) {
+            error = e;
+        } catch (const std::exception& e) {
+            core::log(core::level::error, "handler " + req.method + " " + req.path + ": " + e.what());
+            error = http_error{500, "internal-error", "the server failed to answer this request"};
+        }
+        co_return problem_response(*error, req.path);
+    }
+
+    asio::awaitable<void> run_session(tcp::socket socket, std::shared_ptr<connection_state> state) {
+        beast::tcp_stream stream(std::move(socket));
+        state->stream = &stream;
+        struct detach {
+            std::shared_ptr<connection_state>& s;
+            ~detach() { s->stream = nullptr; }
+        } detach_guard{state};
+
+        beast::flat_buffer buffer(std::max<std::size_t>(settings.header_limit * 2, 64 * 1024));
+        for (;;) {
+            state->idle = true;
+            if (state->closing || stopping) break;
+            if (buffer.size() == 0) {
+                // Idle keep-alive: wait for the first byte of the next request.
+                stream.expires_after(settings.idle_timeout);
+                auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), tuple_awaitable);
+                if (ec) break;
+                buffer.commit(n);
+            }
+            state->idle = false;
+
+            bhttp::request_parser<bhttp::string_body> parser;
+            parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
+            parser.body_limit(settings.body_limit);
+            stream.expires_after(settings.header_timeout);
+            auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+            if (hec) {
+                if (hec == bhttp::error::header_limit ||
+                    hec == bhttp::error::buffer_overflow)
+                    co_await send_error(stream, {431, "header-too-large", "request headers exceed " + std::to_string(settings.header_limit) + " bytes"}, "");
+                else if (hec == beast::error::timeout)
+                    co_await send_error(stream, {408, "request-timeout", "the request headers did not arrive in time"}, "");
+                else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
+                         hec != asio::error::connection_reset && hec != asio::error::operation_aborted)
+                    co_await send_error(stream, {400, "malformed-request", hec.message()}, "");
+                break;
+            }
+            auto& head = parser.get();
+            std::string path(head.target().substr(0, head.target().find('?')));
+            if (head.version() != 11 && head.version() != 10) {
+                co_await send_error(stream, {505, "http-version-not-supported", "use HTTP/1.1"}, path);
+                break;
+            }
+            if (auto len = parser.content_length(); len && *len > settings.body_limit) {
+                co_await send_error(stream, {413, "payload-too-large", "the body exceeds " + std::to_string(settings.body_limit) + " bytes"}, path);
+                break;
+            }
+            if (!parser.is_done()) {
+                if (bhttp::token_list(head[bhttp::field::expect]).exists("100-continue")) {
+                    bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+                    stream.expires_after(settings.write_timeout);
+                    co_await bhttp::async_write(stream, cont, use_awaitable);
+                }
+                stream.expires_after(settings.idle_timeout);
+                auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
+                if (bec) {
+                    if (bec == bhttp::error::body_limit)
+                        co_await send_error(stream, {413, "payload-too-large", "the body exceeds " + std::to_string(settings.body_limit) + " bytes"}, path);
+                    else if (bec == beast::error::timeout)
+                        co_await send_error(stream, {408, "request-timeout", "the request body did not arrive in time"}, path);
+                    else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
+                             bec != bhttp::error::partial_message && bec != asio::error::connection_reset)
+                        co_await send_error(stream, {400, "malformed-request", bec.message()}, path);
+                    break;
+                }
+            }
+
+            bool keep_alive = head.keep_alive();
+            bool is_head = head.method() == bhttp::verb::head;
+            request req = to_request(parser.release());
+            // Nothing is read while the handler runs: pipelined requests wait in `buffer`.
+            stream.expires_never();
+            response res = co_await dispatch(req);
+            if (res.stream && !is_head) {
+                req = request{};
+                buffer.clear();
+                buffer.shrink_to_fit();
+                co_await write_stream(stream, res);
+                break;
+            }
+            keep_alive = keep_alive && !res.close && !state->closing && !stopping;
+            co_await write_response(stream, res, keep_alive, is_head);
+            if (!keep_alive) break;
+        }
+        boost::system::error_code ignored;
+        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        stream.close();
+    }
+};
+
+server::server(asio::io_context& io, const router& routes, server_settings settings)
+    : impl_(std::make_shared<impl>(io, routes, settings)) {}
+
+server::~server() = default;
+
+std::string server::listen(const std::string& host_port) {
+    auto colon = host_port.rfind(':');
+    if (colon == std::string::npos) throw std::runtime_error("listen address must be HOST:PORT: " + host_port);
+    std::string host = host_port.substr(0, colon);
+    std::string port_text = host_port.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host == "localhost") host = "127.0.0.1";
+    if (host.empty()) host = "0.0.0.0";
+    unsigned long port = 0;
+    try {
+        std::size_t used = 0;
+        port = std::stoul(port_text, &used);
+        if (used != port_text.size() || port > 65535) throw std::out_of_range("port");
+    } catch (const std::exception&) {
+        throw std::runtime_error("invalid port in listen address: " + host_port);
+    }
+    boost::system::error_code ec;
+    auto address = asio::ip::make_address(host, ec);
+    if (ec) throw std::runtime_error("invalid host in listen address: " + host_port);
+    tcp::endpoint ep(address, static_cast<unsigned short>(port));
+    auto& a = impl_->acceptor;
+    a.open(ep.protocol());
+    a.set_option(asio::socket_base::reuse_address(true));
+    a.bind(ep, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + host_port + ": " + ec.message());
+    a.listen(asio::socket_base::max_listen_connections);
+    auto bound = a.local_endpoint();
+    std::string shown = bound.address().to_string();
+    if (bound.address().is_v6()) shown = "[" + shown + "]";
+    return shown + ":" + std::to_string(bound.port());
+}
+
+void server::start() {
+    auto self = impl_;
+    asio::co_spawn(impl_->accept_strand, impl_->accept_loop(), [self](std::exception_ptr e) {
+        if (e) core::log(core::level::error, "acceptor stopped with an error");
+    });
+}
+
+void server::stop() {
+    impl_->stopping = true;
+    auto self = impl_;
+    asio::post(impl_->accept_strand, [self] {
+        boost::system::error_code ignored;
+        self->acceptor.close(ignored);
+    });
+    // Idle connections close now; busy ones see `closing` after their current response.
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& state : impl_->live) {
+        asio::post(state->strand, [state] {
+            state->closing = true;
+            if (state->idle && state->stream) {
+                boost::system::error_code ignored;
+                state->stream->socket().close(ignored);
+            }
+        });
+    }
+}
+
+void server::close_all() {
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& state : impl_->live) {
+        asio::post(state->strand, [state] {
+            state->closing = true;
+            if (state->stream) {
+                boost::system::error_code ignored;
+                state->stream->socket().close(ignored);
+            }
+        });
+    }
+}
+
+std::int64_t server::connections() const { return impl_->stats.connections.load(); }
+
+server_stats& server::stats() { return impl_->stats; }
+
+}  // namespace buzzer::http

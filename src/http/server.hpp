@@ -1,0 +1,68 @@
+// The HTTP/1.1 front: an acceptor and one coroutine per connection, each on its own strand.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "http/router.hpp"
+
+namespace buzzer::http {
+
+/// Counters of the HTTP front, for /metrics.
+struct server_stats {
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> responses_2xx{0};
+    std::atomic<std::uint64_t> responses_3xx{0};
+    std::atomic<std::uint64_t> responses_4xx{0};
+    std::atomic<std::uint64_t> responses_5xx{0};
+    std::atomic<std::int64_t> connections{0};
+    std::atomic<std::int64_t> streams{0};
+};
+
+/// Limits and timeouts of connections.
+struct server_settings {
+    std::size_t header_limit = 16 * 1024;
+    std::size_t body_limit = 1 << 20;
+    std::chrono::milliseconds header_timeout{10'000};
+    std::chrono::milliseconds idle_timeout{60'000};
+    std::chrono::milliseconds write_timeout{30'000};
+    std::size_t max_connections = 20'000;
+};
+
+/// Accepts connections and serves them with a router.
+class server {
+public:
+    server(boost::asio::io_context& io, const router& routes, server_settings settings);
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Binds `host:port` (SO_REUSEADDR) and returns the bound address as "HOST:PORT".
+    std::string listen(const std::string& host_port);
+
+    /// Starts accepting.
+    void start();
+
+    /// Stops accepting; idle connections close now, busy ones after their current response.
+    void stop();
+
+    /// Closes every remaining connection at once.
+    void close_all();
+
+    /// Open connections.
+    std::int64_t connections() const;
+
+    /// Request and response counters.
+    server_stats& stats();
+
+private:
+    struct impl;
+    std::shared_ptr<impl> impl_;
+};
+
+}  // namespace buzzer::http

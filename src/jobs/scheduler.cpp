@@ -1,0 +1,454 @@
+#include "jobs/scheduler.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include "core/log.hpp"
+#include "core/run_on.hpp"
+#include "jobs/backoff.hpp"
+
+namespace buzzer::jobs {
+namespace asio = boost::asio;
+namespace json = boost::json;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// Progress events are written at most this often per operation; the latest report wins.
+constexpr auto progress_interval = std::chrono::milliseconds(100);
+
+std::string problem_text(std::string_view type, std::string_view title, int status,
+                         std::string_view detail, const std::string& id) {
+    return json::serialize(core::make_problem(type, title, status, detail, "/operations/" + id));
+}
+
+std::chrono::steady_clock::duration seconds(double s) {
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(s));
+}
+
+}  // namespace
+
+// Why a running job is being stopped; set on the job's strand.
+enum class stop_reason { none, cancel, shutdown };
+
+struct scheduler::job_control {
+    job_control(std::string id, std::string kind, asio::io_context& io)
+        : id(std::move(id)), kind(std::move(kind)), strand(asio::make_strand(io)), wake(strand) {
+        wake.expires_at(std::chrono::steady_clock::time_point::max());
+    }
+    std::string id;
+    std::string kind;
+    asio::strand<asio::io_context::executor_type> strand;
+    asio::steady_timer wake;  ///< fires (expires at min) when the job must stop
+    stop_reason reason = stop_reason::none;
+
+    void stop(stop_reason r) {
+        if (reason == stop_reason::none) reason = r;
+        wake.expires_at(std::chrono::steady_clock::time_point::min());
+    }
+};
+
+struct scheduler::outcome {
+    enum kind_t { success, failure, cancel, shutdown } kind = failure;
+    std::string body;  ///< result bytes
+    std::string media_type = "application/json";
+    std::string type = "/problems/job-failed";
+    std::string detail;
+    bool retryable = true;
+};
+
+// One attempt as the kind's function sees it.
+class scheduler::attempt_context final : public job {
+public:
+    attempt_context(store::store& db, core::operation& op) : db_(db), op_(op) {
+        boost::system::error_code ec;
+        input_ = json::parse(op.input, ec);
+        if (ec) input_ = nullptr;
+    }
+
+    const std::string& id() const override { return op_.id; }
+    const std::string& kind() const override { return op_.kind; }
+        int attempt() const override { return op_.attempt; }
+    const json::value& input() const override { return input_; }
+
+    asio::awaitable<void> progress(int percent, std::string message) override {
+        json::object p;
+        p["percent"] = std::clamp(percent, 0, 100);
+        p["message"] = std::move(message);
+        op_.progress = json::serialize(p);
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_write_ < progress_interval) {
+            unwritten_ = true;
+            co_return;
+        }
+        last_write_ = now;
+        unwritten_ = false;
+        std::string id = op_.id;
+        std::string progress = *op_.progress;
+        co_await db_.write([&](store::write_context& w) { write_progress(w, id, progress); });
+    }
+
+    void set_result(std::string body, std::string media_type) override {
+        raw_result_ = std::move(body);
+        media_type_ = std::move(media_type);
+    }
+
+    /// Writes the progress row and its event.
+    static void write_progress(store::write_context& w, const std::string& id,
+                               const std::string& progress) {
+        auto s = w.db.cached(
+            "UPDATE operations SET progress = ?2 WHERE id = ?1 AND status = 'running'");
+        s->bind(1, id).bind(2, progress).exec();
+        boost::system::error_code ec;
+        auto p = json::parse(progress, ec).as_object();
+        json::object data;
+        data["id"] = id;
+        data["percent"] = p["percent"];
+        data["message"] = p["message"];
+        w.add_event(id, "progress", json::serialize(data));
+    }
+
+    /// Writes a coalesced report that was not written yet (inside the final write).
+    void flush_progress(store::write_context& w) {
+        if (unwritten_ && op_.progress) write_progress(w, op_.id, *op_.progress);
+        unwritten_ = false;
+    }
+
+    std::optional<std::string> raw_result_;
+    std::string media_type_;
+
+private:
+    store::store& db_;
+    core::operation& op_;
+    json::value input_;
+    std::chrono::steady_clock::time_point last_write_{};
+    bool unwritten_ = false;
+};
+
+scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry& kinds,
+                     scheduler_settings settings)
+    : io_(io), db_(db), kinds_(kinds), settings_(std::move(settings)),
+      strand_(asio::make_strand(io)), delay_timer_(strand_) {}
+
+scheduler::~scheduler() = default;
+
+void scheduler::load(const std::vector<store::queued>& pending) {
+    for (const auto& q : pending) add(q);
+}
+
+void scheduler::start() {
+    asio::post(strand_, [this] {
+        started_ = true;
+        pump();
+    });
+}
+
+void scheduler::enqueue(store::queued q) {
+    asio::post(strand_, [this, q = std::move(q)]() mutable {
+        add(std::move(q));
+        pump();
+    });
+}
+
+void scheduler::add(store::queued q) {
+    if (index_.count(q.id) || running_.count(q.id)) return;
+    entry e{q.priority, q.order, q.id};
+    bool delayed = q.run_after > core::now_ms();
+    index_.emplace(q.id, queued_info{q.kind, e, q.run_after, delayed});
+    stats_.pending.store(static_cast<std::int64_t>(index_.size()));
+    if (delayed) {
+        delayed_.emplace(q.run_after, q.id);
+        arm_delay_timer();
+    } else {
+        ready_[q.kind].insert(e);
+    }
+}
+
+void scheduler::arm_delay_timer() {
+    if (delayed_.empty()) return;
+    auto wait_ms = std::max<core::millis>(delayed_.begin()->first - core::now_ms(), 0);
+    auto due = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    if (delay_timer_.expiry() <= due && delay_timer_.expiry() > std::chrono::steady_clock::now())
+        return;  // already armed for an earlier moment
+    delay_timer_.expires_at(due);
+    delay_timer_.async_wait(asio::bind_executor(strand_, [this](boost::system::error_code ec) {
+        if (ec == asio::error::operation_aborted) return;
+        release_due();
+    }));
+}
+
+void scheduler::release_due() {
+    auto now = core::now_ms();
+    while (!delayed_.empty() && delayed_.begin()->first <= now) {
+        auto id = delayed_.begin()->second;
+        delayed_.erase(delayed_.begin());
+        auto it = index_.find(id);
+        if (it == index_.end()) continue;
+        it->second.delayed = false;
+        ready_[it->second.kind].insert(it->second.e);
+    }
+    arm_delay_timer();
+    pump();
+}
+
+void scheduler::pump() {
+    if (!started_ || stopping_) return;
+    while (running_.size() < settings_.max_running) {
+        // The best head among kinds that have room: priority, then age.
+        std::set<entry>* best = nullptr;
+        std::string_view best_kind;
+        for (auto& [kind, queue] : ready_) {
+            if (queue.empty()) continue;
+            const auto* k = kinds_.find(kind);
+            unsigned limit = k ? k->defaults.concurrency : 0;
+            auto r = running_by_kind_.find(kind);
+            if (limit && r != running_by_kind_.end() && r->second >= limit) continue;
+            if (!best || *queue.begin() < *best->begin()) {
+                best = &queue;
+                best_kind = kind;
+            }
+        }
+        if (!best) return;
+        entry e = *best->begin();
+        best->erase(best->begin());
+        std::string kind(best_kind);
+        index_.erase(e.id);
+        stats_.pending.store(static_cast<std::int64_t>(index_.size()));
+
+        auto ctrl = std::make_shared<job_control>(e.id, kind, io_);
+        running_.emplace(e.id, ctrl);
+        ++running_by_kind_[kind];
+        stats_.running.store(static_cast<std::int64_t>(running_.size()));
+        asio::co_spawn(ctrl->strand, run_job(ctrl), [id = e.id](std::exception_ptr ex) {
+            if (!ex) return;
+            try {
+                std::rethrow_exception(ex);
+            } catch (const std::exception& x) {
+                core::log(core::level::error, "job " + id + ": " + x.what());
+            }
+        });
+    }
+}
+
+void scheduler::finished(const std::shared_ptr<job_control>& ctrl,
+                         std::optional<store::queued> again) {
+    asio::post(strand_, [this, ctrl, again = std::move(again)]() mutable {
+        running_.erase(ctrl->id);
+        if (auto it = running_by_kind_.find(ctrl->kind); it != running_by_kind_.end() && it->second)
+            --it->second;
+        stats_.running.store(static_cast<std::int64_t>(running_.size()));
+        if (again && !stopping_) add(std::move(*again));
+        if (stopping_ && running_.empty() && on_drained_) {
+            auto done = std::move(on_drained_);
+            on_drained_ = nullptr;
+            done();
+        }
+        pump();
+    });
+}
+
+asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
+    co_return co_await core::run_on(strand_, [this, id] {
+        if (auto r = running_.find(id); r != running_.end()) {
+            auto ctrl = r->second;
+            asio::post(ctrl->strand, [ctrl] { ctrl->stop(stop_reason::cancel); });
+            return cancel_state::cancelling;
+        }
+        if (auto q = index_.find(id); q != index_.end()) {
+            auto& info = q->second;
+            if (info.delayed) {
+                for (auto it = delayed_.lower_bound(info.run_after);
+                     it != delayed_.end() && it->first == info.run_after; ++it) {
+                    if (it->second == id) {
+                        delayed_.erase(it);
+                        break;
+                    }
+                }
+            } else {
+                ready_[info.kind].erase(info.e);
+            }
+            index_.erase(q);
+            stats_.pending.store(static_cast<std::int64_t>(index_.size()));
+        }
+        return cancel_state::not_active;
+    });
+}
+
+asio::awaitable<void> scheduler::shutdown() {
+    using drained_channel = asio::experimental::channel<void(boost::system::error_code)>;
+    auto ex = co_await asio::this_coro::executor;
+    auto drained = std::make_shared<drained_channel>(ex, 1);
+    bool idle = co_await core::run_on(strand_, [this, drained] {
+        stopping_ = true;
+        delay_timer_.cancel();
+        for (auto& [id, ctrl] : running_) {
+            asio::post(ctrl->strand, [c = ctrl] { c->stop(stop_reason::shutdown); });
+        }
+        if (running_.empty()) return true;
+        on_drained_ = [drained] { drained->try_send(boost::system::error_code{}); };
+        return false;
+    });
+    if (idle) co_return;
+    asio::steady_timer grace(ex, seconds(settings_.shutdown_grace_s));
+    auto r = co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));
+    if (r.index() == 1)
+        core::log(core::level::warn, "shutdown: jobs still running after the grace period");
+}
+
+asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_control> ctrl,
+                                                           core::operation& op, attempt_context& a) {
+    outcome out;
+    if (ctrl->reason != stop_reason::none) {
+        out.kind = ctrl->reason == stop_reason::cancel ? outcome::cancel : outcome::shutdown;
+        co_return out;
+    }
+    const kind_def* k = kinds_.find(op.kind);
+    if (!k) {
+        out.type = "/problems/unknown-kind";
+        out.detail = "this server does not run the kind " + op.kind;
+        out.retryable = false;
+        co_return out;
+    }
+    // The body never throws: its failure is an outcome, so the race below ends with it.
+    auto body = [](const kind_def* k, attempt_context& a) -> asio::awaitable<outcome> {
+        outcome o;
+        try {
+            json::value v = co_await k->run(a);
+            o.kind = outcome::success;
+            if (a.raw_result_) {
+                o.body = std::move(*a.raw_result_);
+                o.media_type = a.media_type_;
+            } else {
+                o.body = json::serialize(v);
+            }
+        } catch (const job_error& e) {
+            o.type = e.type();
+            o.detail = e.what();
+            o.retryable = e.retryable();
+        } catch (const std::exception& e) {
+            o.detail = e.what();
+        }
+        co_return o;
+    };
+    asio::steady_timer deadline(ctrl->strand, seconds(op.timeout_s));
+    auto r = co_await (body(k, a) || deadline.async_wait(tuple_awaitable) ||
+                       ctrl->wake.async_wait(tuple_awaitable));
+    if (r.index() == 0) co_return std::get<0>(std::move(r));
+    if (r.index() == 1) {
+        out.type = "/problems/timeout";
+        out.detail = "the attempt did not finish within timeout_s (" +
+                     json::serialize(core::json_number(op.timeout_s)) + " s)";
+        co_return out;
+    }
+    out.kind = ctrl->reason == stop_reason::shutdown ? outcome::shutdown : outcome::cancel;
+    co_return out;
+}
+
+void scheduler::apply(const outcome& out, core::operation& op, store::write_context& w,
+                      std::optional<store::queued>& again, attempt_context& a) {
+    auto now = core::now_ms();
+    std::string event;
+    a.flush_progress(w);
+    switch (out.kind) {
+        case outcome::success:
+            op.state = core::status::succeeded;
+            op.finished_at = now;
+            op.error.reset();
+            store::save_result(w.db, op.id, {out.body, out.media_type});
+            event = "completed";
+            break;
+        case outcome::failure: {
+            bool timeout = out.type == "/problems/timeout";
+            op.error = problem_text(out.type, timeout ? "Attempt timed out" : "Attempt failed",
+                                    timeout ? 504 : 500, out.detail, op.id);
+            if (out.retryable && op.attempt < op.max_attempts) {
+                const kind_def* k = kinds_.find(op.kind);
+                kind_options d = k ? k->defaults : kind_options{};
+                op.state = core::status::pending;
+                op.progress.reset();
+                op.run_after = now + backoff_delay_ms(op.attempt, d.backoff_base_s, d.backoff_max_s);
+                event = "pending";
+            } else {
+                op.state = core::status::failed;
+                op.finished_at = now;
+                event = "failed";
+            }
+            break;
+        }
+        case outcome::cancel:
+            op.state = core::status::canceled;
+            op.finished_at = now;
+            op.error = problem_text("/problems/canceled", "Operation canceled", 409,
+                                    "the operation was canceled on request", op.id);
+            event = "canceled";
+            break;
+        case outcome::shutdown:
+            // A clean shutdown does not spend the attempt.
+            op.state = core::status::pending;
+            op.attempt = std::max(op.attempt - 1, 0);
+            if (op.attempt == 0) op.started_at.reset();
+            op.progress.reset();
+            op.error.reset();
+            op.run_after = 0;
+            event = "pending";
+            break;
+    }
+    store::save_operation(w.db, op);
+    w.add_event(op.id, event, core::represent_text(op, settings_.base_url));
+    if (op.state == core::status::pending) {
+        std::int64_t order = 0;
+        auto s = w.db.cached("SELECT rowid FROM operations WHERE id = ?1");
+        s->bind(1, op.id);
+        if (s->step()) order = s->get_int(0);
+        again = store::queued{op.id, op.kind, op.priority, op.run_after, order};
+    }
+}
+
+asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
+    std::optional<core::operation> op;
+    try {
+        co_await db_.write([&](store::write_context& w) {
+            op = store::start_attempt(w.db, ctrl->id, core::now_ms());
+            if (op) w.add_event(op->id, "running", core::represent_text(*op, settings_.base_url));
+        });
+    } catch (const std::exception& e) {
+        core::log(core::level::error, "job " + ctrl->id + ": cannot start: " + e.what());
+        op.reset();
+    }
+    if (!op) {
+        finished(ctrl, std::nullopt);
+        co_return;
+    }
+    stats_.attempts.fetch_add(1, std::memory_order_relaxed);
+
+    attempt_context a(db_, *op);
+    outcome out = co_await run_attempt(ctrl, *op, a);
+    // A cancel that arrived while the body was finishing still wins over its result.
+    if (ctrl->reason == stop_reason::cancel && out.kind != outcome::cancel) out.kind = outcome::cancel;
+
+    std::optional<store::queued> again;
+    try {
+        co_await db_.write([&](store::write_context& w) { apply(out, *op, w, again, a); });
+    } catch (const std::exception& e) {
+        core::log(core::level::error, "job " + ctrl->id + ": cannot record the outcome: " + e.what());
+        again.reset();
+    }
+    switch (op->state) {
+        case core::status::succeeded: stats_.succeeded.fetch_add(1); break;
+        case core::status::failed: stats_.failed.fetch_add(1); break;
+        case core::status::canceled: stats_.canceled.fetch_add(1); break;
+        case core::status::pending:
+            if (out.kind == outcome::failure) stats_.retried.fetch_add(1);
+            break;
+        default: break;
+    }
+    finished(ctrl, std::move(again));
+}
+
+}  // namespace buzzer::jobs

@@ -1,0 +1,124 @@
+// The scheduler: an in-memory ready queue (priority, then age) fed after each commit, per-kind
+// and global concurrency limits, and one coroutine per running attempt. Its state lives on
+// its own strand.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "jobs/kinds.hpp"
+#include "store/operations.hpp"
+#include "store/store.hpp"
+
+namespace buzzer::jobs {
+
+/// Settings of the scheduler.
+struct scheduler_settings {
+    unsigned max_running = 256;
+    std::string base_url;
+    double shutdown_grace_s = 10;
+};
+
+/// Counters of the scheduler, for /metrics.
+struct scheduler_stats {
+    std::atomic<std::uint64_t> attempts{0};
+    std::atomic<std::uint64_t> succeeded{0};
+    std::atomic<std::uint64_t> failed{0};
+    std::atomic<std::uint64_t> retried{0};
+    std::atomic<std::uint64_t> canceled{0};
+    std::atomic<std::int64_t> running{0};
+    std::atomic<std::int64_t> pending{0};
+};
+
+/// Runs pending operations.
+class scheduler {
+public:
+    scheduler(boost::asio::io_context& io, store::store& db, const kind_registry& kinds,
+              scheduler_settings settings);
+    ~scheduler();
+    scheduler(const scheduler&) = delete;
+    scheduler& operator=(const scheduler&) = delete;
+
+    /// Queues the pending operations found at start (before start()).
+    void load(const std::vector<store::queued>& pending);
+
+    /// Starts claiming work.
+    void start();
+
+    /// Queues a newly committed pending operation; callable from any thread.
+    void enqueue(store::queued q);
+
+    /// What a cancel request found.
+    enum class cancel_state {
+        not_active,  ///< not running; removed from the queue if it was there
+        cancelling   ///< running: its job is being stopped
+    };
+
+    /// Cancels a running job, or takes a queued operation out of the queue.
+    boost::asio::awaitable<cancel_state> cancel(std::string id);
+
+    /// Stops claiming, hands running jobs back to pending, waits up to the grace period.
+    boost::asio::awaitable<void> shutdown();
+
+    /// Counters.
+    const scheduler_stats& stats() const { return stats_; }
+
+private:
+    struct job_control;
+    struct entry {
+        int priority;
+        std::int64_t order;
+        std::string id;
+        bool operator<(const entry& o) const {
+            if (priority != o.priority) return priority > o.priority;
+            if (order != o.order) return order < o.order;
+            return id < o.id;
+        }
+    };
+    struct queued_info {
+        std::string kind;
+        entry e;
+        core::millis run_after;
+        bool delayed;
+    };
+    struct outcome;
+    class attempt_context;
+
+    void add(store::queued q);
+    void pump();
+    void arm_delay_timer();
+    void release_due();
+    void finished(const std::shared_ptr<job_control>& ctrl, std::optional<store::queued> again);
+    boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl);
+    boost::asio::awaitable<outcome> run_attempt(std::shared_ptr<job_control> ctrl,
+                                                core::operation& op, attempt_context& a);
+    void apply(const outcome& out, core::operation& op, store::write_context& w,
+               std::optional<store::queued>& again, attempt_context& a);
+
+    boost::asio::io_context& io_;
+    store::store& db_;
+    const kind_registry& kinds_;
+    scheduler_settings settings_;
+    boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+    boost::asio::steady_timer delay_timer_;
+    std::map<std::string, std::set<entry>, std::less<>> ready_;
+    std::multimap<core::millis, std::string> delayed_;
+    std::unordered_map<std::string, queued_info> index_;
+    std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
+    std::map<std::string, unsigned, std::less<>> running_by_kind_;
+    bool started_ = false;
+    bool stopping_ = false;
+    std::function<void()> on_drained_;
+    scheduler_stats stats_;
+};
+
+}  // namespace buzzer::jobs

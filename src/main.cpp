@@ -1,0 +1,37 @@
+// The buzzer executable: parse the command line, run the server until a signal.
+#include <buzzer/server.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "runtime/config.hpp"
+
+int main(int argc, char** argv) {
+    buzzer::runtime::command_line cl;
+    try {
+        cl = buzzer::runtime::parse_command_line(argc, argv);
+    } catch (const buzzer::runtime::config_error& e) {
+        std::cerr << "buzzer: " << e.what() << "\n";
+        return 2;
+    }
+    if (cl.help) {
+        std::cout << cl.help_text;
+        return 0;
+    }
+    if (cl.version) {
+        std::cout << "buzzer 0.1.0\n";
+        return 0;
+    }
+    try {
+        buzzer::server server(cl.opts);
+        server.on_listening = [](const std::string& address) {
+            std::printf("listening on http://%s\n", address.c_str());
+            std::fflush(stdout);
+        };
+        server.run();
+    } catch (const std::exception& e) {
+        std::cerr << "buzzer: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}

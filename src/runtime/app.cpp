@@ -1,0 +1,251 @@
+// Wiring: store, hub, scheduler, HTTP front and signals make one server.
+#include <sys/resource.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include <condition_variable>
+#include <csignal>
+#include <mutex>
+#include <thread>
+
+#include <buzzer/server.hpp>
+
+#include "api/context.hpp"
+#include "core/log.hpp"
+#include "http/server.hpp"
+#include "jobs/kinds.hpp"
+#include "jobs/scheduler.hpp"
+#include "sse/hub.hpp"
+#include "store/operations.hpp"
+#include "store/store.hpp"
+
+namespace buzzer {
+namespace asio = boost::asio;
+namespace json = boost::json;
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// How often finished operations past their retention are purged.
+constexpr auto purge_interval = std::chrono::seconds(60);
+// Idempotency keys are honoured at least this long.
+constexpr core::millis key_lifetime_ms = 24LL * 3600 * 1000;
+
+void raise_file_limit() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+// Operations a crash left running: run again while attempts remain, else failed.
+void recover(store::write_context& w, const std::string& base_url) {
+    auto now = core::now_ms();
+    for (auto op : store::running_operations(w.db)) {
+        op.error = json::serialize(core::make_problem(
+            "/problems/abandoned", "Attempt abandoned", 500,
+            "the server stopped while the attempt was running", "/operations/" + op.id));
+        op.progress.reset();
+        if (op.attempt < op.max_attempts) {
+            op.state = core::status::pending;
+            op.run_after = now;
+        } else {
+            op.state = core::status::failed;
+            op.finished_at = now;
+        }
+        store::save_operation(w.db, op);
+        w.add_event(op.id, core::is_terminal(op.state) ? "failed" : "pending",
+                    core::represent_text(op, base_url));
+    }
+}
+
+}  // namespace
+
+struct server::impl {
+    explicit impl(options o) : opts(std::move(o)) {
+        while (!opts.public_url.empty() && opts.public_url.back() == '/') opts.public_url.pop_back();
+    }
+
+    options opts;
+    jobs::kind_registry kinds;
+    std::unique_ptr<asio::io_context> io;
+    std::atomic<bool> shutting_down{false};
+    std::atomic<bool> running{false};
+    std::mutex stop_mutex;
+    bool stop_requested = false;
+    std::function<void()> begin_stop;
+
+    asio::awaitable<void> purge_loop(store::store& db, asio::steady_timer& timer) {
+        while (!shutting_down) {
+            try {
+                auto now = core::now_ms();
+                auto cutoff = now - static_cast<core::millis>(opts.retention_s * 1000);
+                int purged = 0;
+                co_await db.write([&](store::write_context& w) {
+                    purged = store::purge_finished(w.db, cutoff, 1000);
+                    store::purge_keys(w.db, now - std::max(key_lifetime_ms,
+                        static_cast<core::millis>(opts.retention_s * 1000)));
+                });
+                // A large backlog is purged in slices so that no commit grows too big.
+                if (purged == 1000) continue;
+            } catch (const std::exception& e) {
+                core::log(core::level::error, std::string("purge: ") + e.what());
+            }
+            timer.expires_after(purge_interval);
+            co_await timer.async_wait(tuple_awaitable);
+        }
+    }
+};
+
+server::server(options opts) : impl_(std::make_unique<impl>(std::move(opts))) {}
+
+server::~server() = default;
+
+void server::kind(const std::string& name, job_function fn, kind_options defaults,
+                  input_check check, std::string executor) {
+    impl_->kinds.add({name, std::move(executor), defaults, std::move(fn), std::move(check)});
+}
+
+void server::stop() {
+    std::lock_guard lock(impl_->stop_mutex);
+    impl_->stop_requested = true;
+    if (impl_->begin_stop) impl_->begin_stop();
+}
+
+void server::run() {
+    auto& s = *impl_;
+    raise_file_limit();
+    std::signal(SIGPIPE, SIG_IGN);
+    if (s.opts.builtin_kinds) {
+        jobs::kind_registry builtins;
+        jobs::add_builtin_kinds(builtins);
+        for (const auto* k : builtins.all())
+            if (!s.kinds.find(k->name)) s.kinds.add(*k);
+    }
+    unsigned threads = s.opts.threads ? s.opts.threads : std::max(1u, std::thread::hardware_concurrency());
+    s.io = std::make_unique<asio::io_context>(static_cast<int>(threads));
+    auto& io = *s.io;
+    auto work = asio::make_work_guard(io);
+
+    store::store db({s.opts.database, s.opts.synchronous_full, 2, 4096});
+    std::vector<store::queued> pending;
+    db.open([&](store::write_context& w) {
+        recover(w, s.opts.public_url);
+        pending = store::pending_operations(w.db);
+    });
+
+    sse::hub hub(io.get_executor());
+    db.on_commit = [&hub](std::vector<store::event> events) { hub.publish(std::move(events)); };
+
+    jobs::scheduler sched(io, db, s.kinds,
+                          {s.opts.max_running, s.opts.public_url, s.opts.shutdown_grace_s});
+    sched.load(pending);
+
+    http::router routes;
+    http::server_settings hs;
+    hs.header_limit = s.opts.header_limit;
+    hs.body_limit = s.opts.body_limit;
+    hs.header_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
+    hs.idle_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.idle_timeout_s * 1000));
+    http::server front(io, routes, hs);
+    api::context ctx{db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
+    api::add_routes(routes, ctx);
+
+    std::string bound = front.listen(s.opts.listen);
+    front.start();
+    sched.start();
+    auto maintenance = asio::make_strand(io);
+    asio::steady_timer purge_timer(maintenance);
+    asio::co_spawn(maintenance, s.purge_loop(db, purge_timer), asio::detached);
+    asio::signal_set signals(io);
+
+    // Graceful shutdown: refuse new work, end streams, hand jobs back, drain connections.
+    // When everything has ended, io.run() returns by itself.
+    std::mutex exit_mutex;
+    std::condition_variable exit_cv;
+    bool exited = false;
+    std::atomic<bool> forced{false};
+    std::thread watchdog;
+    auto shutdown = [&]() -> asio::awaitable<void> {
+        s.shutting_down = true;
+        front.stop();
+        hub.shutdown();
+        co_await sched.shutdown();
+        asio::steady_timer t(co_await asio::this_coro::executor);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (front.connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+            t.expires_after(std::chrono::milliseconds(20));
+            co_await t.async_wait(tuple_awaitable);
+        }
+        front.close_all();
+        asio::post(maintenance, [&] { purge_timer.cancel(); });
+        boost::system::error_code ignored;
+        signals.cancel(ignored);
+        work.reset();
+        // Whatever still holds the io_context after this (a job that ignores cancellation)
+        // is abandoned.
+        watchdog = std::thread([&] {
+            std::unique_lock lock(exit_mutex);
+            if (!exit_cv.wait_for(lock, std::chrono::seconds(5), [&] { return exited; })) {
+                forced = true;
+                io.stop();
+            }
+        });
+    };
+    std::atomic<bool> stop_started{false};
+    auto start_shutdown = [&] {
+        if (stop_started.exchange(true)) return;
+        asio::co_spawn(io, shutdown(), [](std::exception_ptr e) {
+            if (e) core::log(core::level::error, "shutdown failed");
+        });
+    };
+    {
+        std::lock_guard lock(s.stop_mutex);
+        s.begin_stop = [&io, &start_shutdown] { asio::post(io, start_shutdown); };
+        if (s.stop_requested) s.begin_stop();
+    }
+    if (s.opts.handle_signals) {
+        signals.add(SIGINT);
+        signals.add(SIGTERM);
+        signals.async_wait([&](boost::system::error_code ec, int) {
+            if (!ec) start_shutdown();
+        });
+    }
+
+    if (on_listening) on_listening(bound);
+    core::log(core::level::info, "buzzer listening on " + bound + ", database " + s.opts.database);
+
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+    io.run();
+    for (auto& t : pool) t.join();
+    {
+        std::lock_guard lock(exit_mutex);
+        exited = true;
+    }
+    exit_cv.notify_all();
+    if (watchdog.joinable()) watchdog.join();
+    {
+        std::lock_guard lock(s.stop_mutex);
+        s.begin_stop = nullptr;
+    }
+    db.on_commit = nullptr;
+    db.close();
+    if (forced) {
+        // Handlers left in the queue refer to the objects of this scope: never run their
+        // destructors after those objects are gone.
+        (void)s.io.release();
+        core::log(core::level::warn, "buzzer stopped with work still running");
+    }
+    core::log(core::level::info, "buzzer stopped");
+}
+
+}  // namespace buzzer

@@ -1,0 +1,154 @@
+#include "runtime/config.hpp"
+
+#include "core/operation.hpp"
+
+#include <boost/json.hpp>
+#include <boost/program_options.hpp>
+
+#include <fstream>
+#include <sstream>
+
+namespace buzzer::runtime {
+namespace json = boost::json;
+namespace po = boost::program_options;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& file, const std::string& key, const std::string& what) {
+    throw config_error(file + ": " + key + ": " + what);
+}
+
+double number(const json::value& v, const std::string& file, const std::string& key, double lo,
+              double hi) {
+    if (!v.is_number()) fail(file, key, "must be a number");
+    double d = v.to_number<double>();
+    if (!(d >= lo && d <= hi))
+        fail(file, key, "must be between " + json::serialize(core::json_number(lo)) + " and " +
+                            json::serialize(core::json_number(hi)));
+    return d;
+}
+
+std::uint64_t whole(const json::value& v, const std::string& file, const std::string& key,
+                    double lo, double hi) {
+    double d = number(v, file, key, lo, hi);
+    if (static_cast<double>(static_cast<std::uint64_t>(d)) != d) fail(file, key, "must be an integer");
+    return static_cast<std::uint64_t>(d);
+}
+
+std::string text(const json::value& v, const std::string& file, const std::string& key) {
+    if (!v.is_string()) fail(file, key, "must be a string");
+    return std::string(v.get_string());
+}
+
+bool synchronous_full(const std::string& value, const std::string& where) {
+    if (value == "full" || value == "FULL") return true;
+    if (value == "normal" || value == "NORMAL") return false;
+    throw config_error(where + ": must be \"full\" or \"normal\"");
+}
+
+}  // namespace
+
+void apply_config(options& o, const std::string& content, const std::string& file) {
+    boost::system::error_code ec;
+    json::value root = json::parse(content, ec);
+    if (ec) throw config_error(file + ": not valid JSON: " + ec.message());
+    if (!root.is_object()) throw config_error(file + ": the configuration must be a JSON object");
+    for (const auto& kv : root.get_object()) {
+        std::string key(kv.key());
+        const auto& v = kv.value();
+        if (key == "listen") o.listen = text(v, file, key);
+        else if (key == "database") o.database = text(v, file, key);
+        else if (key == "public_url") o.public_url = text(v, file, key);
+        else if (key == "threads") o.threads = static_cast<unsigned>(whole(v, file, key, 0, 256));
+        else if (key == "synchronous") o.synchronous_full = synchronous_full(text(v, file, key), file + ": " + key);
+        else if (key == "builtin_kinds") {
+            if (!v.is_bool()) fail(file, key, "must be true or false");
+            o.builtin_kinds = v.get_bool();
+        }
+        else if (key == "body_limit") o.body_limit = whole(v, file, key, 1024, 1LL << 30);
+        else if (key == "header_limit") o.header_limit = whole(v, file, key, 1024, 1 << 20);
+        else if (key == "header_timeout_s") o.header_timeout_s = number(v, file, key, 0.1, 3600);
+        else if (key == "idle_timeout_s") o.idle_timeout_s = number(v, file, key, 0.1, 86400);
+        else if (key == "sse_heartbeat_s") o.sse_heartbeat_s = number(v, file, key, 0.05, 3600);
+        else if (key == "sse_retry_ms") o.sse_retry_ms = static_cast<unsigned>(whole(v, file, key, 0, 3600000));
+        else if (key == "sse_backlog") o.sse_backlog = whole(v, file, key, 1, 1 << 20);
+        else if (key == "retention_s") o.retention_s = number(v, file, key, 0, 10 * 365 * 86400.0);
+        else if (key == "shutdown_grace_s") o.shutdown_grace_s = number(v, file, key, 0, 3600);
+        else if (key == "max_pending") o.max_pending = whole(v, file, key, 1, 1e9);
+        else if (key == "max_running") o.max_running = static_cast<unsigned>(whole(v, file, key, 1, 1e6));
+        else fail(file, key, "unknown key");
+    }
+}
+
+command_line parse_command_line(int argc, const char* const* argv) {
+    const options d;
+    po::options_description desc("buzzer: a durable asynchronous request-reply server\n\nOptions");
+    // clang-format off
+    desc.add_options()
+        ("help,h", "show this help and exit")
+        ("version", "show the version and exit")
+        ("config", po::value<std::string>(), "JSON configuration file; flags override it")
+        ("listen", po::value<std::string>(), ("HOST:PORT to serve on; port 0 picks a free one (default " + d.listen + ")").c_str())
+        ("database", po::value<std::string>(), ("SQLite database file (default ./" + d.database + ")").c_str())
+        ("threads", po::value<unsigned>(), "I/O threads (default: one per core)")
+        ("public-url", po::value<std::string>(), "base URL for absolute links, e.g. https://api.example.com (default: relative links)")
+        ("synchronous", po::value<std::string>(), "SQLite synchronous mode: full or normal (default full)")
+        ("no-builtin-kinds", "do not register the sleep, echo and fail kinds")
+        ("body-limit", po::value<std::size_t>(), "largest request body in bytes (default 1048576)")
+        ("header-limit", po::value<std::size_t>(), "largest request header block in bytes (default 16384)")
+        ("header-timeout", po::value<double>(), "seconds to receive a request's headers (default 10)")
+        ("idle-timeout", po::value<double>(), "seconds a keep-alive connection may stay idle (default 60)")
+        ("sse-heartbeat", po::value<double>(), "idle seconds before an event stream gets a keepalive comment (default 15)")
+        ("sse-retry-ms", po::value<unsigned>(), "reconnection delay sent to EventSource clients (default 2000)")
+        ("sse-backlog", po::value<std::size_t>(), "events buffered for one slow stream before it is ended (default 256)")
+        ("retention", po::value<double>(), "seconds finished operations are kept (default 604800)")
+        ("shutdown-grace", po::value<double>(), "seconds running jobs get to stop on shutdown (default 10)")
+        ("max-pending", po::value<std::size_t>(), "pending operations before submissions get 429 (default 100000)")
+        ("max-running", po::value<unsigned>(), "operations running at once (default 256)");
+    // clang-format on
+    command_line out;
+    std::ostringstream help;
+    help << desc;
+    out.help_text = help.str();
+
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        throw config_error(std::string("command line: ") + e.what());
+    }
+    if (vm.count("help")) out.help = true;
+    if (vm.count("version")) out.version = true;
+
+    options& o = out.opts;
+    if (vm.count("config")) {
+        auto file = vm["config"].as<std::string>();
+        std::ifstream in(file, std::ios::binary);
+        if (!in) throw config_error(file + ": cannot read the file");
+        std::stringstream buf;
+        buf << in.rdbuf();
+        apply_config(o, buf.str(), file);
+    }
+    if (vm.count("listen")) o.listen = vm["listen"].as<std::string>();
+    if (vm.count("database")) o.database = vm["database"].as<std::string>();
+    if (vm.count("threads")) o.threads = vm["threads"].as<unsigned>();
+    if (vm.count("public-url")) o.public_url = vm["public-url"].as<std::string>();
+    if (vm.count("synchronous"))
+        o.synchronous_full = synchronous_full(vm["synchronous"].as<std::string>(), "--synchronous");
+    if (vm.count("no-builtin-kinds")) o.builtin_kinds = false;
+    if (vm.count("body-limit")) o.body_limit = vm["body-limit"].as<std::size_t>();
+    if (vm.count("header-limit")) o.header_limit = vm["header-limit"].as<std::size_t>();
+    if (vm.count("header-timeout")) o.header_timeout_s = vm["header-timeout"].as<double>();
+    if (vm.count("idle-timeout")) o.idle_timeout_s = vm["idle-timeout"].as<double>();
+    if (vm.count("sse-heartbeat")) o.sse_heartbeat_s = vm["sse-heartbeat"].as<double>();
+    if (vm.count("sse-retry-ms")) o.sse_retry_ms = vm["sse-retry-ms"].as<unsigned>();
+    if (vm.count("sse-backlog")) o.sse_backlog = vm["sse-backlog"].as<std::size_t>();
+    if (vm.count("retention")) o.retention_s = vm["retention"].as<double>();
+    if (vm.count("shutdown-grace")) o.shutdown_grace_s = vm["shutdown-grace"].as<double>();
+    if (vm.count("max-pending")) o.max_pending = vm["max-pending"].as<std::size_t>();
+    if (vm.count("max-running")) o.max_running = vm["max-running"].as<unsigned>();
+    return out;
+}
+
+}  // namespace buzzer::runtime

@@ -1,0 +1,18 @@
+// Applies the numbered migrations, each in its own transaction, and records the version.
+#pragma once
+
+#include <span>
+
+#include "runtime/embedded.hpp"
+#include "store/sqlite.hpp"
+
+namespace buzzer::store {
+
+/// Brings the schema to the newest of `migrations` (named `NNNN_name.sql`, contiguous from 1).
+/// Throws when the list has a gap or the database is newer than the list. Returns the version.
+int migrate(connection& db, std::span<const embedded::file> migrations);
+
+/// The schema version recorded in the database (0 for a new one).
+int schema_version(connection& db);
+
+}  // namespace buzzer::store

@@ -1,0 +1,232 @@
+#include "store/operations.hpp"
+
+#include <string>
+
+namespace buzzer::store {
+namespace {
+
+#define BUZZER_OP_COLUMNS                                                                     \
+    "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, "       \
+    "started_at, finished_at, run_after, progress, error"
+
+core::operation row_to_operation(statement& s) {
+    core::operation op;
+    op.id = s.get_text(0);
+    op.kind = s.get_text(1);
+    op.state = core::parse_status(s.get_text(2)).value_or(core::status::failed);
+    op.input = s.get_text(3);
+    op.priority = static_cast<int>(s.get_int(4));
+    op.max_attempts = static_cast<int>(s.get_int(5));
+    op.timeout_s = s.get_double(6);
+    op.attempt = static_cast<int>(s.get_int(7));
+    op.created_at = s.get_int(8);
+    op.started_at = s.get_opt_int(9);
+    op.finished_at = s.get_opt_int(10);
+    op.run_after = s.get_int(11);
+    op.progress = s.get_opt_text(12);
+    op.error = s.get_opt_text(13);
+    return op;
+}
+
+}  // namespace
+
+std::int64_t insert_operation(connection& db, const core::operation& op) {
+    auto s = db.cached(
+        "INSERT INTO operations (id, kind, status, input, priority, max_attempts, timeout_s, "
+        "attempt, created_at, run_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    s->bind(1, op.id)
+        .bind(2, op.kind)
+        .bind(3, core::to_string(op.state))
+        .bind(4, op.input)
+        .bind(5, op.priority)
+        .bind(6, op.max_attempts)
+        .bind(7, op.timeout_s)
+        .bind(8, op.attempt)
+        .bind(9, op.created_at)
+        .bind(10, op.run_after)
+        .exec();
+    return db.last_insert_rowid();
+}
+
+std::optional<core::operation> load_operation(connection& db, std::string_view id) {
+    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE id = ?1");
+    s->bind(1, id);
+    if (!s->step()) return std::nullopt;
+    return row_to_operation(*s);
+}
+
+void save_operation(connection& db, const core::operation& op) {
+    auto s = db.cached(
+        "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, finished_at = ?5, "
+        "run_after = ?6, progress = ?7, error = ?8 WHERE id = ?1");
+    s->bind(1, op.id)
+        .bind(2, core::to_string(op.state))
+        .bind(3, op.attempt)
+        .bind(4, op.started_at)
+        .bind(5, op.finished_at)
+        .bind(6, op.run_after)
+        .bind(7, op.progress)
+        .bind(8, op.error)
+        .exec();
+}
+
+std::optional<core::operation> start_attempt(connection& db, std::string_view id,
+                                             core::millis now) {
+    auto s = db.cached(
+        "UPDATE operations SET status = 'running', attempt = attempt + 1, started_at = ?2, "
+        "progress = NULL, error = NULL WHERE id = ?1 AND status = 'pending' "
+        "RETURNING " BUZZER_OP_COLUMNS);
+    s->bind(1, id).bind(2, now);
+    if (!s->step()) return std::nullopt;
+    auto op = row_to_operation(*s);
+    while (s->step()) {
+    }
+    return op;
+}
+
+void save_result(connection& db, std::string_view id, const result_body& r) {
+    auto s = db.cached("UPDATE operations SET result = ?2, result_type = ?3 WHERE id = ?1");
+    s->bind(1, id).bind_blob(2, r.body).bind(3, r.media_type).exec();
+}
+
+std::optional<result_body> load_result(connection& db, std::string_view id) {
+    auto s = db.cached("SELECT result, result_type FROM operations WHERE id = ?1");
+    s->bind(1, id);
+    if (!s->step()) return std::nullopt;
+    return result_body{s->get_text(0), s->get_opt_text(1).value_or("application/json")};
+}
+
+std::vector<core::operation> list_operations(connection& db, const list_query& q) {
+    // Built per request: the filter's shape varies. Ids are ULIDs, so id order is time order.
+    std::string sql = "SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE 1";
+    if (!q.statuses.empty()) {
+        sql += " AND status IN (";
+        for (std::size_t i = 0; i < q.statuses.size(); ++i) sql += i ? ",?" : "?";
+        sql += ")";
+    }
+    if (q.kind) sql += " AND kind = ?";
+    if (q.before) sql += " AND id < ?";
+    sql += " ORDER BY id DESC LIMIT ?";
+    statement s(db, sql);
+    int i = 1;
+    for (auto st : q.statuses) s.bind(i++, core::to_string(st));
+    if (q.kind) s.bind(i++, *q.kind);
+    if (q.before) s.bind(i++, *q.before);
+    s.bind(i, q.limit + 1);
+    std::vector<core::operation> out;
+    while (s.step()) out.push_back(row_to_operation(s));
+    return out;
+}
+
+bool delete_operation(connection& db, std::string_view id) {
+    auto del = db.cached(
+        "DELETE FROM operations WHERE id = ?1 AND status IN ('succeeded', 'failed', 'canceled')");
+    del->bind(1, id).exec();
+    if (db.changes() == 0) return false;
+    db.cached("DELETE FROM events WHERE operation_id = ?1")->bind(1, id).exec();
+    db.cached("DELETE FROM idempotency_keys WHERE operation_id = ?1")->bind(1, id).exec();
+    return true;
+}
+
+int purge_finished(connection& db, core::millis cutoff, int limit) {
+    std::vector<std::string> ids;
+    {
+        auto s = db.cached(
+            "SELECT id FROM operations WHERE finished_at IS NOT NULL AND finished_at < ?1 "
+            "AND status IN ('succeeded', 'failed', 'canceled') LIMIT ?2");
+        s->bind(1, cutoff).bind(2, limit);
+        while (s->step()) ids.push_back(s->get_text(0));
+    }
+    for (const auto& id : ids) delete_operation(db, id);
+    return static_cast<int>(ids.size());
+}
+
+void purge_keys(connection& db, core::millis cutoff) {
+    db.cached("DELETE FROM idempotency_keys WHERE created_at < ?1")->bind(1, cutoff).exec();
+}
+
+std::vector<core::operation> running_operations(connection& db) {
+    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS
+                       " FROM operations WHERE status = 'running' ORDER BY rowid");
+    std::vector<core::operation> out;
+    while (s->step()) out.push_back(row_to_operation(*s));
+    return out;
+}
+
+std::vector<queued> pending_operations(connection& db) {
+    auto s = db.cached(
+        "SELECT id, kind, priority, run_after, rowid FROM operations WHERE status = 'pending' "
+        "ORDER BY priority DESC, rowid");
+    std::vector<queued> out;
+    while (s->step())
+        out.push_back(queued{s->get_text(0), s->get_text(1), static_cast<int>(s->get_int(2)),
+                             s->get_int(3), s->get_int(4)});
+    return out;
+}
+
+std::int64_t count_pending(connection& db) {
+    auto s = db.cached("SELECT count(*) FROM operations WHERE status = 'pending'");
+    s->step();
+    return s->get_int(0);
+}
+
+std::optional<idempotency_entry> find_key(connection& db, std::string_view key) {
+    auto s = db.cached("SELECT request, operation_id FROM idempotency_keys WHERE key = ?1");
+    s->bind(1, key);
+    if (!s->step()) return std::nullopt;
+    return idempotency_entry{s->get_text(0), s->get_text(1)};
+}
+
+void insert_key(connection& db, std::string_view key, std::string_view request,
+                std::string_view operation_id, core::millis now) {
+    auto s = db.cached(
+        "INSERT INTO idempotency_keys (key, request, operation_id, created_at) "
+        "VALUES (?1, ?2, ?3, ?4)");
+    s->bind(1, key).bind(2, request).bind(3, operation_id).bind(4, now).exec();
+}
+
+std::vector<event> read_events(connection& db, const std::vector<std::string>& operation_ids,
+                               std::int64_t after, int limit) {
+    std::vector<event> out;
+    if (operation_ids.size() == 1) {
+        auto s = db.cached(
+            "SELECT seq, operation_id, type, data FROM events "
+            "WHERE operation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
+        s->bind(1, operation_ids[0]).bind(2, after).bind(3, limit);
+        while (s->step()) out.push_back(event{s->get_int(0), s->get_text(1), s->get_text(2),
+                                              s->get_text(3)});
+        return out;
+    }
+    std::string sql = "SELECT seq, operation_id, type, data FROM events WHERE operation_id IN (";
+    for (std::size_t i = 0; i < operation_ids.size(); ++i) sql += i ? ",?" : "?";
+    sql += ") AND seq > ? ORDER BY seq LIMIT ?";
+    statement s(db, sql);
+    int i = 1;
+    for (const auto& id : operation_ids) s.bind(i++, id);
+    s.bind(i++, after);
+    s.bind(i, limit);
+    while (s.step())
+        out.push_back(event{s.get_int(0), s.get_text(1), s.get_text(2), s.get_text(3)});
+    return out;
+}
+
+std::int64_t newest_event(connection& db) {
+    auto s = db.cached("SELECT coalesce(max(seq), 0) FROM events");
+    s->step();
+    return s->get_int(0);
+}
+
+}  // namespace buzzer::store
+
+namespace buzzer::store {
+
+std::int64_t terminal_event(connection& db, std::string_view operation_id) {
+    auto s = db.cached(
+        "SELECT coalesce(max(seq), 0) FROM events WHERE operation_id = ?1 "
+        "AND type IN ('completed', 'failed', 'canceled')");
+    s->bind(1, operation_id);
+    s->step();
+    return s->get_int(0);
+}
+
+}  // namespace buzzer::store

@@ -1,0 +1,105 @@
+// SQL for operations, their results, events and idempotency keys.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/operation.hpp"
+#include "store/store.hpp"
+
+namespace buzzer::store {
+
+/// A stored result body and its media type.
+struct result_body {
+    std::string body;
+    std::string media_type;
+};
+
+/// A pending operation as the scheduler's ready queue needs it.
+struct queued {
+    std::string id;
+    std::string kind;
+    int priority = 0;
+    core::millis run_after = 0;
+    std::int64_t order = 0;  ///< insertion order (rowid): ties run oldest first
+};
+
+/// A stored idempotency key.
+struct idempotency_entry {
+    std::string request;
+    std::string operation_id;
+};
+
+/// Filter and page of a list request.
+struct list_query {
+    std::vector<core::status> statuses;
+    std::optional<std::string> kind;
+    std::optional<std::string> before;  ///< ids strictly older than this one
+    int limit = 50;
+};
+
+/// Inserts a new operation and returns its insertion order.
+std::int64_t insert_operation(connection& db, const core::operation& op);
+
+/// Loads one operation.
+std::optional<core::operation> load_operation(connection& db, std::string_view id);
+
+/// Writes every mutable column of `op`.
+void save_operation(connection& db, const core::operation& op);
+
+/// Moves a pending operation to running and counts the attempt; nullopt when it is not pending.
+std::optional<core::operation> start_attempt(connection& db, std::string_view id,
+                                             core::millis now);
+
+/// Sets an operation's result.
+void save_result(connection& db, std::string_view id, const result_body& r);
+
+/// Loads an operation's result.
+std::optional<result_body> load_result(connection& db, std::string_view id);
+
+/// Newest first; up to `limit + 1` rows so that the caller can tell whether more follow.
+std::vector<core::operation> list_operations(connection& db, const list_query& q);
+
+/// Deletes a terminal operation with its events, result and keys. Returns false when the
+/// operation is missing or not terminal.
+bool delete_operation(connection& db, std::string_view id);
+
+/// Deletes terminal operations finished before `cutoff` (at most `limit`); returns how many.
+int purge_finished(connection& db, core::millis cutoff, int limit);
+
+/// Deletes idempotency keys created before `cutoff`.
+void purge_keys(connection& db, core::millis cutoff);
+
+/// Operations left `running` by a crash.
+std::vector<core::operation> running_operations(connection& db);
+
+/// Every pending operation, in queue order.
+std::vector<queued> pending_operations(connection& db);
+
+/// Number of pending operations.
+std::int64_t count_pending(connection& db);
+
+/// Looks up an idempotency key.
+std::optional<idempotency_entry> find_key(connection& db, std::string_view key);
+
+/// Records an idempotency key.
+void insert_key(connection& db, std::string_view key, std::string_view request,
+                std::string_view operation_id, core::millis now);
+
+/// Events of the given operations with `seq > after`, oldest first, at most `limit`.
+std::vector<event> read_events(connection& db, const std::vector<std::string>& operation_ids,
+                               std::int64_t after, int limit);
+
+/// The newest event sequence number of the whole log (0 when empty).
+std::int64_t newest_event(connection& db);
+
+}  // namespace buzzer::store
+
+namespace buzzer::store {
+
+/// The sequence number of an operation's terminal event (completed, failed, canceled), or 0.
+std::int64_t terminal_event(connection& db, std::string_view operation_id);
+
+}  // namespace buzzer::store

@@ -1,0 +1,127 @@
+// The store executor: one writer thread that group-commits everything queued, and reader
+// threads with their own connections. Coroutines co_await both; nothing here runs on an
+// I/O thread.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/sqlite.hpp"
+
+namespace buzzer::store {
+
+/// One row of the durable event log.
+struct event {
+    std::int64_t seq = 0;
+    std::string operation_id;
+    std::string type;
+    std::string data;
+};
+
+/// What a write function sees: the writer connection inside the batch's transaction.
+class write_context {
+public:
+    write_context(connection& db, std::vector<event>& events) : db(db), events_(events) {}
+    /// The writer connection.
+    connection& db;
+    /// Appends an event row; it is handed to `on_commit` once the batch is durable.
+    std::int64_t add_event(std::string_view operation_id, std::string_view type,
+                           std::string data);
+
+private:
+    std::vector<event>& events_;
+};
+
+/// Counters of the writer, for /metrics.
+struct store_stats {
+    std::atomic<std::uint64_t> batches{0};
+    std::atomic<std::uint64_t> writes{0};
+    std::atomic<std::uint64_t> reads{0};
+    std::atomic<std::uint64_t> write_errors{0};
+};
+
+/// The database: schema, writer thread, reader threads.
+class store {
+public:
+    struct settings {
+        std::string path;
+        bool synchronous_full = true;
+        unsigned readers = 2;
+        std::size_t max_batch = 4096;
+    };
+    using write_fn = std::function<void(write_context&)>;
+    using read_fn = std::function<void(connection&)>;
+
+    explicit store(settings s);
+    ~store();
+    store(const store&) = delete;
+    store& operator=(const store&) = delete;
+
+    /// Opens the database and brings the schema up to date. Runs `startup` on the writer
+    /// connection in one transaction (recovery), then starts the threads.
+    void open(const write_fn& startup = {});
+
+    /// Finishes queued work and joins the threads. Later calls fail.
+    void close();
+
+    /// Runs `fn` in the next group commit and resumes the caller once it is durable.
+    /// An exception from `fn` (its changes are rolled back) or from the commit is rethrown.
+    boost::asio::awaitable<void> write(write_fn fn);
+
+    /// Runs `fn` on a reader connection (a consistent WAL snapshot per call).
+    boost::asio::awaitable<void> read(read_fn fn);
+
+    /// Whether a write round trip currently succeeds (for /readyz).
+    boost::asio::awaitable<bool> writable();
+
+    /// Called on the writer thread after each commit with its events, in commit order.
+    std::function<void(std::vector<event>)> on_commit;
+
+    /// Writer and reader counters.
+    const store_stats& stats() const { return stats_; }
+
+private:
+    struct write_request {
+        write_fn fn;
+        std::function<void(std::exception_ptr)> done;
+    };
+    struct read_request {
+        read_fn fn;
+        std::function<void(std::exception_ptr)> done;
+    };
+
+    void configure(connection& db, bool writer) const;
+    void run_writer();
+    void run_reader(connection& db);
+    void commit_batch(std::vector<write_request>& batch);
+    void push_write(write_request r);
+    void push_read(read_request r);
+
+    settings settings_;
+    std::unique_ptr<connection> writer_db_;
+    store_stats stats_;
+
+    std::mutex write_mutex_;
+    std::condition_variable write_cv_;
+    std::deque<write_request> write_queue_;
+    std::mutex read_mutex_;
+    std::condition_variable read_cv_;
+    std::deque<read_request> read_queue_;
+    bool write_stopping_ = false;
+    bool read_stopping_ = false;
+    bool open_ = false;
+
+    std::thread writer_;
+    std::vector<std::thread> readers_;
+};
+
+}  // namespace buzzer::store
