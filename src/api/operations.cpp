@@ -341,7 +341,8 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
     const auto& id = req.params[0];
     require_id(id);
     for (int round = 0; round < 2; ++round) {
-        if (co_await ctx.scheduler.cancel(id) == jobs::scheduler::cancel_state::cancelling) {
+        auto found = co_await ctx.scheduler.cancel(id);
+        if (found == jobs::scheduler::cancel_state::cancelling) {
             auto op = co_await load(ctx, id);
             if (!op) break;
             http::response r = json_response(202, core::represent_text(*op, ctx.base_url));

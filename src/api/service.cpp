@@ -47,7 +47,8 @@ asio::awaitable<http::response> healthz(context&, http::request&) {
 asio::awaitable<http::response> readyz(context& ctx, http::request&) {
     if (ctx.shutting_down)
         throw http::http_error{503, "shutting-down", "the server is shutting down"};
-    if (!co_await ctx.db.writable())
+    bool writable = co_await ctx.db.writable();
+    if (!writable)
         throw http::http_error{503, "database-unavailable", "the database is not writable"};
     co_return json_response(200, R"({"status":"ok"})");
 }

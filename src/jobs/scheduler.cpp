@@ -254,7 +254,8 @@ void scheduler::finished(const std::shared_ptr<job_control>& ctrl,
 }
 
 asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
-    co_return co_await core::run_on(strand_, [this, id] {
+    // Named: g++ 12 destroys capturing lambda temporaries of a co_await expression twice.
+    auto on_strand = [this, id] {
         if (auto r = running_.find(id); r != running_.end()) {
             auto ctrl = r->second;
             asio::post(ctrl->strand, [ctrl] { ctrl->stop(stop_reason::cancel); });
@@ -277,14 +278,16 @@ asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
             stats_.pending.store(static_cast<std::int64_t>(index_.size()));
         }
         return cancel_state::not_active;
-    });
+    };
+    auto state = co_await core::run_on(strand_, std::move(on_strand));
+    co_return state;
 }
 
 asio::awaitable<void> scheduler::shutdown() {
     using drained_channel = asio::experimental::channel<void(boost::system::error_code)>;
     auto ex = co_await asio::this_coro::executor;
     auto drained = std::make_shared<drained_channel>(ex, 1);
-    bool idle = co_await core::run_on(strand_, [this, drained] {
+    auto stop_all = [this, drained] {
         stopping_ = true;
         delay_timer_.cancel();
         for (auto& [id, ctrl] : running_) {
@@ -293,7 +296,8 @@ asio::awaitable<void> scheduler::shutdown() {
         if (running_.empty()) return true;
         on_drained_ = [drained] { drained->try_send(boost::system::error_code{}); };
         return false;
-    });
+    };
+    bool idle = co_await core::run_on(strand_, std::move(stop_all));
     if (idle) co_return;
     asio::steady_timer grace(ex, seconds(settings_.shutdown_grace_s));
     auto r = co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));

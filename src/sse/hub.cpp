@@ -16,14 +16,16 @@ asio::awaitable<std::shared_ptr<subscription>> hub::subscribe(
     auto ex = co_await asio::this_coro::executor;
     auto sub = std::make_shared<subscription>(ex, std::move(operation_ids), capacity);
     // Register on the hub's strand; the caller resumes on its own executor afterwards.
-    co_await core::run_on(strand_, [this, sub] {
+    // Named: g++ 12 destroys capturing lambda temporaries of a co_await expression twice.
+    auto add = [this, sub] {
         if (closed_) {
             sub->channel.close();
             return;
         }
         for (const auto& id : sub->operation_ids) by_operation_.emplace(id, sub);
         count_.fetch_add(1);
-    });
+    };
+    co_await core::run_on(strand_, std::move(add));
     co_return sub;
 }
 

@@ -1,0 +1,397 @@
+#define BOOST_TEST_MODULE integration_lifecycle
+#include <boost/test/unit_test.hpp>
+
+#include <set>
+#include <thread>
+
+#include "integration/common.hpp"
+
+using namespace buzzer::test;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct server_fixture {
+    server_process server{server_options{.args = {"--max-running", "4"}}};
+    http_client client{server.port()};
+};
+
+std::string str(const json::object& o, std::string_view key) {
+    return std::string(o.at(key).as_string());
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(lifecycle, server_fixture)
+
+BOOST_AUTO_TEST_CASE(submit_answers_202_with_monitor_links) {
+    auto r = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":0.2}})");
+    BOOST_TEST(r.status == 202);
+    auto op = r.json().as_object();
+    auto id = str(op, "id");
+    BOOST_TEST(id.size() == 26u);
+    BOOST_TEST(r.header("Location") == "/operations/" + id + "/status");
+    BOOST_TEST(r.header("Operation-Location") == "/operations/" + id + "/status");
+    BOOST_TEST(!r.header("Retry-After").empty());
+    BOOST_TEST(r.header("Retry-After").find_first_not_of("0123456789") == std::string::npos);
+    BOOST_TEST(r.header("Content-Type").starts_with("application/json"));
+    BOOST_TEST(r.header("Vary").find("Prefer") != std::string::npos);
+    BOOST_TEST(str(op, "kind") == "sleep");
+    BOOST_TEST(str(op, "status") == "pending");
+    BOOST_TEST(op.at("max_attempts").as_int64() == 3);
+    BOOST_TEST(op.at("progress").is_null());
+    BOOST_TEST(op.at("error").is_null());
+    BOOST_TEST(str(op, "created_at").size() == 24u);  // 2026-11-22T02:04:54.123Z
+    BOOST_TEST(str(op, "created_at").back() == 'Z');
+}
+
+BOOST_AUTO_TEST_CASE(echo_succeeds_and_the_result_is_immutable) {
+    auto id = submit(client, R"({"kind":"echo","input":{"hello":"world","n":[1,2,3]}})");
+    wait_for_status(client, id, "succeeded");
+    auto s = client.get("/operations/" + id + "/status");
+    BOOST_TEST(s.status == 303);
+    BOOST_TEST(s.header("Location") == "/operations/" + id);
+    BOOST_TEST(s.header("Vary").find("Accept") != std::string::npos);
+    auto links = s.json().as_object().at("links").as_array();
+    bool has_result = false;
+    for (const auto& l : links) has_result |= l.as_object().at("rel").as_string() == "result";
+    BOOST_TEST(has_result);
+
+    auto r = client.get("/operations/" + id);
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.header("Content-Type").starts_with("application/json"));
+    BOOST_TEST(r.json() == json::parse(R"({"hello":"world","n":[1,2,3]})"));
+    auto etag = r.header("ETag");
+    BOOST_TEST(etag.size() > 2u);
+    BOOST_TEST(etag.front() == '"');
+    BOOST_TEST(r.header("Cache-Control") == "private, max-age=31536000, immutable");
+    auto again = client.get("/operations/" + id, {{"If-None-Match", etag}});
+    BOOST_TEST(again.status == 304);
+    BOOST_TEST(again.body.empty());
+    BOOST_TEST(client.get("/operations/" + id, {{"If-None-Match", "\"other\""}}).status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(echo_without_input_gives_null) {
+    auto id = submit(client, R"({"kind":"echo"})");
+    wait_for_status(client, id, "succeeded");
+    auto r = client.get("/operations/" + id);
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.json().is_null());
+}
+
+BOOST_AUTO_TEST_CASE(sleep_reports_progress_while_running) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":2,"steps":4}})");
+    json::object seen;
+    bool progressed = wait_until([&] {
+        auto r = client.get("/operations/" + id + "/status");
+        if (r.status != 200) return false;
+        seen = r.json().as_object();
+        BOOST_TEST(!r.header("Retry-After").empty());
+        return str(seen, "status") == "running" && !seen.at("progress").is_null();
+    }, 10s);
+    BOOST_TEST_REQUIRE(progressed);
+    auto p = seen.at("progress").as_object();
+    BOOST_TEST(p.at("percent").as_int64() > 0);
+    BOOST_TEST(str(p, "message").find("of 4") != std::string::npos);
+    BOOST_TEST(seen.at("started_at").is_string());
+    BOOST_TEST(seen.at("attempt").as_int64() == 1);
+    auto done = wait_for_status(client, id, "succeeded");
+    BOOST_TEST(done.at("progress").as_object().at("percent").as_int64() == 100);
+    BOOST_TEST(done.at("finished_at").is_string());
+    BOOST_TEST(client.get("/operations/" + id).json() == json::parse(R"({"slept":2})"));
+}
+
+BOOST_AUTO_TEST_CASE(result_of_an_unfinished_operation_is_409_with_a_link) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":5}})");
+    auto r = client.get("/operations/" + id);
+    BOOST_TEST(r.status == 409);
+    BOOST_TEST(r.header("Content-Type") == "application/problem+json");
+    auto p = r.json().as_object();
+    BOOST_TEST(str(p, "type") == "/problems/operation-not-succeeded");
+    BOOST_TEST((str(p, "operation_status") == "pending" || str(p, "operation_status") == "running"));
+    BOOST_TEST(r.header("Link") == "</operations/" + id + "/status>; rel=\"status\"");
+    client.post_json("/operations/" + id + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(failed_attempts_are_retried_until_success) {
+    auto id = submit(client,
+                     R"({"kind":"fail","input":{"message":"flaky","fail_attempts":1},"max_attempts":3})");
+    auto done = wait_for_status(client, id, "succeeded", 20s);
+    BOOST_TEST(done.at("attempt").as_int64() == 2);
+    BOOST_TEST(client.get("/operations/" + id).json() == json::parse(R"({"attempts":2})"));
+}
+
+BOOST_AUTO_TEST_CASE(a_retry_waits_as_pending_with_the_attempts_error) {
+    auto id = submit(client,
+                     R"({"kind":"fail","input":{"message":"flaky","fail_attempts":5},"max_attempts":6})");
+    json::object seen;
+    bool retrying = wait_until([&] {
+        seen = status_of(client, id);
+        return str(seen, "status") == "pending" && seen.at("attempt").as_int64() >= 1;
+    }, 10s);
+    BOOST_TEST_REQUIRE(retrying);
+    BOOST_TEST(seen.at("error").is_object());
+    BOOST_TEST(detail_of(seen.at("error").as_object()) == "flaky");
+    BOOST_TEST(seen.at("progress").is_null());
+    client.post_json("/operations/" + id + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(exhausted_attempts_fail_with_the_message) {
+    auto id = submit(client, R"({"kind":"fail","input":{"message":"boom"},"max_attempts":1})");
+    auto done = wait_for_status(client, id, "failed");
+    auto r = client.get("/operations/" + id + "/status");
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.header("Retry-After").empty());
+    auto err = done.at("error").as_object();
+    BOOST_TEST(str(err, "type").starts_with("/problems/"));
+    BOOST_TEST(detail_of(err) == "boom");
+    BOOST_TEST(done.at("attempt").as_int64() == 1);
+    bool has_cancel = false;
+    for (const auto& l : done.at("links").as_array())
+        has_cancel |= l.as_object().at("rel").as_string() == "cancel";
+    BOOST_TEST(!has_cancel);
+}
+
+BOOST_AUTO_TEST_CASE(fail_defaults_its_message) {
+    auto id = submit(client, R"({"kind":"fail","max_attempts":1})");
+    auto done = wait_for_status(client, id, "failed");
+    BOOST_TEST(detail_of(done.at("error").as_object()) == "failed on purpose");
+}
+
+BOOST_AUTO_TEST_CASE(an_attempt_over_its_timeout_fails_as_timeout) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":30},"timeout_s":0.3,"max_attempts":1})");
+    auto done = wait_for_status(client, id, "failed", 10s);
+    BOOST_TEST(str(done.at("error").as_object(), "type") == "/problems/timeout");
+}
+
+BOOST_AUTO_TEST_CASE(canceling_a_running_operation_stops_it) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":30}})");
+    wait_for_status(client, id, "running");
+    auto r = client.post_json("/operations/" + id + "/cancel", "");
+    BOOST_TEST(r.status == 202);
+    auto done = wait_for_status(client, id, "canceled", 5s);
+    BOOST_TEST(str(done.at("error").as_object(), "type") == "/problems/canceled");
+    BOOST_TEST(done.at("finished_at").is_string());
+    auto again = client.post_json("/operations/" + id + "/cancel", "");
+    BOOST_TEST(again.status == 409);
+    BOOST_TEST(again.header("Content-Type") == "application/problem+json");
+    BOOST_TEST(client.get("/operations/" + id).status == 409);
+}
+
+BOOST_AUTO_TEST_CASE(canceling_a_pending_operation_is_immediate) {
+    // Four long sleeps fill --max-running 4; the fifth operation waits.
+    std::vector<std::string> busy;
+    for (int i = 0; i < 4; ++i) busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
+    for (const auto& b : busy) wait_for_status(client, b, "running");
+    auto id = submit(client, R"({"kind":"echo","input":1})");
+    BOOST_TEST(str(status_of(client, id), "status") == "pending");
+    auto r = client.post_json("/operations/" + id + "/cancel", "");
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(str(r.json().as_object(), "status") == "canceled");
+    for (const auto& b : busy) {
+        BOOST_TEST(client.post_json("/operations/" + b + "/cancel", "").status == 202);
+        // Repeating the cancel of a cancelling operation is 202 again, or 409 once it ended.
+        auto again = client.post_json("/operations/" + b + "/cancel", "").status;
+        BOOST_TEST((again == 202 || again == 409));
+    }
+    for (const auto& b : busy) wait_for_status(client, b, "canceled", 5s);
+    BOOST_TEST(str(status_of(client, id), "status") == "canceled");
+}
+
+BOOST_AUTO_TEST_CASE(higher_priority_runs_first) {
+    std::vector<std::string> busy;
+    for (int i = 0; i < 4; ++i) busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
+    for (const auto& b : busy) wait_for_status(client, b, "running");
+    auto low = submit(client, R"({"kind":"echo","input":"low","priority":-5})");
+    auto old = submit(client, R"({"kind":"echo","input":"old"})");
+    auto high = submit(client, R"({"kind":"echo","input":"high","priority":50})");
+    auto young = submit(client, R"({"kind":"echo","input":"young"})");
+    client.post_json("/operations/" + busy[0] + "/cancel", "");
+    for (const auto& id : {low, old, high, young}) wait_for_status(client, id, "succeeded");
+    auto started = [&](const std::string& id) { return str(status_of(client, id), "started_at"); };
+    BOOST_TEST(started(high) <= started(old));
+    BOOST_TEST(started(old) <= started(young));
+    BOOST_TEST(started(young) <= started(low));
+    for (std::size_t i = 1; i < busy.size(); ++i) client.post_json("/operations/" + busy[i] + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(delete_forgets_only_finished_operations) {
+    auto running = submit(client, R"({"kind":"sleep","input":{"seconds":30}})");
+    auto r = client.del("/operations/" + running);
+    BOOST_TEST(r.status == 409);
+    BOOST_TEST(r.header("Content-Type") == "application/problem+json");
+    client.post_json("/operations/" + running + "/cancel", "");
+    wait_for_status(client, running, "canceled");
+
+    auto id = submit(client, R"({"kind":"echo","input":{"x":1}})");
+    wait_for_status(client, id, "succeeded");
+    auto d = client.del("/operations/" + id);
+    BOOST_TEST(d.status == 204);
+    BOOST_TEST(d.body.empty());
+    BOOST_TEST(client.del("/operations/" + id).status == 404);
+    BOOST_TEST(client.get("/operations/" + id).status == 404);
+    BOOST_TEST(client.get("/operations/" + id + "/status").status == 404);
+    BOOST_TEST(client.del("/operations/" + running).status == 204);
+}
+
+BOOST_AUTO_TEST_CASE(list_pages_newest_first_with_filters) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < 5; ++i) ids.push_back(submit(client, R"({"kind":"echo","input":)" + std::to_string(i) + "}"));
+    for (const auto& id : ids) wait_for_status(client, id, "succeeded");
+    std::vector<std::string> listed;
+    std::string next = "/operations?kind=echo&status=succeeded&limit=2";
+    int pages = 0;
+    while (!next.empty() && pages < 20) {
+        auto r = client.get(next);
+        BOOST_TEST_REQUIRE(r.status == 200);
+        auto body = r.json().as_object();
+        auto ops = body.at("operations").as_array();
+        BOOST_TEST(ops.size() <= 2u);
+        for (const auto& o : ops) {
+            BOOST_TEST(o.as_object().at("kind").as_string() == "echo");
+            listed.push_back(str(o.as_object(), "id"));
+        }
+        next = body.at("next").is_null() ? "" : std::string(body.at("next").as_string());
+        ++pages;
+    }
+    BOOST_TEST(pages >= 3);
+    // Newest first: the five we made appear in reverse order of submission.
+    std::vector<std::string> ours;
+    for (const auto& id : listed)
+        if (std::find(ids.begin(), ids.end(), id) != ids.end()) ours.push_back(id);
+    BOOST_TEST((ours == std::vector<std::string>(ids.rbegin(), ids.rend())));
+    for (std::size_t i = 1; i < listed.size(); ++i) BOOST_TEST(listed[i - 1] > listed[i]);
+
+    auto none = client.get("/operations?status=running&kind=echo").json().as_object();
+    BOOST_TEST(none.at("operations").as_array().empty());
+    BOOST_TEST(none.at("next").is_null());
+}
+
+BOOST_AUTO_TEST_CASE(idempotent_replay_returns_the_same_operation) {
+    headers key{{"Idempotency-Key", "order-123"}};
+    auto first = client.post_json("/operations", R"({"kind":"echo","input":{"a":1,"b":2}})", key);
+    BOOST_TEST(first.status == 202);
+    BOOST_TEST(!first.has_header("Idempotent-Replayed"));
+    auto id = str(first.json().as_object(), "id");
+    // Same JSON value, other key order and white space.
+    auto replay = client.post_json("/operations", R"({ "input": {"b":2, "a":1}, "kind": "echo" })", key);
+    BOOST_TEST(replay.status == 202);
+    BOOST_TEST(replay.header("Idempotent-Replayed") == "true");
+    BOOST_TEST(str(replay.json().as_object(), "id") == id);
+    auto other = client.post_json("/operations", R"({"kind":"echo","input":{"a":2}})", key);
+    BOOST_TEST(other.status == 422);
+    BOOST_TEST(other.header("Content-Type") == "application/problem+json");
+    // A structured-field string names the same key.
+    auto quoted = client.post_json("/operations", R"({"kind":"echo","input":{"a":1,"b":2}})",
+                                   {{"Idempotency-Key", "\"order-123\""}});
+    BOOST_TEST(str(quoted.json().as_object(), "id") == id);
+}
+
+BOOST_AUTO_TEST_CASE(racing_duplicates_create_one_operation) {
+    constexpr int n = 16;
+    std::vector<std::string> ids(n);
+    std::vector<int> codes(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+        threads.emplace_back([&, i] {
+            http_client c(server.port());
+            auto r = c.post_json("/operations", R"({"kind":"echo","input":"race"})",
+                                 {{"Idempotency-Key", "race-key"}});
+            codes[i] = r.status;
+            if (r.status == 202) ids[i] = std::string(r.json().as_object().at("id").as_string());
+        });
+    }
+    for (auto& t : threads) t.join();
+    std::set<std::string> distinct;
+    for (int i = 0; i < n; ++i) {
+        BOOST_TEST((codes[i] == 202 || codes[i] == 409));
+        if (codes[i] == 202) distinct.insert(ids[i]);
+    }
+    BOOST_TEST(distinct.size() == 1u);
+    auto list = client.get("/operations?limit=500").json().as_object().at("operations").as_array();
+    int race_ops = 0;
+    for (const auto& o : list)
+        if (o.as_object().at("kind").as_string() == "echo" &&
+            distinct.count(std::string(o.as_object().at("id").as_string())))
+            ++race_ops;
+    BOOST_TEST(race_ops == 1);
+}
+
+BOOST_AUTO_TEST_CASE(prefer_wait_answers_like_the_monitor_when_done_in_time) {
+    auto r = client.post_json("/operations", R"({"kind":"echo","input":{"q":1}})", {{"Prefer", "wait=10"}});
+    BOOST_TEST(r.status == 303);
+    BOOST_TEST(r.header("Preference-Applied") == "wait=10");
+    BOOST_TEST(r.header("Vary").find("Prefer") != std::string::npos);
+    auto id = str(r.json().as_object(), "id");
+    BOOST_TEST(r.header("Location") == "/operations/" + id);
+
+    auto failed = client.post_json("/operations", R"({"kind":"fail","max_attempts":1})",
+                                   {{"Prefer", "respond-async, wait=10"}});
+    BOOST_TEST(failed.status == 200);
+    BOOST_TEST(str(failed.json().as_object(), "status") == "failed");
+
+    auto slow = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":30}})", {{"Prefer", "wait=1"}});
+    BOOST_TEST(slow.status == 202);
+    BOOST_TEST(!slow.has_header("Preference-Applied"));
+    client.post_json("/operations/" + str(slow.json().as_object(), "id") + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(long_poll_returns_when_the_operation_ends) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":0.5}})");
+    auto start = std::chrono::steady_clock::now();
+    auto r = client.get("/operations/" + id + "/status?wait=20");
+    auto took = std::chrono::steady_clock::now() - start;
+    BOOST_TEST(r.status == 303);
+    BOOST_TEST((took < 10s));
+    auto slow = submit(client, R"({"kind":"sleep","input":{"seconds":30}})");
+    start = std::chrono::steady_clock::now();
+    auto p = client.get("/operations/" + slow + "/status?wait=1");
+    took = std::chrono::steady_clock::now() - start;
+    BOOST_TEST(p.status == 200);
+    BOOST_TEST((took >= 900ms));
+    client.post_json("/operations/" + slow + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(service_endpoints_answer) {
+    auto k = client.get("/kinds");
+    BOOST_TEST(k.status == 200);
+    auto kinds = k.json().as_object().at("kinds").as_array();
+    std::set<std::string> names;
+    for (const auto& e : kinds) {
+        const auto& o = e.as_object();
+        names.insert(str(o, "name"));
+        for (auto f : {"executor", "timeout_s", "max_attempts", "concurrency", "priority"})
+            BOOST_TEST(o.contains(f));
+    }
+    BOOST_TEST((names == std::set<std::string>{"echo", "fail", "sleep"}));
+    BOOST_TEST(client.get("/healthz").json() == json::parse(R"({"status":"ok"})"));
+    BOOST_TEST(client.get("/readyz").json() == json::parse(R"({"status":"ok"})"));
+    auto page = client.get("/");
+    BOOST_TEST(page.status == 200);
+    BOOST_TEST(page.header("Content-Type").starts_with("text/html"));
+    BOOST_TEST(page.body.find("EventSource") != std::string::npos);
+    auto m = client.get("/metrics");
+    BOOST_TEST(m.header("Content-Type").starts_with("text/plain"));
+    BOOST_TEST(m.body.find("buzzer_http_requests_total") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(public_url_makes_every_link_absolute) {
+    server_process server{server_options{.args = {"--public-url", "https://api.example.com/"}}};
+    http_client client{server.port()};
+    auto r = client.post_json("/operations", R"({"kind":"echo"})", {{"Prefer", "wait=10"}});
+    BOOST_TEST(r.status == 303);
+    auto id = str(r.json().as_object(), "id");
+    BOOST_TEST(r.header("Location") == "https://api.example.com/operations/" + id);
+    for (const auto& l : r.json().as_object().at("links").as_array())
+        BOOST_TEST(str(l.as_object(), "href").starts_with("https://api.example.com/operations/"));
+    auto a = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":30}})");
+    BOOST_TEST(a.header("Location") == "https://api.example.com/operations/" +
+                                           str(a.json().as_object(), "id") + "/status");
+    BOOST_TEST(a.header("Operation-Location") == a.header("Location"));
+    client.post_json("/operations", R"({"kind":"echo"})");
+    auto list = client.get("/operations?limit=1").json().as_object();
+    BOOST_TEST(str(list, "next").starts_with("https://api.example.com/operations?"));
+}

@@ -1,0 +1,145 @@
+#define BOOST_TEST_MODULE integration_restart
+#include <boost/test/unit_test.hpp>
+
+#include <set>
+
+#include "integration/common.hpp"
+#include "support/sse_client.hpp"
+
+using namespace buzzer::test;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string str(const json::object& o, std::string_view key) {
+    return std::string(o.at(key).as_string());
+}
+
+std::vector<std::string> event_types(unsigned short port, const std::string& id) {
+    sse_stream s(port, "/operations/" + id + "/status");
+    std::vector<std::string> out;
+    for (const auto& e : s.read_until_end(20s)) out.push_back(e.type);
+    return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(restart)
+
+BOOST_AUTO_TEST_CASE(kill9_loses_no_accepted_operation) {
+    temp_dir dir;
+    auto db = dir / "crash.db";
+    std::vector<std::string> accepted;
+    std::string running_id, exhausted_id;
+    std::int64_t last_seq_before = 0;
+    {
+        server_process server{server_options{.database = db, .args = {"--max-running", "2"}}};
+        http_client client{server.port()};
+        running_id = submit(client, R"({"kind":"sleep","input":{"seconds":60},"max_attempts":3})");
+        exhausted_id = submit(client, R"({"kind":"sleep","input":{"seconds":60},"max_attempts":1})");
+        wait_for_status(client, running_id, "running");
+        wait_for_status(client, exhausted_id, "running");
+        // These stay pending behind the two running sleeps.
+        for (int i = 0; i < 50; ++i)
+            accepted.push_back(submit(client, R"({"kind":"echo","input":)" + std::to_string(i) + "}"));
+        sse_stream s(server.port(), "/operations/" + running_id + "/status");
+        auto first = s.next_event(5s);
+        BOOST_TEST_REQUIRE(first.has_value());
+        auto second = s.next_event(5s);
+        BOOST_TEST_REQUIRE(second.has_value());
+        last_seq_before = std::stoll(*second->id);
+        server.kill9();
+    }
+    server_process server{server_options{.database = db, .args = {"--max-running", "2"}}};
+    http_client client{server.port()};
+    // Pending ones kept their place and run now.
+    for (const auto& id : accepted) wait_for_status(client, id, "succeeded");
+    // The interrupted attempt counted; attempts remained, so it runs again.
+    auto again = wait_for_status(client, running_id, "running");
+    BOOST_TEST(again.at("attempt").as_int64() == 2);
+    // No attempts left: failed as abandoned.
+    auto lost = wait_for_status(client, exhausted_id, "failed");
+    BOOST_TEST(str(lost.at("error").as_object(), "type") == "/problems/abandoned");
+    // The recovery wrote a pending event, and sequence numbers went on increasing.
+    sse_stream s(server.port(), "/operations/" + running_id + "/status",
+                 std::to_string(last_seq_before));
+    auto next = s.next_event(5s);
+    BOOST_TEST_REQUIRE(next.has_value());
+    BOOST_TEST(next->type == "pending");
+    BOOST_TEST(std::stoll(*next->id) > last_seq_before);
+    client.post_json("/operations/" + running_id + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(sigterm_hands_running_work_back_without_spending_an_attempt) {
+    temp_dir dir;
+    auto db = dir / "clean.db";
+    std::string id;
+    {
+        server_process server{server_options{.database = db}};
+        http_client client{server.port()};
+        id = submit(client, R"({"kind":"sleep","input":{"seconds":60},"max_attempts":1})");
+        wait_for_status(client, id, "running");
+        BOOST_TEST(server.terminate(15s) == 0);
+    }
+    server_process server{server_options{.database = db}};
+    http_client client{server.port()};
+    auto op = wait_for_status(client, id, "running");
+    BOOST_TEST(op.at("attempt").as_int64() == 1);  // the same, first attempt again
+    auto types = [&] {
+        sse_stream s(server.port(), "/operations/" + id + "/status");
+        std::vector<std::string> out;
+        for (int i = 0; i < 4; ++i)
+            if (auto e = s.next_event(3s)) out.push_back(e->type);
+        return out;
+    }();
+    BOOST_TEST((types == std::vector<std::string>{"pending", "running", "pending", "running"}));
+    client.post_json("/operations/" + id + "/cancel", "");
+    wait_for_status(client, id, "canceled");
+}
+
+BOOST_AUTO_TEST_CASE(sigterm_exits_zero_quickly_and_refuses_new_work_meanwhile) {
+    server_process server;
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":60}})");
+    wait_for_status(client, id, "running");
+    auto start = std::chrono::steady_clock::now();
+    BOOST_TEST(server.terminate(15s) == 0);
+    BOOST_TEST((std::chrono::steady_clock::now() - start < 10s));
+}
+
+BOOST_AUTO_TEST_CASE(restart_rebinds_the_same_port_at_once) {
+    temp_dir dir;
+    auto db = dir / "port.db";
+    unsigned short port = 0;
+    {
+        server_process server{server_options{.database = db}};
+        port = server.port();
+        http_client client{port};
+        BOOST_TEST(client.get("/healthz").status == 200);
+        server.kill9();
+    }
+    server_process again{server_options{.database = db, .listen = "127.0.0.1:" + std::to_string(port)}};
+    BOOST_TEST(again.port() == port);
+}
+
+BOOST_AUTO_TEST_CASE(database_newer_than_the_binary_is_refused) {
+    temp_dir dir;
+    auto db = dir / "future.db";
+    {
+        server_process server{server_options{.database = db}};
+        server.terminate();
+    }
+    // Pretend a later version migrated this database.
+    auto r = run_process("/usr/bin/sqlite3", {db.string(),
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)"});
+    if (r.exit_code != 0) {
+        BOOST_TEST_MESSAGE("sqlite3 shell not available: " << r.err);
+        return;
+    }
+    auto run = run_buzzer({"--listen", "127.0.0.1:0", "--database", db.string()}, 10s);
+    BOOST_TEST(run.exit_code != 0);
+    BOOST_TEST(run.err.find("newer") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
