@@ -104,7 +104,7 @@ public:
 
     /// Registers (or replaces) a kind. Call before run().
     void kind(const std::string& name, job_function fn, kind_options defaults = {},
-              input_check check = {}, std::string executor = "builtin");
+              input_check check = {}, std::string executor = "embedded");
 
     /// Opens the database, recovers, listens and serves until stop() or a signal.
     /// Throws std::runtime_error when the database or the address cannot be used.

@@ -1,10 +1,12 @@
 #include "runtime/config.hpp"
 
 #include "core/operation.hpp"
+#include "jobs/schema.hpp"
 
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -46,9 +48,120 @@ bool synchronous_full(const std::string& value, const std::string& where) {
     throw config_error(where + ": must be \"full\" or \"normal\"");
 }
 
+const json::object& object(const json::value& v, const std::string& file, const std::string& key) {
+    if (!v.is_object()) fail(file, key, "must be an object");
+    return v.get_object();
+}
+
+std::vector<std::pair<std::string, std::string>> string_map(const json::value& v,
+                                                            const std::string& file,
+                                                            const std::string& key) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& kv : object(v, file, key))
+        out.emplace_back(std::string(kv.key()), text(kv.value(), file, key + "." + std::string(kv.key())));
+    return out;
+}
+
+jobs::exec_spec parse_exec(const json::value& v, const std::string& file, const std::string& at) {
+    jobs::exec_spec e;
+    for (const auto& kv : object(v, file, at)) {
+        std::string key(kv.key());
+        std::string path = at + "." + key;
+        if (key == "argv") {
+            if (!kv.value().is_array() || kv.value().get_array().empty())
+                fail(file, path, "must be a non-empty list of strings");
+            for (const auto& a : kv.value().get_array()) e.argv.push_back(text(a, file, path));
+        } else if (key == "cwd") {
+            e.cwd = text(kv.value(), file, path);
+        } else if (key == "env") {
+            e.env = string_map(kv.value(), file, path);
+        } else if (key == "kill_grace_s") {
+            e.kill_grace_s = number(kv.value(), file, path, 0, 3600);
+        } else if (key == "max_output") {
+            e.max_output = whole(kv.value(), file, path, 1024, 1LL << 32);
+        } else {
+            fail(file, path, "unknown key");
+        }
+    }
+    if (e.argv.empty()) fail(file, at + ".argv", "is required");
+    return e;
+}
+
+jobs::http_spec parse_http(const json::value& v, const std::string& file, const std::string& at) {
+    jobs::http_spec h;
+    for (const auto& kv : object(v, file, at)) {
+        std::string key(kv.key());
+        std::string path = at + "." + key;
+        if (key == "url") {
+            h.url = text(kv.value(), file, path);
+            if (!h.url.starts_with("http://")) fail(file, path, "must be an http:// URL");
+        } else if (key == "method") {
+            h.method = text(kv.value(), file, path);
+            if (h.method.empty() || h.method.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") != std::string::npos)
+                fail(file, path, "must be an HTTP method such as POST");
+        } else if (key == "headers") {
+            h.headers = string_map(kv.value(), file, path);
+        } else if (key == "max_body") {
+            h.max_body = whole(kv.value(), file, path, 1024, 1LL << 32);
+        } else {
+            fail(file, path, "unknown key");
+        }
+    }
+    if (h.url.empty()) fail(file, at + ".url", "is required");
+    return h;
+}
+
+kind_config parse_kind(const std::string& name, const json::value& v, const std::string& file) {
+    std::string at = "kinds." + name;
+    if (name.empty() || name.size() > 64 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)
+        fail(file, at, "a kind name is 1 to 64 letters, digits, '_', '.' or '-'");
+    kind_config k;
+    k.name = name;
+    for (const auto& kv : object(v, file, at)) {
+        std::string key(kv.key());
+        std::string path = at + "." + key;
+        const auto& val = kv.value();
+        if (key == "exec" || key == "http") {
+            if (!k.executor.empty()) fail(file, path, "a kind has exactly one executor (exec or http)");
+            k.executor = key;
+            if (key == "exec") k.exec = parse_exec(val, file, path);
+            else k.http = parse_http(val, file, path);
+        } else if (key == "timeout_s") {
+            k.defaults.timeout_s = number(val, file, path, 0, 86400);
+            if (k.defaults.timeout_s <= 0) fail(file, path, "must be greater than 0");
+        } else if (key == "max_attempts") {
+            k.defaults.max_attempts = static_cast<int>(whole(val, file, path, 1, 100));
+        } else if (key == "concurrency") {
+            k.defaults.concurrency = static_cast<unsigned>(whole(val, file, path, 0, 1e6));
+        } else if (key == "priority") {
+            if (!val.is_number()) fail(file, path, "must be a number");
+            double d = val.to_number<double>();
+            if (d < -100 || d > 100 || std::floor(d) != d) fail(file, path, "must be an integer between -100 and 100");
+            k.defaults.priority = static_cast<int>(d);
+        } else if (key == "backoff_base_s") {
+            k.defaults.backoff_base_s = number(val, file, path, 0, 86400);
+        } else if (key == "backoff_max_s") {
+            k.defaults.backoff_max_s = number(val, file, path, 0, 86400);
+        } else if (key == "input") {
+            try {
+                jobs::input_schema::parse(val, path);
+            } catch (const std::invalid_argument& e) {
+                throw config_error(file + ": " + e.what());
+            }
+            k.input = val;
+        } else {
+            fail(file, path, "unknown key");
+        }
+    }
+    if (k.executor.empty()) fail(file, at, "needs an executor: \"exec\" or \"http\"");
+    return k;
+}
+
 }  // namespace
 
-void apply_config(options& o, const std::string& content, const std::string& file) {
+void apply_config(options& o, std::vector<kind_config>& kinds, const std::string& content,
+                  const std::string& file) {
     boost::system::error_code ec;
     json::value root = json::parse(content, ec);
     if (ec) throw config_error(file + ": not valid JSON: " + ec.message());
@@ -76,6 +189,15 @@ void apply_config(options& o, const std::string& content, const std::string& fil
         else if (key == "shutdown_grace_s") o.shutdown_grace_s = number(v, file, key, 0, 3600);
         else if (key == "max_pending") o.max_pending = whole(v, file, key, 1, 1e9);
         else if (key == "max_running") o.max_running = static_cast<unsigned>(whole(v, file, key, 1, 1e6));
+        else if (key == "kinds") {
+            for (const auto& k : object(v, file, key)) {
+                try {
+                    kinds.push_back(parse_kind(std::string(k.key()), k.value(), file));
+                } catch (const std::invalid_argument& e) {
+                    throw config_error(file + ": kinds." + std::string(k.key()) + ": " + e.what());
+                }
+            }
+        }
         else fail(file, key, "unknown key");
     }
 }
@@ -128,7 +250,7 @@ command_line parse_command_line(int argc, const char* const* argv) {
         if (!in) throw config_error(file + ": cannot read the file");
         std::stringstream buf;
         buf << in.rdbuf();
-        apply_config(o, buf.str(), file);
+        apply_config(o, out.kinds, buf.str(), file);
     }
     if (vm.count("listen")) o.listen = vm["listen"].as<std::string>();
     if (vm.count("database")) o.database = vm["database"].as<std::string>();

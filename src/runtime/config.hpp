@@ -3,8 +3,14 @@
 
 #include <buzzer/server.hpp>
 
+#include <boost/json/value.hpp>
+
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "jobs/executors.hpp"
 
 namespace buzzer::runtime {
 
@@ -14,9 +20,20 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+/// A kind declared in the configuration file.
+struct kind_config {
+    std::string name;
+    std::string executor;  ///< "exec" or "http"
+    jobs::exec_spec exec;
+    jobs::http_spec http;
+    kind_options defaults;
+    std::optional<boost::json::value> input;  ///< the input schema, already checked
+};
+
 /// What the command line asked for.
 struct command_line {
     options opts;
+    std::vector<kind_config> kinds;
     bool help = false;
     bool version = false;
     std::string help_text;
@@ -25,7 +42,11 @@ struct command_line {
 /// Parses argv (and the --config file it names; flags override the file).
 command_line parse_command_line(int argc, const char* const* argv);
 
-/// Applies a JSON configuration text to `opts`; `file` names it in errors.
-void apply_config(options& opts, const std::string& text, const std::string& file);
+/// Applies a JSON configuration text to `opts` and `kinds`; `file` names it in errors.
+void apply_config(options& opts, std::vector<kind_config>& kinds, const std::string& text,
+                  const std::string& file);
+
+/// Registers configured kinds with their executors and input checks.
+void register_kinds(server& s, const std::vector<kind_config>& kinds);
 
 }  // namespace buzzer::runtime
