@@ -1,6 +1,12 @@
 // The http executor: per attempt the input is POSTed to an upstream and its answer kept.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -8,13 +14,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
-
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -132,7 +134,7 @@ bool is_token(std::string_view s) {
 
 std::shared_ptr<upstream> make_upstream(http_spec spec) {
     auto up = std::make_shared<upstream>();
-    auto parsed = boost::urls::parse_absolute_uri(spec.url);
+    auto parsed = boost::urls::parse_uri(spec.url);
     if (!parsed) throw std::invalid_argument("http.url: not an absolute URL: " + spec.url);
     auto u = *parsed;
     if (u.scheme_id() != boost::urls::scheme::http) {
@@ -143,19 +145,21 @@ std::shared_ptr<upstream> make_upstream(http_spec spec) {
         u.host_type() == boost::urls::host_type::ipvfuture)
         throw std::invalid_argument("http.url: no usable host: " + spec.url);
     if (u.has_userinfo())
-        throw std::invalid_argument("http.url: credentials in the URL are not supported; "
-                                    "configure an Authorization header instead");
+        throw std::invalid_argument(
+            "http.url: credentials in the URL are not supported; "
+            "configure an Authorization header instead");
     up->host = u.host_address();
     up->port = "80";
     up->host_header = std::string(u.encoded_host());
     if (u.has_port() && !u.port().empty()) {
         auto p = u.port();
         bool digits = p.size() <= 5 && p.find_first_not_of("0123456789") == std::string_view::npos;
-        if (!digits || u.port_number() == 0)
+        if (!digits || std::stoul(std::string(p)) == 0 || std::stoul(std::string(p)) > 65535)
             throw std::invalid_argument("http.url: bad port: " + spec.url);
         up->port = std::string(p);
         up->host_header += ":" + up->port;
     }
+    // A fragment is never sent (RFC 9110 7.1).
     up->target = u.encoded_path().empty() ? "/" : std::string(u.encoded_path());
     if (u.has_query()) up->target += "?" + std::string(u.encoded_query());
 
@@ -168,8 +172,8 @@ std::shared_ptr<upstream> make_upstream(http_spec spec) {
         if (h.second.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
             throw std::invalid_argument("http.headers." + h.first + ": control characters");
         // These frame the request or identify the attempt; the executor owns them.
-        for (std::string_view reserved : {"Content-Length", "Transfer-Encoding",
-                                          "X-Buzzer-Operation-Id", "X-Buzzer-Attempt"}) {
+        for (std::string_view reserved :
+             {"Content-Length", "Transfer-Encoding", "X-Buzzer-Operation-Id", "X-Buzzer-Attempt"}) {
             if (beast::iequals(h.first, reserved))
                 throw std::invalid_argument("http.headers: " + h.first + " is set by Buzzer");
         }
@@ -195,7 +199,7 @@ bhttp::request<bhttp::string_body> make_request(const upstream& up, const job& j
     return req;
 }
 
-[[noreturn]] void fail(std::string detail, bool retryable) {
+[[noreturn]] void fail(const std::string& detail, bool retryable) {
     throw job_error(detail, retryable);
 }
 
@@ -265,6 +269,39 @@ void keep(upstream& up, beast::tcp_stream& stream) {
     up.pool.put({fd, local.protocol() == tcp::v6(), std::chrono::steady_clock::now()});
 }
 
+// A host name lookup that a cancel or a timeout can interrupt.
+struct lookup {
+    explicit lookup(const asio::any_io_executor& ex) : resolver(ex), done(ex) {
+        done.expires_at(std::chrono::steady_clock::time_point::max());
+    }
+    tcp::resolver resolver;
+    asio::steady_timer done;  ///< cancelled when the lookup completes
+    bool finished = false;
+    boost::system::error_code ec;
+    tcp::resolver::results_type results;
+};
+
+// Resolves the upstream's host. Asio's resolver ignores per-operation cancellation (the lookup
+// is a getaddrinfo call on a private thread), so the attempt waits on a timer that the
+// lookup's completion cancels: a cancel or timeout ends that wait at once and the lookup
+// finishes on its own. The completion runs on the attempt's executor (the job's strand).
+asio::awaitable<tcp::resolver::results_type> resolve(std::shared_ptr<upstream> up) {
+    auto ex = co_await asio::this_coro::executor;
+    auto l = std::make_shared<lookup>(ex);
+    auto on_resolved = [l](boost::system::error_code ec, tcp::resolver::results_type r) {
+        l->finished = true;
+        l->ec = ec;
+        l->results = std::move(r);
+        l->done.cancel();
+    };
+    l->resolver.async_resolve(up->host, up->port, asio::bind_executor(ex, std::move(on_resolved)));
+    co_await l->done.async_wait(tuple_awaitable);
+    if (!l->finished) throw boost::system::system_error(asio::error::operation_aborted);
+    rethrow_if_aborted(l->ec);
+    if (l->ec) fail("cannot resolve upstream host " + up->host + ": " + l->ec.message(), true);
+    co_return std::move(l->results);
+}
+
 // One attempt: the request on a pooled connection, or on a fresh one when none is idle or
 // the pooled one turns out dead before answering anything.
 asio::awaitable<json::value> call_upstream(std::shared_ptr<upstream> up, job& j) {
@@ -279,15 +316,12 @@ asio::awaitable<json::value> call_upstream(std::shared_ptr<upstream> up, job& j)
         beast::tcp_stream stream(ex);
         const bool reused = idle && adopt(stream, *idle);
         if (!reused) {
-            tcp::resolver resolver(ex);
-            auto resolved = co_await resolver.async_resolve(up->host, up->port, tuple_awaitable);
-            auto ec = std::get<0>(resolved);
+            auto endpoints = co_await resolve(up);
+            auto connected = co_await stream.async_connect(endpoints, tuple_awaitable);
+            auto ec = std::get<0>(connected);
             rethrow_if_aborted(ec);
-            if (ec) fail("cannot resolve upstream host " + up->host + ": " + ec.message(), true);
-            auto connected = co_await stream.async_connect(std::get<1>(resolved), tuple_awaitable);
-            ec = std::get<0>(connected);
-            rethrow_if_aborted(ec);
-            if (ec) fail("cannot connect to upstream " + up->host_header + ": " + ec.message(), true);
+            if (ec)
+                fail("cannot connect to upstream " + up->host_header + ": " + ec.message(), true);
             // Commands run by the exec executor must not inherit the connection.
             ::fcntl(stream.socket().native_handle(), F_SETFD, FD_CLOEXEC);
         }
@@ -318,8 +352,8 @@ asio::awaitable<json::value> call_upstream(std::shared_ptr<upstream> up, job& j)
         const bool started = interim || parser->got_some() || buffer.size() > 0;
         if (ec && !started && reused) continue;
         if (ec == bhttp::error::body_limit)
-            fail("upstream response body exceeds max_body (" +
-                     std::to_string(up->spec.max_body) + " bytes)",
+            fail("upstream response body exceeds max_body (" + std::to_string(up->spec.max_body) +
+                     " bytes)",
                  true);
         if (ec == bhttp::error::header_limit)
             fail("upstream response header exceeds " + std::to_string(header_limit) + " bytes",
