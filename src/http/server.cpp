@@ -8,7 +8,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
 #include <mutex>
 #include <unordered_set>
 
@@ -34,7 +33,7 @@ struct connection_state {
 
 // The SSE writer: chunks over the connection, with a deadline on each write.
 class chunk_writer final : public body_writer {
-public:
+  public:
     chunk_writer(beast::tcp_stream& s, std::chrono::milliseconds timeout)
         : stream_(s), timeout_(timeout) {}
 
@@ -49,7 +48,7 @@ public:
         co_await stream_.socket().async_read_some(asio::buffer(&byte, 1), tuple_awaitable);
     }
 
-private:
+  private:
     beast::tcp_stream& stream_;
     std::chrono::milliseconds timeout_;
 };
@@ -62,7 +61,8 @@ request to_request(bhttp::request<bhttp::string_body>&& in) {
     r.path = r.target.substr(0, q);
     if (q != std::string::npos) r.query = r.target.substr(q + 1);
     r.headers.reserve(8);
-    for (const auto& f : in) r.headers.push_back({std::string(f.name_string()), std::string(f.value())});
+    for (const auto& f : in)
+        r.headers.push_back({std::string(f.name_string()), std::string(f.value())});
     r.body = std::move(in.body());
     return r;
 }
@@ -71,7 +71,10 @@ request to_request(bhttp::request<bhttp::string_body>&& in) {
 
 struct server::impl : std::enable_shared_from_this<impl> {
     impl(asio::io_context& io, const router& routes, server_settings s)
-        : io(io), routes(routes), settings(s), accept_strand(asio::make_strand(io)),
+        : io(io),
+          routes(routes),
+          settings(s),
+          accept_strand(asio::make_strand(io)),
           acceptor(accept_strand) {}
 
     asio::io_context& io;
@@ -85,15 +88,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
     std::atomic<bool> stopping{false};
 
     void count(int status) {
-        if (status < 300) stats.responses_2xx.fetch_add(1, std::memory_order_relaxed);
-        else if (status < 400) stats.responses_3xx.fetch_add(1, std::memory_order_relaxed);
-        else if (status < 500) stats.responses_4xx.fetch_add(1, std::memory_order_relaxed);
-        else stats.responses_5xx.fetch_add(1, std::memory_order_relaxed);
+        if (status < 300)
+            stats.responses_2xx.fetch_add(1, std::memory_order_relaxed);
+        else if (status < 400)
+            stats.responses_3xx.fetch_add(1, std::memory_order_relaxed);
+        else if (status < 500)
+            stats.responses_4xx.fetch_add(1, std::memory_order_relaxed);
+        else
+            stats.responses_5xx.fetch_add(1, std::memory_order_relaxed);
     }
 
     asio::awaitable<void> accept_loop() {
         for (;;) {
-            auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), tuple_awaitable);
+            auto [ec, socket] =
+                co_await acceptor.async_accept(asio::make_strand(io), tuple_awaitable);
             if (stopping) co_return;
             if (ec) {
                 if (ec == asio::error::operation_aborted) co_return;
@@ -193,8 +201,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
         try {
             if (!m.target) {
                 if (!m.allow.empty())
-                    throw http_error{405, "method-not-allowed",
-                                     "this resource accepts " + m.allow, {}, {{"Allow", m.allow}}};
+                    throw http_error{405,
+                                     "method-not-allowed",
+                                     "this resource accepts " + m.allow,
+                                     {},
+                                     {{"Allow", m.allow}}};
                 throw http_error{404, "not-found", "no resource at " + req.path};
             }
             req.params = std::move(m.params);
@@ -202,7 +213,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
         } catch (const http_error& e) {
             error = e;
         } catch (const std::exception& e) {
-            core::log(core::level::error, "handler " + req.method + " " + req.path + ": " + e.what());
+            core::log(core::level::error,
+                      "handler " + req.method + " " + req.path + ": " + e.what());
             error = http_error{500, "internal-error", "the server failed to answer this request"};
         }
         co_return problem_response(*error, req.path);
@@ -223,7 +235,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (buffer.size() == 0) {
                 // Idle keep-alive: wait for the first byte of the next request.
                 stream.expires_after(settings.idle_timeout);
-                auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), tuple_awaitable);
+                auto [ec, n] =
+                    co_await stream.async_read_some(buffer.prepare(4096), tuple_awaitable);
                 if (ec) break;
                 buffer.commit(n);
             }
@@ -233,26 +246,59 @@ struct server::impl : std::enable_shared_from_this<impl> {
             parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
             parser.body_limit(settings.body_limit);
             stream.expires_after(settings.header_timeout);
-            auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+            auto [hec, hn] =
+                co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
             if (hec) {
-                if (hec == bhttp::error::header_limit ||
-                    hec == bhttp::error::buffer_overflow)
-                    co_await send_error(stream, {431, "header-too-large", "request headers exceed " + std::to_string(settings.header_limit) + " bytes"}, "");
-                else if (hec == beast::error::timeout)
-                    co_await send_error(stream, {408, "request-timeout", "the request headers did not arrive in time"}, "");
-                else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
-                         hec != asio::error::connection_reset && hec != asio::error::operation_aborted)
-                    co_await send_error(stream, {400, "malformed-request", hec.message()}, "");
+                if (hec == bhttp::error::body_limit) {
+                    http_error err{
+                        413, "payload-too-large",
+                        "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+                    std::string target(parser.get().target());
+                    std::string_view at(target.data(), target.find('?') == std::string::npos
+                                                           ? target.size()
+                                                           : target.find('?'));
+                    co_await send_error(stream, err, at);
+                } else if (hec == bhttp::error::header_limit ||
+                           hec == bhttp::error::buffer_overflow) {
+                    http_error err{431, "header-too-large",
+                                   "request headers exceed " +
+                                       std::to_string(settings.header_limit) + " bytes"};
+                    co_await send_error(stream, err, "");
+                } else if (hec == beast::error::timeout) {
+                    http_error err{408, "request-timeout",
+                                   "the request headers did not arrive in time"};
+                    co_await send_error(stream, err, "");
+                } else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
+                           hec != asio::error::connection_reset &&
+                           hec != asio::error::operation_aborted) {
+                    http_error err{400, "malformed-request", hec.message()};
+                    co_await send_error(stream, err, "");
+                }
+                break;
+            }
+            if (hn > settings.header_limit) {
+                http_error err{
+                    431, "header-too-large",
+                    "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
+                co_await send_error(stream, err, "");
                 break;
             }
             auto& head = parser.get();
             std::string path(head.target().substr(0, head.target().find('?')));
             if (head.version() != 11 && head.version() != 10) {
-                co_await send_error(stream, {505, "http-version-not-supported", "use HTTP/1.1"}, path);
+                {
+                    http_error err{505, "http-version-not-supported", "use HTTP/1.1"};
+                    co_await send_error(stream, err, path);
+                }
                 break;
             }
             if (auto len = parser.content_length(); len && *len > settings.body_limit) {
-                co_await send_error(stream, {413, "payload-too-large", "the body exceeds " + std::to_string(settings.body_limit) + " bytes"}, path);
+                {
+                    http_error err{
+                        413, "payload-too-large",
+                        "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+                    co_await send_error(stream, err, path);
+                }
                 break;
             }
             if (!parser.is_done()) {
@@ -262,15 +308,24 @@ struct server::impl : std::enable_shared_from_this<impl> {
                     co_await bhttp::async_write(stream, cont, use_awaitable);
                 }
                 stream.expires_after(settings.idle_timeout);
-                auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
+                auto [bec, bn] =
+                    co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
                 if (bec) {
-                    if (bec == bhttp::error::body_limit)
-                        co_await send_error(stream, {413, "payload-too-large", "the body exceeds " + std::to_string(settings.body_limit) + " bytes"}, path);
-                    else if (bec == beast::error::timeout)
-                        co_await send_error(stream, {408, "request-timeout", "the request body did not arrive in time"}, path);
-                    else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
-                             bec != bhttp::error::partial_message && bec != asio::error::connection_reset)
-                        co_await send_error(stream, {400, "malformed-request", bec.message()}, path);
+                    if (bec == bhttp::error::body_limit) {
+                        http_error err{
+                            413, "payload-too-large",
+                            "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+                        co_await send_error(stream, err, path);
+                    } else if (bec == beast::error::timeout) {
+                        http_error err{408, "request-timeout",
+                                       "the request body did not arrive in time"};
+                        co_await send_error(stream, err, path);
+                    } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
+                               bec != bhttp::error::partial_message &&
+                               bec != asio::error::connection_reset) {
+                        http_error err{400, "malformed-request", bec.message()};
+                        co_await send_error(stream, err, path);
+                    }
                     break;
                 }
             }
@@ -305,10 +360,12 @@ server::~server() = default;
 
 std::string server::listen(const std::string& host_port) {
     auto colon = host_port.rfind(':');
-    if (colon == std::string::npos) throw std::runtime_error("listen address must be HOST:PORT: " + host_port);
+    if (colon == std::string::npos)
+        throw std::runtime_error("listen address must be HOST:PORT: " + host_port);
     std::string host = host_port.substr(0, colon);
     std::string port_text = host_port.substr(colon + 1);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
     if (host == "localhost") host = "127.0.0.1";
     if (host.empty()) host = "0.0.0.0";
     unsigned long port = 0;
