@@ -1,6 +1,5 @@
 // The buzzer executable: parse the command line, run the server until a signal.
 #include <buzzer/server.hpp>
-
 #include <cstdio>
 #include <iostream>
 
@@ -22,8 +21,14 @@ int main(int argc, char** argv) {
         std::cout << "buzzer 0.1.0\n";
         return 0;
     }
+    buzzer::server server(cl.opts);
     try {
-        buzzer::server server(cl.opts);
+        buzzer::runtime::register_kinds(server, cl.kinds);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "buzzer: configuration: " << e.what() << "\n";
+        return 2;
+    }
+    try {
         server.on_listening = [](const std::string& address) {
             std::printf("listening on http://%s\n", address.c_str());
             std::fflush(stdout);
