@@ -5,7 +5,6 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
-
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -48,7 +47,7 @@ struct kind_options {
 
 /// A failure a job reports. Retryable failures are attempted again while attempts remain.
 class job_error : public std::runtime_error {
-public:
+  public:
     /// `detail` becomes the problem's detail; `type` its type URI.
     explicit job_error(const std::string& detail, bool retryable = true,
                        std::string type = "/problems/job-failed");
@@ -57,20 +56,20 @@ public:
     /// The problem type reported in the operation's error.
     const std::string& type() const noexcept { return type_; }
 
-private:
+  private:
     bool retryable_;
     std::string type_;
 };
 
 /// Thrown by an input check: the request is answered with 422 and this detail.
 class invalid_input : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 /// One attempt of an operation, as its kind's function sees it.
 class job {
-public:
+  public:
     virtual ~job() = default;
     /// The operation id (a ULID).
     virtual const std::string& id() const = 0;
@@ -95,7 +94,7 @@ using input_check = std::function<void(const boost::json::value&)>;
 
 /// A Buzzer server: HTTP front, durable store, scheduler.
 class server {
-public:
+  public:
     /// Prepares a server; nothing is opened before run().
     explicit server(options opts);
     ~server();
@@ -116,7 +115,7 @@ public:
     /// Called once listening, with the bound address as "HOST:PORT".
     std::function<void(const std::string&)> on_listening;
 
-private:
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };

@@ -6,7 +6,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse_query.hpp>
-
 #include <charconv>
 
 #include "core/ulid.hpp"
@@ -88,7 +87,8 @@ asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std:
 
 std::string retry_after_for(const core::operation& op) {
     if (op.state == core::status::pending && op.run_after > core::now_ms())
-        return std::to_string(std::max<core::millis>((op.run_after - core::now_ms() + 999) / 1000, 1));
+        return std::to_string(
+            std::max<core::millis>((op.run_after - core::now_ms() + 999) / 1000, 1));
     return "1";
 }
 

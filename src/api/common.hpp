@@ -3,7 +3,6 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
-
 #include <optional>
 #include <string>
 #include <string_view>

@@ -1,9 +1,8 @@
 // What the handlers work with: the store, the scheduler, the hub, the kinds and the settings.
 #pragma once
 
-#include <buzzer/server.hpp>
-
 #include <atomic>
+#include <buzzer/server.hpp>
 #include <string>
 
 #include "http/router.hpp"

@@ -1,15 +1,15 @@
 // Server-Sent Events: GET /operations/ID/status (Accept: text/event-stream) and GET /events.
+#include "api/events.hpp"
+
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <algorithm>
 #include <set>
 
 #include "api/common.hpp"
-#include "api/events.hpp"
 #include "core/ulid.hpp"
 #include "sse/format.hpp"
 #include "store/operations.hpp"
@@ -67,7 +67,8 @@ asio::awaitable<void> live(context& ctx, http::body_writer& out,
             continue;
         }
         auto& received = std::get<0>(r);
-        if (std::get<0>(received)) co_return;  // overflow or shutdown: the client resumes with its last id
+        if (std::get<0>(received))
+            co_return;  // overflow or shutdown: the client resumes with its last id
         const auto& ev = std::get<1>(received);
         if (ev->seq <= st.last) continue;  // already sent by the replay
         co_await out.write(sse::format_event(*ev));
@@ -163,7 +164,8 @@ asio::awaitable<http::response> events(context& ctx, http::request& req) {
         if (std::find(ids.begin(), ids.end(), v) == ids.end()) ids.push_back(v);
     }
     if (ids.empty()) throw http_error{400, "invalid-query", "name at least one operation"};
-    if (ids.size() > 100) throw http_error{400, "invalid-query", "at most 100 operations per stream"};
+    if (ids.size() > 100)
+        throw http_error{400, "invalid-query", "at most 100 operations per stream"};
     co_return co_await open_event_stream(ctx, req, std::move(ids));
 }
 

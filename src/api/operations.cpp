@@ -1,13 +1,13 @@
 // /operations: submit, status monitor, result, cancel, delete, list.
-#include <boost/json.hpp>
+#include "store/operations.hpp"
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <cmath>
 
 #include "api/common.hpp"
 #include "api/events.hpp"
 #include "core/ulid.hpp"
-#include "store/operations.hpp"
 
 namespace buzzer::api {
 namespace asio = boost::asio;
@@ -95,10 +95,12 @@ std::optional<int> preferred_wait(const http::request& req) {
             auto comma = v.find(',');
             auto item = v.substr(0, comma);
             v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+            while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+                item.remove_prefix(1);
             auto semi = item.find(';');
             item = item.substr(0, semi);
-            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+            while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
+                item.remove_suffix(1);
             if (item.size() > 5 && http::iequals(item.substr(0, 5), "wait=")) {
                 auto value = item.substr(5);
                 if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
@@ -139,20 +141,23 @@ submission parse_submission(const context& ctx, const http::request& req) {
     boost::system::error_code ec;
     json::value body = json::parse(req.body, ec);
     if (ec) throw http_error{400, "malformed-json", "the body is not valid JSON: " + ec.message()};
-    if (!body.is_object()) throw http_error{400, "invalid-request", "the body must be a JSON object"};
+    if (!body.is_object())
+        throw http_error{400, "invalid-request", "the body must be a JSON object"};
     const auto& o = body.get_object();
 
     auto kind_it = o.find("kind");
     if (kind_it == o.end() || kind_it->value().is_null())
         throw http_error{400, "invalid-request", "kind is required"};
-    if (!kind_it->value().is_string()) throw http_error{400, "invalid-request", "kind must be a string"};
+    if (!kind_it->value().is_string())
+        throw http_error{400, "invalid-request", "kind must be a string"};
     std::string kind(kind_it->value().get_string());
 
     auto priority = integer_field(o, "priority");
     auto max_attempts = integer_field(o, "max_attempts");
     std::optional<double> timeout;
     if (auto it = o.find("timeout_s"); it != o.end() && !it->value().is_null()) {
-        if (!it->value().is_number()) throw http_error{400, "invalid-request", "timeout_s must be a number"};
+        if (!it->value().is_number())
+            throw http_error{400, "invalid-request", "timeout_s must be a number"};
         timeout = it->value().to_number<double>();
     }
     const json::value* input = nullptr;
@@ -165,7 +170,8 @@ submission parse_submission(const context& ctx, const http::request& req) {
     if (max_attempts && (*max_attempts < 1 || *max_attempts > 100))
         throw unprocessable("invalid-request", "max_attempts must be between 1 and 100");
     if (timeout && !(*timeout > 0 && *timeout <= 86400))
-        throw unprocessable("invalid-request", "timeout_s must be greater than 0 and at most 86400");
+        throw unprocessable("invalid-request",
+                            "timeout_s must be greater than 0 and at most 86400");
     static const json::value null_input;
     if (k->check) {
         try {
@@ -200,12 +206,18 @@ http::response accepted(const context& ctx, const core::operation& op) {
 
 asio::awaitable<http::response> submit(context& ctx, http::request& req) {
     if (ctx.shutting_down)
-        throw http_error{503, "shutting-down", "the server is shutting down", {}, {{"Retry-After", "5"}}};
+        throw http_error{
+            503, "shutting-down", "the server is shutting down", {}, {{"Retry-After", "5"}}};
     submission s = parse_submission(ctx, req);
     std::optional<std::string> key;
-    if (req.has_header("idempotency-key")) key = parse_idempotency_key(req.header("idempotency-key"));
+    if (req.has_header("idempotency-key"))
+        key = parse_idempotency_key(req.header("idempotency-key"));
     if (ctx.scheduler.stats().pending.load() >= static_cast<std::int64_t>(ctx.settings.max_pending))
-        throw http_error{429, "queue-full", "too many pending operations; retry later", {}, {{"Retry-After", "5"}}};
+        throw http_error{429,
+                         "queue-full",
+                         "too many pending operations; retry later",
+                         {},
+                         {{"Retry-After", "5"}}};
     auto wait = preferred_wait(req);
 
     std::optional<std::string> replay_id;
@@ -228,14 +240,17 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
     std::optional<core::operation> op;
     if (replay_id) {
         op = co_await load(ctx, *replay_id);
-        if (!op) throw http_error{409, "idempotency-conflict", "the operation of this key is gone; retry"};
+        if (!op)
+            throw http_error{409, "idempotency-conflict",
+                             "the operation of this key is gone; retry"};
     } else {
         ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order});
         op = std::move(s.op);
     }
 
     http::response r;
-    if (wait && *wait > 0 && !core::is_terminal(op->state)) op = co_await wait_terminal(ctx, op->id, *wait);
+    if (wait && *wait > 0 && !core::is_terminal(op->state))
+        op = co_await wait_terminal(ctx, op->id, *wait);
     if (wait && op && core::is_terminal(op->state)) {
         r = status_response(ctx, *op);
         r.set("Preference-Applied", "wait=" + std::to_string(*wait));
@@ -294,7 +309,8 @@ asio::awaitable<http::response> get_result(context& ctx, http::request& req) {
     if (!result) {
         json::object extra;
         extra["operation_status"] = core::to_string(op->state);
-        throw http_error{409, "operation-not-succeeded",
+        throw http_error{409,
+                         "operation-not-succeeded",
                          "the operation is " + std::string(core::to_string(op->state)),
                          std::move(extra),
                          {{"Link", "<" + status_url(ctx, id) + ">; rel=\"status\""}}};
@@ -357,9 +373,9 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
             auto now = core::now_ms();
             op->state = core::status::canceled;
             op->finished_at = now;
-            op->error = json::serialize(core::make_problem(
-                "/problems/canceled", "Operation canceled", 409,
-                "the operation was canceled on request", "/operations/" + id));
+            op->error = json::serialize(
+                core::make_problem("/problems/canceled", "Operation canceled", 409,
+                                   "the operation was canceled on request", "/operations/" + id));
             store::save_operation(w.db, *op);
             w.add_event(id, "canceled", core::represent_text(*op, ctx.base_url));
             canceled = true;
@@ -395,7 +411,8 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
                 throw http_error{400, "invalid-query", "limit must be an integer from 1 to 500"};
             q.limit = static_cast<int>(*n);
         } else if (k == "before") {
-            if (!core::is_ulid(v)) throw http_error{400, "invalid-query", "before must be an operation id"};
+            if (!core::is_ulid(v))
+                throw http_error{400, "invalid-query", "before must be an operation id"};
             q.before = v;
         }
     }
@@ -436,9 +453,7 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
 }  // namespace
 
 void add_operation_routes(http::router& r, context& ctx) {
-    auto bind = [&ctx](auto fn) {
-        return [&ctx, fn](http::request& req) { return fn(ctx, req); };
-    };
+    auto bind = [&ctx](auto fn) { return [&ctx, fn](http::request& req) { return fn(ctx, req); }; };
     r.add("POST", "/operations", bind(submit));
     r.add("GET", "/operations", bind(list_operations));
     r.add("GET", "/operations/{id}/status", bind(get_status));

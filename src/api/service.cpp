@@ -53,8 +53,8 @@ asio::awaitable<http::response> readyz(context& ctx, http::request&) {
     co_return json_response(200, R"({"status":"ok"})");
 }
 
-void metric(std::string& out, std::string_view name, std::string_view type,
-            std::string_view help, double value, std::string_view labels = {}) {
+void metric(std::string& out, std::string_view name, std::string_view type, std::string_view help,
+            double value, std::string_view labels = {}) {
     if (!type.empty()) {
         out += "# HELP ";
         out += name;
@@ -123,9 +123,7 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
 }  // namespace
 
 void add_service_routes(http::router& r, context& ctx) {
-    auto bind = [&ctx](auto fn) {
-        return [&ctx, fn](http::request& req) { return fn(ctx, req); };
-    };
+    auto bind = [&ctx](auto fn) { return [&ctx, fn](http::request& req) { return fn(ctx, req); }; };
     r.add("GET", "/", bind(index_page));
     r.add("GET", "/kinds", bind(kinds));
     r.add("GET", "/healthz", bind(healthz));

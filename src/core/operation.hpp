@@ -3,7 +3,6 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
-
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,7 +38,7 @@ struct operation {
     millis created_at = 0;
     std::optional<millis> started_at;
     std::optional<millis> finished_at;
-    millis run_after = 0;           ///< earliest start of the next attempt (backoff)
+    millis run_after = 0;                 ///< earliest start of the next attempt (backoff)
     std::optional<std::string> progress;  ///< serialized {"percent","message"}
     std::optional<std::string> error;     ///< serialized problem object
 };

@@ -66,7 +66,8 @@ bool is_ulid(std::string_view s) {
 
 millis ulid_time(std::string_view s) {
     std::uint64_t v = 0;
-    for (std::size_t i = 0; i < 10; ++i) v = (v << 5) | static_cast<std::uint64_t>(digit_value(s[i]));
+    for (std::size_t i = 0; i < 10; ++i)
+        v = (v << 5) | static_cast<std::uint64_t>(digit_value(s[i]));
     return static_cast<millis>(v);
 }
 

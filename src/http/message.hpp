@@ -3,7 +3,6 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
-
 #include <functional>
 #include <string>
 #include <string_view>
@@ -39,7 +38,7 @@ struct request {
 
 /// Writes a streamed body (SSE). Every write resets the connection's send deadline.
 class body_writer {
-public:
+  public:
     virtual ~body_writer() = default;
     /// Sends `data` as soon as possible; throws when the client is gone.
     virtual boost::asio::awaitable<void> write(std::string_view data) = 0;
@@ -67,9 +66,9 @@ struct response {
 /// The one error type handlers throw; the session renders it as problem+json.
 struct http_error {
     int status;
-    std::string type;    ///< slug after /problems/
+    std::string type;  ///< slug after /problems/
     std::string detail;
-    boost::json::object extra = {};  ///< additional problem members
+    boost::json::object extra = {};   ///< additional problem members
     std::vector<field> headers = {};  ///< e.g. Allow, Retry-After, Link
 };
 

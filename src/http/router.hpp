@@ -2,7 +2,6 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
-
 #include <functional>
 #include <string>
 #include <string_view>
@@ -17,7 +16,7 @@ using handler = std::function<boost::asio::awaitable<response>(request&)>;
 
 /// A table of routes; `{name}` segments match one non-empty path segment.
 class router {
-public:
+  public:
     /// Adds a route. GET routes also answer HEAD.
     void add(std::string method, std::string pattern, handler h);
 
@@ -31,7 +30,7 @@ public:
     /// Finds the route for `method` and `path`.
     match find(std::string_view method, std::string_view path) const;
 
-private:
+  private:
     struct route {
         std::string method;
         std::vector<std::string> segments;

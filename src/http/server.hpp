@@ -1,9 +1,8 @@
 // The HTTP/1.1 front: an acceptor and one coroutine per connection, each on its own strand.
 #pragma once
 
-#include <boost/asio/io_context.hpp>
-
 #include <atomic>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -36,7 +35,7 @@ struct server_settings {
 
 /// Accepts connections and serves them with a router.
 class server {
-public:
+  public:
     server(boost::asio::io_context& io, const router& routes, server_settings settings);
     ~server();
     server(const server&) = delete;
@@ -60,7 +59,7 @@ public:
     /// Request and response counters.
     server_stats& stats();
 
-private:
+  private:
     struct impl;
     std::shared_ptr<impl> impl_;
 };

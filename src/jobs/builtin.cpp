@@ -3,7 +3,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
-
 #include <cmath>
 
 #include "core/operation.hpp"

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <buzzer/server.hpp>
-
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -15,7 +14,7 @@ struct exec_spec {
     std::vector<std::string> argv;  ///< argv[0] is the program (PATH is searched if no '/')
     std::string cwd;                ///< working directory; empty: the server's
     std::vector<std::pair<std::string, std::string>> env;  ///< added to the server's environment
-    double kill_grace_s = 5;                   ///< SIGTERM to SIGKILL delay on cancel/timeout
+    double kill_grace_s = 5;                    ///< SIGTERM to SIGKILL delay on cancel/timeout
     std::size_t max_output = 16 * 1024 * 1024;  ///< stdout bytes before the attempt fails
 };
 

@@ -16,8 +16,8 @@
 #include <boost/url/parse.hpp>
 #include <cctype>
 #include <cerrno>
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,7 +68,7 @@ bool usable(const idle_connection& c) {
 
 // The idle connections to one upstream, shared by the copies of one job function.
 class connection_pool {
-public:
+  public:
     connection_pool() = default;
     connection_pool(const connection_pool&) = delete;
     connection_pool& operator=(const connection_pool&) = delete;
@@ -106,7 +106,7 @@ public:
         if (evicted >= 0) ::close(evicted);
     }
 
-private:
+  private:
     std::mutex mutex_;
     std::vector<idle_connection> idle_;  ///< oldest first
 };

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <buzzer/server.hpp>
-
 #include <map>
 #include <string>
 #include <vector>
@@ -20,7 +19,7 @@ struct kind_def {
 
 /// Kinds by name.
 class kind_registry {
-public:
+  public:
     /// Adds or replaces a kind.
     void add(kind_def k);
     /// The kind called `name`, or null.
@@ -28,7 +27,7 @@ public:
     /// Every kind, by name.
     std::vector<const kind_def*> all() const;
 
-private:
+  private:
     std::map<std::string, kind_def, std::less<>> kinds_;
 };
 

@@ -65,7 +65,7 @@ struct scheduler::outcome {
 
 // One attempt as the kind's function sees it.
 class scheduler::attempt_context final : public job {
-public:
+  public:
     attempt_context(store::store& db, core::operation& op) : db_(db), op_(op) {
         boost::system::error_code ec;
         input_ = json::parse(op.input, ec);
@@ -74,7 +74,7 @@ public:
 
     const std::string& id() const override { return op_.id; }
     const std::string& kind() const override { return op_.kind; }
-        int attempt() const override { return op_.attempt; }
+    int attempt() const override { return op_.attempt; }
     const json::value& input() const override { return input_; }
 
     asio::awaitable<void> progress(int percent, std::string message) override {
@@ -102,8 +102,8 @@ public:
     /// Writes the progress row and its event.
     static void write_progress(store::write_context& w, const std::string& id,
                                const std::string& progress) {
-        auto s = w.db.cached(
-            "UPDATE operations SET progress = ?2 WHERE id = ?1 AND status = 'running'");
+        auto s =
+            w.db.cached("UPDATE operations SET progress = ?2 WHERE id = ?1 AND status = 'running'");
         s->bind(1, id).bind(2, progress).exec();
         boost::system::error_code ec;
         auto p = json::parse(progress, ec).as_object();
@@ -123,7 +123,7 @@ public:
     std::optional<std::string> raw_result_;
     std::string media_type_;
 
-private:
+  private:
     store::store& db_;
     core::operation& op_;
     json::value input_;
@@ -133,8 +133,12 @@ private:
 
 scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry& kinds,
                      scheduler_settings settings)
-    : io_(io), db_(db), kinds_(kinds), settings_(std::move(settings)),
-      strand_(asio::make_strand(io)), delay_timer_(strand_) {}
+    : io_(io),
+      db_(db),
+      kinds_(kinds),
+      settings_(std::move(settings)),
+      strand_(asio::make_strand(io)),
+      delay_timer_(strand_) {}
 
 scheduler::~scheduler() = default;
 
@@ -300,13 +304,15 @@ asio::awaitable<void> scheduler::shutdown() {
     bool idle = co_await core::run_on(strand_, std::move(stop_all));
     if (idle) co_return;
     asio::steady_timer grace(ex, seconds(settings_.shutdown_grace_s));
-    auto r = co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));
+    auto r =
+        co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));
     if (r.index() == 1)
         core::log(core::level::warn, "shutdown: jobs still running after the grace period");
 }
 
 asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_control> ctrl,
-                                                           core::operation& op, attempt_context& a) {
+                                                           core::operation& op,
+                                                           attempt_context& a) {
     outcome out;
     if (ctrl->reason != stop_reason::none) {
         out.kind = ctrl->reason == stop_reason::cancel ? outcome::cancel : outcome::shutdown;
@@ -376,7 +382,8 @@ void scheduler::apply(const outcome& out, core::operation& op, store::write_cont
                 kind_options d = k ? k->defaults : kind_options{};
                 op.state = core::status::pending;
                 op.progress.reset();
-                op.run_after = now + backoff_delay_ms(op.attempt, d.backoff_base_s, d.backoff_max_s);
+                op.run_after =
+                    now + backoff_delay_ms(op.attempt, d.backoff_base_s, d.backoff_max_s);
                 event = "pending";
             } else {
                 op.state = core::status::failed;
@@ -434,23 +441,32 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
     attempt_context a(db_, *op);
     outcome out = co_await run_attempt(ctrl, *op, a);
     // A cancel that arrived while the body was finishing still wins over its result.
-    if (ctrl->reason == stop_reason::cancel && out.kind != outcome::cancel) out.kind = outcome::cancel;
+    if (ctrl->reason == stop_reason::cancel && out.kind != outcome::cancel)
+        out.kind = outcome::cancel;
 
     std::optional<store::queued> again;
     try {
         co_await db_.write([&](store::write_context& w) { apply(out, *op, w, again, a); });
     } catch (const std::exception& e) {
-        core::log(core::level::error, "job " + ctrl->id + ": cannot record the outcome: " + e.what());
+        core::log(core::level::error,
+                  "job " + ctrl->id + ": cannot record the outcome: " + e.what());
         again.reset();
     }
     switch (op->state) {
-        case core::status::succeeded: stats_.succeeded.fetch_add(1); break;
-        case core::status::failed: stats_.failed.fetch_add(1); break;
-        case core::status::canceled: stats_.canceled.fetch_add(1); break;
+        case core::status::succeeded:
+            stats_.succeeded.fetch_add(1);
+            break;
+        case core::status::failed:
+            stats_.failed.fetch_add(1);
+            break;
+        case core::status::canceled:
+            stats_.canceled.fetch_add(1);
+            break;
         case core::status::pending:
             if (out.kind == outcome::failure) stats_.retried.fetch_add(1);
             break;
-        default: break;
+        default:
+            break;
     }
     finished(ctrl, std::move(again));
 }

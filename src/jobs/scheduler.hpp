@@ -3,12 +3,11 @@
 // its own strand.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-
-#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -41,7 +40,7 @@ struct scheduler_stats {
 
 /// Runs pending operations.
 class scheduler {
-public:
+  public:
     scheduler(boost::asio::io_context& io, store::store& db, const kind_registry& kinds,
               scheduler_settings settings);
     ~scheduler();
@@ -72,7 +71,7 @@ public:
     /// Counters.
     const scheduler_stats& stats() const { return stats_; }
 
-private:
+  private:
     struct job_control;
     struct entry {
         int priority;

@@ -1,9 +1,7 @@
 #include "jobs/schema.hpp"
 
-#include <buzzer/server.hpp>
-
 #include <boost/json.hpp>
-
+#include <buzzer/server.hpp>
 #include <cmath>
 #include <stdexcept>
 
@@ -12,7 +10,7 @@ namespace json = boost::json;
 
 namespace {
 
-constexpr std::string_view type_names[] = {"object", "array",  "string", "number",
+constexpr std::string_view type_names[] = {"object",  "array",   "string", "number",
                                            "integer", "boolean", "null"};
 
 bool known_type(std::string_view t) {
@@ -46,10 +44,12 @@ void validate_schema(const json::value& s, const std::string& where) {
         const auto& v = kv.value();
         if (key == "type") {
             if (v.is_string()) {
-                if (!known_type(v.get_string())) bad(at, "unknown type " + std::string(v.get_string()));
+                if (!known_type(v.get_string()))
+                    bad(at, "unknown type " + std::string(v.get_string()));
             } else if (v.is_array()) {
                 for (const auto& t : v.get_array())
-                    if (!t.is_string() || !known_type(t.get_string())) bad(at, "unknown type in list");
+                    if (!t.is_string() || !known_type(t.get_string()))
+                        bad(at, "unknown type in list");
             } else {
                 bad(at, "must be a type name or a list of them");
             }
@@ -59,7 +59,8 @@ void validate_schema(const json::value& s, const std::string& where) {
                 if (!n.is_string()) bad(at, "must be a list of property names");
         } else if (key == "properties") {
             if (!v.is_object()) bad(at, "must be an object of schemas");
-            for (const auto& p : v.get_object()) validate_schema(p.value(), at + "." + std::string(p.key()));
+            for (const auto& p : v.get_object())
+                validate_schema(p.value(), at + "." + std::string(p.key()));
         } else if (key == "items") {
             validate_schema(v, at);
         } else if (key == "enum") {
@@ -67,12 +68,14 @@ void validate_schema(const json::value& s, const std::string& where) {
         } else if (key == "minimum" || key == "maximum") {
             if (!v.is_number()) bad(at, "must be a number");
         } else if (key == "maxLength") {
-            if (!has_type(v, "integer") || v.to_number<double>() < 0) bad(at, "must be a non-negative integer");
+            if (!has_type(v, "integer") || v.to_number<double>() < 0)
+                bad(at, "must be a non-negative integer");
         } else if (key == "description" || key == "title" || key == "default") {
             // Documentation only.
         } else {
-            bad(at, "unsupported schema keyword (supported: type, required, properties, enum, "
-                    "minimum, maximum, maxLength, items)");
+            bad(at,
+                "unsupported schema keyword (supported: type, required, properties, enum, "
+                "minimum, maximum, maxLength, items)");
         }
     }
 }
@@ -98,7 +101,12 @@ void check_value(const json::object& s, const json::value& v, const std::string&
                 expected += (expected.empty() ? "" : " or ") + std::string(t.get_string());
             }
         }
-        if (!ok) throw invalid_input(path + " must be " + (expected == "integer" || expected == "object" || expected == "array" ? "an " : "a ") + expected);
+        if (!ok)
+            throw invalid_input(
+                path + " must be " +
+                (expected == "integer" || expected == "object" || expected == "array" ? "an "
+                                                                                      : "a ") +
+                expected);
     }
     if (auto it = s.find("enum"); it != s.end()) {
         bool found = false;
@@ -113,20 +121,23 @@ void check_value(const json::object& s, const json::value& v, const std::string&
             throw invalid_input(path + " must be at most " + json::serialize(it->value()));
     }
     if (v.is_string()) {
-        if (auto it = s.find("maxLength"); it != s.end() &&
-                                           code_points(v.get_string()) > it->value().to_number<std::size_t>())
-            throw invalid_input(path + " must be at most " + json::serialize(it->value()) + " characters long");
+        if (auto it = s.find("maxLength");
+            it != s.end() && code_points(v.get_string()) > it->value().to_number<std::size_t>())
+            throw invalid_input(path + " must be at most " + json::serialize(it->value()) +
+                                " characters long");
     }
     if (v.is_object()) {
         const auto& o = v.get_object();
         if (auto it = s.find("required"); it != s.end())
             for (const auto& name : it->value().get_array())
                 if (!o.contains(name.get_string()))
-                    throw invalid_input(path + "." + std::string(name.get_string()) + " is required");
+                    throw invalid_input(path + "." + std::string(name.get_string()) +
+                                        " is required");
         if (auto it = s.find("properties"); it != s.end())
             for (const auto& p : it->value().get_object())
                 if (auto m = o.find(p.key()); m != o.end())
-                    check_value(p.value().get_object(), m->value(), path + "." + std::string(p.key()));
+                    check_value(p.value().get_object(), m->value(),
+                                path + "." + std::string(p.key()));
     }
     if (v.is_array()) {
         if (auto it = s.find("items"); it != s.end()) {

@@ -3,21 +3,20 @@
 #pragma once
 
 #include <boost/json/value.hpp>
-
 #include <string>
 
 namespace buzzer::jobs {
 
 /// A parsed input schema.
 class input_schema {
-public:
+  public:
     /// Parses `schema`; throws std::invalid_argument naming the key path under `where`.
     static input_schema parse(const boost::json::value& schema, const std::string& where);
 
     /// Throws buzzer::invalid_input naming the first offending path ("input.url").
     void check(const boost::json::value& input) const;
 
-private:
+  private:
     boost::json::value schema_;
 };
 

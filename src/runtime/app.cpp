@@ -9,13 +9,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
-
+#include <buzzer/server.hpp>
 #include <condition_variable>
 #include <csignal>
 #include <mutex>
 #include <thread>
-
-#include <buzzer/server.hpp>
 
 #include "api/context.hpp"
 #include "core/log.hpp"
@@ -71,7 +69,8 @@ void recover(store::write_context& w, const std::string& base_url) {
 
 struct server::impl {
     explicit impl(options o) : opts(std::move(o)) {
-        while (!opts.public_url.empty() && opts.public_url.back() == '/') opts.public_url.pop_back();
+        while (!opts.public_url.empty() && opts.public_url.back() == '/')
+            opts.public_url.pop_back();
     }
 
     options opts;
@@ -91,8 +90,9 @@ struct server::impl {
                 int purged = 0;
                 co_await db.write([&](store::write_context& w) {
                     purged = store::purge_finished(w.db, cutoff, 1000);
-                    store::purge_keys(w.db, now - std::max(key_lifetime_ms,
-                        static_cast<core::millis>(opts.retention_s * 1000)));
+                    store::purge_keys(
+                        w.db, now - std::max(key_lifetime_ms,
+                                             static_cast<core::millis>(opts.retention_s * 1000)));
                 });
                 // A large backlog is purged in slices so that no commit grows too big.
                 if (purged == 1000) continue;
@@ -130,7 +130,8 @@ void server::run() {
         for (const auto* k : builtins.all())
             if (!s.kinds.find(k->name)) s.kinds.add(*k);
     }
-    unsigned threads = s.opts.threads ? s.opts.threads : std::max(1u, std::thread::hardware_concurrency());
+    unsigned threads =
+        s.opts.threads ? s.opts.threads : std::max(1u, std::thread::hardware_concurrency());
     s.io = std::make_unique<asio::io_context>(static_cast<int>(threads));
     auto& io = *s.io;
     auto work = asio::make_work_guard(io);
@@ -153,10 +154,12 @@ void server::run() {
     http::server_settings hs;
     hs.header_limit = s.opts.header_limit;
     hs.body_limit = s.opts.body_limit;
-    hs.header_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
+    hs.header_timeout =
+        std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
     hs.idle_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.idle_timeout_s * 1000));
     http::server front(io, routes, hs);
-    api::context ctx{db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
+    api::context ctx{
+        db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
     api::add_routes(routes, ctx);
 
     std::string bound = front.listen(s.opts.listen);

@@ -1,14 +1,13 @@
 #include "runtime/config.hpp"
 
-#include "core/operation.hpp"
-#include "jobs/schema.hpp"
-
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
-
 #include <cmath>
 #include <fstream>
 #include <sstream>
+
+#include "core/operation.hpp"
+#include "jobs/schema.hpp"
 
 namespace buzzer::runtime {
 namespace json = boost::json;
@@ -25,15 +24,17 @@ double number(const json::value& v, const std::string& file, const std::string& 
     if (!v.is_number()) fail(file, key, "must be a number");
     double d = v.to_number<double>();
     if (!(d >= lo && d <= hi))
-        fail(file, key, "must be between " + json::serialize(core::json_number(lo)) + " and " +
-                            json::serialize(core::json_number(hi)));
+        fail(file, key,
+             "must be between " + json::serialize(core::json_number(lo)) + " and " +
+                 json::serialize(core::json_number(hi)));
     return d;
 }
 
 std::uint64_t whole(const json::value& v, const std::string& file, const std::string& key,
                     double lo, double hi) {
     double d = number(v, file, key, lo, hi);
-    if (static_cast<double>(static_cast<std::uint64_t>(d)) != d) fail(file, key, "must be an integer");
+    if (static_cast<double>(static_cast<std::uint64_t>(d)) != d)
+        fail(file, key, "must be an integer");
     return static_cast<std::uint64_t>(d);
 }
 
@@ -58,7 +59,8 @@ std::vector<std::pair<std::string, std::string>> string_map(const json::value& v
                                                             const std::string& key) {
     std::vector<std::pair<std::string, std::string>> out;
     for (const auto& kv : object(v, file, key))
-        out.emplace_back(std::string(kv.key()), text(kv.value(), file, key + "." + std::string(kv.key())));
+        out.emplace_back(std::string(kv.key()),
+                         text(kv.value(), file, key + "." + std::string(kv.key())));
     return out;
 }
 
@@ -97,7 +99,8 @@ jobs::http_spec parse_http(const json::value& v, const std::string& file, const 
             if (!h.url.starts_with("http://")) fail(file, path, "must be an http:// URL");
         } else if (key == "method") {
             h.method = text(kv.value(), file, path);
-            if (h.method.empty() || h.method.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") != std::string::npos)
+            if (h.method.empty() ||
+                h.method.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") != std::string::npos)
                 fail(file, path, "must be an HTTP method such as POST");
         } else if (key == "headers") {
             h.headers = string_map(kv.value(), file, path);
@@ -114,7 +117,9 @@ jobs::http_spec parse_http(const json::value& v, const std::string& file, const 
 kind_config parse_kind(const std::string& name, const json::value& v, const std::string& file) {
     std::string at = "kinds." + name;
     if (name.empty() || name.size() > 64 ||
-        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)
+        name.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+            std::string::npos)
         fail(file, at, "a kind name is 1 to 64 letters, digits, '_', '.' or '-'");
     kind_config k;
     k.name = name;
@@ -123,10 +128,13 @@ kind_config parse_kind(const std::string& name, const json::value& v, const std:
         std::string path = at + "." + key;
         const auto& val = kv.value();
         if (key == "exec" || key == "http") {
-            if (!k.executor.empty()) fail(file, path, "a kind has exactly one executor (exec or http)");
+            if (!k.executor.empty())
+                fail(file, path, "a kind has exactly one executor (exec or http)");
             k.executor = key;
-            if (key == "exec") k.exec = parse_exec(val, file, path);
-            else k.http = parse_http(val, file, path);
+            if (key == "exec")
+                k.exec = parse_exec(val, file, path);
+            else
+                k.http = parse_http(val, file, path);
         } else if (key == "timeout_s") {
             k.defaults.timeout_s = number(val, file, path, 0, 86400);
             if (k.defaults.timeout_s <= 0) fail(file, path, "must be greater than 0");
@@ -137,7 +145,8 @@ kind_config parse_kind(const std::string& name, const json::value& v, const std:
         } else if (key == "priority") {
             if (!val.is_number()) fail(file, path, "must be a number");
             double d = val.to_number<double>();
-            if (d < -100 || d > 100 || std::floor(d) != d) fail(file, path, "must be an integer between -100 and 100");
+            if (d < -100 || d > 100 || std::floor(d) != d)
+                fail(file, path, "must be an integer between -100 and 100");
             k.defaults.priority = static_cast<int>(d);
         } else if (key == "backoff_base_s") {
             k.defaults.backoff_base_s = number(val, file, path, 0, 86400);
@@ -169,26 +178,41 @@ void apply_config(options& o, std::vector<kind_config>& kinds, const std::string
     for (const auto& kv : root.get_object()) {
         std::string key(kv.key());
         const auto& v = kv.value();
-        if (key == "listen") o.listen = text(v, file, key);
-        else if (key == "database") o.database = text(v, file, key);
-        else if (key == "public_url") o.public_url = text(v, file, key);
-        else if (key == "threads") o.threads = static_cast<unsigned>(whole(v, file, key, 0, 256));
-        else if (key == "synchronous") o.synchronous_full = synchronous_full(text(v, file, key), file + ": " + key);
+        if (key == "listen")
+            o.listen = text(v, file, key);
+        else if (key == "database")
+            o.database = text(v, file, key);
+        else if (key == "public_url")
+            o.public_url = text(v, file, key);
+        else if (key == "threads")
+            o.threads = static_cast<unsigned>(whole(v, file, key, 0, 256));
+        else if (key == "synchronous")
+            o.synchronous_full = synchronous_full(text(v, file, key), file + ": " + key);
         else if (key == "builtin_kinds") {
             if (!v.is_bool()) fail(file, key, "must be true or false");
             o.builtin_kinds = v.get_bool();
-        }
-        else if (key == "body_limit") o.body_limit = whole(v, file, key, 1024, 1LL << 30);
-        else if (key == "header_limit") o.header_limit = whole(v, file, key, 1024, 1 << 20);
-        else if (key == "header_timeout_s") o.header_timeout_s = number(v, file, key, 0.1, 3600);
-        else if (key == "idle_timeout_s") o.idle_timeout_s = number(v, file, key, 0.1, 86400);
-        else if (key == "sse_heartbeat_s") o.sse_heartbeat_s = number(v, file, key, 0.05, 3600);
-        else if (key == "sse_retry_ms") o.sse_retry_ms = static_cast<unsigned>(whole(v, file, key, 0, 3600000));
-        else if (key == "sse_backlog") o.sse_backlog = whole(v, file, key, 1, 1 << 20);
-        else if (key == "retention_s") o.retention_s = number(v, file, key, 0, 10 * 365 * 86400.0);
-        else if (key == "shutdown_grace_s") o.shutdown_grace_s = number(v, file, key, 0, 3600);
-        else if (key == "max_pending") o.max_pending = whole(v, file, key, 1, 1e9);
-        else if (key == "max_running") o.max_running = static_cast<unsigned>(whole(v, file, key, 1, 1e6));
+        } else if (key == "body_limit")
+            o.body_limit = whole(v, file, key, 1024, 1LL << 30);
+        else if (key == "header_limit")
+            o.header_limit = whole(v, file, key, 1024, 1 << 20);
+        else if (key == "header_timeout_s")
+            o.header_timeout_s = number(v, file, key, 0.1, 3600);
+        else if (key == "idle_timeout_s")
+            o.idle_timeout_s = number(v, file, key, 0.1, 86400);
+        else if (key == "sse_heartbeat_s")
+            o.sse_heartbeat_s = number(v, file, key, 0.05, 3600);
+        else if (key == "sse_retry_ms")
+            o.sse_retry_ms = static_cast<unsigned>(whole(v, file, key, 0, 3600000));
+        else if (key == "sse_backlog")
+            o.sse_backlog = whole(v, file, key, 1, 1 << 20);
+        else if (key == "retention_s")
+            o.retention_s = number(v, file, key, 0, 10 * 365 * 86400.0);
+        else if (key == "shutdown_grace_s")
+            o.shutdown_grace_s = number(v, file, key, 0, 3600);
+        else if (key == "max_pending")
+            o.max_pending = whole(v, file, key, 1, 1e9);
+        else if (key == "max_running")
+            o.max_running = static_cast<unsigned>(whole(v, file, key, 1, 1e6));
         else if (key == "kinds") {
             for (const auto& k : object(v, file, key)) {
                 try {
@@ -197,8 +221,8 @@ void apply_config(options& o, std::vector<kind_config>& kinds, const std::string
                     throw config_error(file + ": kinds." + std::string(k.key()) + ": " + e.what());
                 }
             }
-        }
-        else fail(file, key, "unknown key");
+        } else
+            fail(file, key, "unknown key");
     }
 }
 

@@ -1,10 +1,8 @@
 // Command line and configuration file: both produce `buzzer::options`.
 #pragma once
 
-#include <buzzer/server.hpp>
-
 #include <boost/json/value.hpp>
-
+#include <buzzer/server.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -16,7 +14,7 @@ namespace buzzer::runtime {
 
 /// A configuration problem; the message names the file, the key path and the problem.
 class config_error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 

@@ -14,7 +14,8 @@ void register_kinds(server& s, const std::vector<kind_config>& kinds) {
             auto schema = jobs::input_schema::parse(*k.input, "kinds." + k.name + ".input");
             check = [schema](const json::value& input) { schema.check(input); };
         }
-        job_function fn = k.executor == "exec" ? jobs::make_exec_job(k.exec) : jobs::make_http_job(k.http);
+        job_function fn =
+            k.executor == "exec" ? jobs::make_exec_job(k.exec) : jobs::make_http_job(k.http);
         s.kind(k.name, std::move(fn), k.defaults, std::move(check), k.executor);
     }
 }

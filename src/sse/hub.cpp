@@ -1,10 +1,10 @@
 #include "sse/hub.hpp"
 
-#include "core/run_on.hpp"
-
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include "core/run_on.hpp"
 
 namespace buzzer::sse {
 namespace asio = boost::asio;

@@ -2,12 +2,11 @@
 // All state lives on the hub's strand; subscribers read from bounded channels.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/strand.hpp>
-
-#include <atomic>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -37,7 +36,7 @@ struct subscription {
 
 /// Routes committed events to subscribers.
 class hub {
-public:
+  public:
     explicit hub(boost::asio::any_io_executor ex);
 
     /// Registers a subscriber; once this returns, every later publish reaches it.
@@ -56,7 +55,7 @@ public:
     /// Current number of subscribers.
     std::size_t subscribers() const { return count_.load(); }
 
-private:
+  private:
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     std::unordered_multimap<std::string, std::shared_ptr<subscription>> by_operation_;
     std::atomic<std::size_t> count_{0};

@@ -5,8 +5,8 @@
 namespace buzzer::store {
 namespace {
 
-#define BUZZER_OP_COLUMNS                                                                     \
-    "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, "       \
+#define BUZZER_OP_COLUMNS                                                               \
+    "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, " \
     "started_at, finished_at, run_after, progress, error"
 
 core::operation row_to_operation(statement& s) {
@@ -193,8 +193,8 @@ std::vector<event> read_events(connection& db, const std::vector<std::string>& o
             "SELECT seq, operation_id, type, data FROM events "
             "WHERE operation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
         s->bind(1, operation_ids[0]).bind(2, after).bind(3, limit);
-        while (s->step()) out.push_back(event{s->get_int(0), s->get_text(1), s->get_text(2),
-                                              s->get_text(3)});
+        while (s->step())
+            out.push_back(event{s->get_int(0), s->get_text(1), s->get_text(2), s->get_text(3)});
         return out;
     }
     std::string sql = "SELECT seq, operation_id, type, data FROM events WHERE operation_id IN (";

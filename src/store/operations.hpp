@@ -50,8 +50,7 @@ std::optional<core::operation> load_operation(connection& db, std::string_view i
 void save_operation(connection& db, const core::operation& op);
 
 /// Moves a pending operation to running and counts the attempt; nullopt when it is not pending.
-std::optional<core::operation> start_attempt(connection& db, std::string_view id,
-                                             core::millis now);
+std::optional<core::operation> start_attempt(connection& db, std::string_view id, core::millis now);
 
 /// Sets an operation's result.
 void save_result(connection& db, std::string_view id, const result_body& r);

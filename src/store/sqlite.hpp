@@ -16,12 +16,12 @@ namespace buzzer::store {
 
 /// An SQLite error, with the result code.
 class sqlite_error : public std::runtime_error {
-public:
+  public:
     sqlite_error(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
     /// The primary SQLite result code.
     int code() const noexcept { return code_; }
 
-private:
+  private:
     int code_;
 };
 
@@ -29,7 +29,7 @@ class connection;
 
 /// A prepared statement; reset and cleared of bindings on each `reset()`.
 class statement {
-public:
+  public:
     statement(connection& db, std::string_view sql);
     ~statement();
     statement(const statement&) = delete;
@@ -61,14 +61,14 @@ public:
     std::optional<std::string> get_opt_text(int col) const;
     std::optional<std::int64_t> get_opt_int(int col) const;
 
-private:
+  private:
     connection& db_;
     sqlite3_stmt* stmt_ = nullptr;
 };
 
 /// Resets a cached statement when leaving a scope.
 class statement_use {
-public:
+  public:
     explicit statement_use(statement& s) : s_(s) {}
     ~statement_use() { s_.reset(); }
     statement_use(const statement_use&) = delete;
@@ -76,13 +76,13 @@ public:
     statement* operator->() { return &s_; }
     statement& operator*() { return s_; }
 
-private:
+  private:
     statement& s_;
 };
 
 /// One SQLite connection, owned by one thread.
 class connection {
-public:
+  public:
     /// Opens (creating if needed) the database at `path`.
     explicit connection(const std::string& path, bool read_only = false);
     ~connection();
@@ -102,21 +102,21 @@ public:
 
     sqlite3* handle() const noexcept { return db_; }
 
-private:
+  private:
     sqlite3* db_ = nullptr;
     std::map<const char*, std::unique_ptr<statement>> cache_;
 };
 
 /// BEGIN IMMEDIATE ... COMMIT; rolls back in the destructor unless committed.
 class transaction {
-public:
+  public:
     explicit transaction(connection& db);
     ~transaction();
     transaction(const transaction&) = delete;
     transaction& operator=(const transaction&) = delete;
     void commit();
 
-private:
+  private:
     connection& db_;
     bool done_ = false;
 };

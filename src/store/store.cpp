@@ -1,7 +1,7 @@
 #include "store/store.hpp"
 
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
@@ -22,9 +22,8 @@ std::function<void(std::exception_ptr)> completion_for(Handler&& handler) {
     auto ex = asio::prefer(asio::get_associated_executor(handler),
                            asio::execution::outstanding_work.tracked);
     auto h = std::make_shared<std::decay_t<Handler>>(std::forward<Handler>(handler));
-    return [h, ex](std::exception_ptr e) {
-        asio::post(ex, [h, e]() mutable { std::move (*h)(e); });
-    };
+    return
+        [h, ex](std::exception_ptr e) { asio::post(ex, [h, e]() mutable { std::move (*h)(e); }); };
 }
 
 }  // namespace
@@ -136,9 +135,11 @@ asio::awaitable<void> store::read(read_fn fn) {
 asio::awaitable<bool> store::writable() {
     try {
         co_await write([](write_context& ctx) {
-            ctx.db.cached("INSERT OR REPLACE INTO schema_migrations (version, name, applied_at) "
-                          "SELECT version, name, applied_at FROM schema_migrations "
-                          "WHERE version = (SELECT max(version) FROM schema_migrations)")
+            ctx.db
+                .cached(
+                    "INSERT OR REPLACE INTO schema_migrations (version, name, applied_at) "
+                    "SELECT version, name, applied_at FROM schema_migrations "
+                    "WHERE version = (SELECT max(version) FROM schema_migrations)")
                 ->exec();
         });
         co_return true;

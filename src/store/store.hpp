@@ -3,9 +3,8 @@
 // I/O thread.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
-
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -29,15 +28,14 @@ struct event {
 
 /// What a write function sees: the writer connection inside the batch's transaction.
 class write_context {
-public:
+  public:
     write_context(connection& db, std::vector<event>& events) : db(db), events_(events) {}
     /// The writer connection.
     connection& db;
     /// Appends an event row; it is handed to `on_commit` once the batch is durable.
-    std::int64_t add_event(std::string_view operation_id, std::string_view type,
-                           std::string data);
+    std::int64_t add_event(std::string_view operation_id, std::string_view type, std::string data);
 
-private:
+  private:
     std::vector<event>& events_;
 };
 
@@ -51,7 +49,7 @@ struct store_stats {
 
 /// The database: schema, writer thread, reader threads.
 class store {
-public:
+  public:
     struct settings {
         std::string path;
         bool synchronous_full = true;
@@ -89,7 +87,7 @@ public:
     /// Writer and reader counters.
     const store_stats& stats() const { return stats_; }
 
-private:
+  private:
     struct write_request {
         write_fn fn;
         std::function<void(std::exception_ptr)> done;

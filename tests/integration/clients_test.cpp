@@ -6,15 +6,15 @@
 // (apt-get install chromium); scripts/test installs them. When any is missing the cases FAIL,
 // saying so: a missing client must never look like a pass.
 #define BOOST_TEST_MODULE integration_clients
-#include <boost/test/unit_test.hpp>
+#include <unistd.h>
 
+#include <boost/test/unit_test.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <unistd.h>
 
 #include "support/process.hpp"
 
@@ -36,7 +36,8 @@ const fs::path browser_dir{BUZZER_BROWSER_TESTS};
 // `name` looked up in $PATH (execve needs a path), or empty.
 fs::path find_in_path(std::string_view name) {
     const char* path = std::getenv("PATH");
-    std::string_view rest = path != nullptr && *path != '\0' ? path : "/usr/local/bin:/usr/bin:/bin";
+    std::string_view rest =
+        path != nullptr && *path != '\0' ? path : "/usr/local/bin:/usr/bin:/bin";
     while (!rest.empty()) {
         auto const colon = rest.find(':');
         auto const dir = rest.substr(0, colon);

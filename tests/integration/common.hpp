@@ -3,7 +3,6 @@
 
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
-
 #include <chrono>
 #include <string>
 
@@ -23,21 +22,24 @@ inline std::string submit(http_client& c, const std::string& body, headers extra
 /// The operation's representation, read from the status monitor.
 inline boost::json::object status_of(http_client& c, const std::string& id) {
     auto r = c.get("/operations/" + id + "/status");
-    BOOST_TEST_REQUIRE((r.status == 200 || r.status == 303), "status " << r.status << " " << r.body);
+    BOOST_TEST_REQUIRE((r.status == 200 || r.status == 303),
+                       "status " << r.status << " " << r.body);
     return r.json().as_object();
 }
 
 /// Waits until the operation has `status`; returns its last representation.
-inline boost::json::object wait_for_status(http_client& c, const std::string& id,
-                                           std::string_view status,
-                                           std::chrono::milliseconds deadline = std::chrono::seconds(20)) {
+inline boost::json::object wait_for_status(
+    http_client& c, const std::string& id, std::string_view status,
+    std::chrono::milliseconds deadline = std::chrono::seconds(20)) {
     boost::json::object last;
-    bool ok = wait_until([&] {
-        last = status_of(c, id);
-        return last.at("status").as_string() == status;
-    }, deadline);
+    bool ok = wait_until(
+        [&] {
+            last = status_of(c, id);
+            return last.at("status").as_string() == status;
+        },
+        deadline);
     BOOST_TEST_REQUIRE(ok, "operation " << id << " did not become " << status << ": "
-                                         << boost::json::serialize(last));
+                                        << boost::json::serialize(last));
     return last;
 }
 

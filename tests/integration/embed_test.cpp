@@ -19,7 +19,8 @@ BOOST_AUTO_TEST_CASE(an_embedded_kind_runs_as_a_coroutine) {
         }
     BOOST_TEST(listed);
 
-    auto bad = client.post_json("/operations", R"({"kind":"resize","input":{"width":-1,"height":2}})");
+    auto bad =
+        client.post_json("/operations", R"({"kind":"resize","input":{"width":-1,"height":2}})");
     BOOST_TEST(bad.status == 422);
     BOOST_TEST(detail_of(bad.json().as_object()) == "input.width must be a positive integer");
 

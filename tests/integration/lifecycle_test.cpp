@@ -1,6 +1,5 @@
 #define BOOST_TEST_MODULE integration_lifecycle
 #include <boost/test/unit_test.hpp>
-
 #include <set>
 #include <thread>
 
@@ -83,13 +82,15 @@ BOOST_AUTO_TEST_CASE(echo_without_input_gives_null) {
 BOOST_AUTO_TEST_CASE(sleep_reports_progress_while_running) {
     auto id = submit(client, R"({"kind":"sleep","input":{"seconds":2,"steps":4}})");
     json::object seen;
-    bool progressed = wait_until([&] {
-        auto r = client.get("/operations/" + id + "/status");
-        if (r.status != 200) return false;
-        seen = r.json().as_object();
-        BOOST_TEST(!r.header("Retry-After").empty());
-        return str(seen, "status") == "running" && !seen.at("progress").is_null();
-    }, 10s);
+    bool progressed = wait_until(
+        [&] {
+            auto r = client.get("/operations/" + id + "/status");
+            if (r.status != 200) return false;
+            seen = r.json().as_object();
+            BOOST_TEST(!r.header("Retry-After").empty());
+            return str(seen, "status") == "running" && !seen.at("progress").is_null();
+        },
+        10s);
     BOOST_TEST_REQUIRE(progressed);
     auto p = seen.at("progress").as_object();
     BOOST_TEST(p.at("percent").as_int64() > 0);
@@ -109,27 +110,32 @@ BOOST_AUTO_TEST_CASE(result_of_an_unfinished_operation_is_409_with_a_link) {
     BOOST_TEST(r.header("Content-Type") == "application/problem+json");
     auto p = r.json().as_object();
     BOOST_TEST(str(p, "type") == "/problems/operation-not-succeeded");
-    BOOST_TEST((str(p, "operation_status") == "pending" || str(p, "operation_status") == "running"));
+    BOOST_TEST(
+        (str(p, "operation_status") == "pending" || str(p, "operation_status") == "running"));
     BOOST_TEST(r.header("Link") == "</operations/" + id + "/status>; rel=\"status\"");
     client.post_json("/operations/" + id + "/cancel", "");
 }
 
 BOOST_AUTO_TEST_CASE(failed_attempts_are_retried_until_success) {
-    auto id = submit(client,
-                     R"({"kind":"fail","input":{"message":"flaky","fail_attempts":1},"max_attempts":3})");
+    auto id =
+        submit(client,
+               R"({"kind":"fail","input":{"message":"flaky","fail_attempts":1},"max_attempts":3})");
     auto done = wait_for_status(client, id, "succeeded", 20s);
     BOOST_TEST(done.at("attempt").as_int64() == 2);
     BOOST_TEST(client.get("/operations/" + id).json() == json::parse(R"({"attempts":2})"));
 }
 
 BOOST_AUTO_TEST_CASE(a_retry_waits_as_pending_with_the_attempts_error) {
-    auto id = submit(client,
-                     R"({"kind":"fail","input":{"message":"flaky","fail_attempts":5},"max_attempts":6})");
+    auto id =
+        submit(client,
+               R"({"kind":"fail","input":{"message":"flaky","fail_attempts":5},"max_attempts":6})");
     json::object seen;
-    bool retrying = wait_until([&] {
-        seen = status_of(client, id);
-        return str(seen, "status") == "pending" && seen.at("attempt").as_int64() >= 1;
-    }, 10s);
+    bool retrying = wait_until(
+        [&] {
+            seen = status_of(client, id);
+            return str(seen, "status") == "pending" && seen.at("attempt").as_int64() >= 1;
+        },
+        10s);
     BOOST_TEST_REQUIRE(retrying);
     BOOST_TEST(seen.at("error").is_object());
     BOOST_TEST(detail_of(seen.at("error").as_object()) == "flaky");
@@ -160,7 +166,8 @@ BOOST_AUTO_TEST_CASE(fail_defaults_its_message) {
 }
 
 BOOST_AUTO_TEST_CASE(an_attempt_over_its_timeout_fails_as_timeout) {
-    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":30},"timeout_s":0.3,"max_attempts":1})");
+    auto id = submit(client,
+                     R"({"kind":"sleep","input":{"seconds":30},"timeout_s":0.3,"max_attempts":1})");
     auto done = wait_for_status(client, id, "failed", 10s);
     BOOST_TEST(str(done.at("error").as_object(), "type") == "/problems/timeout");
 }
@@ -182,7 +189,8 @@ BOOST_AUTO_TEST_CASE(canceling_a_running_operation_stops_it) {
 BOOST_AUTO_TEST_CASE(canceling_a_pending_operation_is_immediate) {
     // Four long sleeps fill --max-running 4; the fifth operation waits.
     std::vector<std::string> busy;
-    for (int i = 0; i < 4; ++i) busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
+    for (int i = 0; i < 4; ++i)
+        busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
     for (const auto& b : busy) wait_for_status(client, b, "running");
     auto id = submit(client, R"({"kind":"echo","input":1})");
     BOOST_TEST(str(status_of(client, id), "status") == "pending");
@@ -201,7 +209,8 @@ BOOST_AUTO_TEST_CASE(canceling_a_pending_operation_is_immediate) {
 
 BOOST_AUTO_TEST_CASE(higher_priority_runs_first) {
     std::vector<std::string> busy;
-    for (int i = 0; i < 4; ++i) busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
+    for (int i = 0; i < 4; ++i)
+        busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
     for (const auto& b : busy) wait_for_status(client, b, "running");
     auto low = submit(client, R"({"kind":"echo","input":"low","priority":-5})");
     auto old = submit(client, R"({"kind":"echo","input":"old"})");
@@ -213,7 +222,8 @@ BOOST_AUTO_TEST_CASE(higher_priority_runs_first) {
     BOOST_TEST(started(high) <= started(old));
     BOOST_TEST(started(old) <= started(young));
     BOOST_TEST(started(young) <= started(low));
-    for (std::size_t i = 1; i < busy.size(); ++i) client.post_json("/operations/" + busy[i] + "/cancel", "");
+    for (std::size_t i = 1; i < busy.size(); ++i)
+        client.post_json("/operations/" + busy[i] + "/cancel", "");
 }
 
 BOOST_AUTO_TEST_CASE(delete_forgets_only_finished_operations) {
@@ -237,7 +247,8 @@ BOOST_AUTO_TEST_CASE(delete_forgets_only_finished_operations) {
 
 BOOST_AUTO_TEST_CASE(list_pages_newest_first_with_filters) {
     std::vector<std::string> ids;
-    for (int i = 0; i < 5; ++i) ids.push_back(submit(client, R"({"kind":"echo","input":)" + std::to_string(i) + "}"));
+    for (int i = 0; i < 5; ++i)
+        ids.push_back(submit(client, R"({"kind":"echo","input":)" + std::to_string(i) + "}"));
     for (const auto& id : ids) wait_for_status(client, id, "succeeded");
     std::vector<std::string> listed;
     std::string next = "/operations?kind=echo&status=succeeded&limit=2";
@@ -275,7 +286,8 @@ BOOST_AUTO_TEST_CASE(idempotent_replay_returns_the_same_operation) {
     BOOST_TEST(!first.has_header("Idempotent-Replayed"));
     auto id = str(first.json().as_object(), "id");
     // Same JSON value, other key order and white space.
-    auto replay = client.post_json("/operations", R"({ "input": {"b":2, "a":1}, "kind": "echo" })", key);
+    auto replay =
+        client.post_json("/operations", R"({ "input": {"b":2, "a":1}, "kind": "echo" })", key);
     BOOST_TEST(replay.status == 202);
     BOOST_TEST(replay.header("Idempotent-Replayed") == "true");
     BOOST_TEST(str(replay.json().as_object(), "id") == id);
@@ -319,7 +331,8 @@ BOOST_AUTO_TEST_CASE(racing_duplicates_create_one_operation) {
 }
 
 BOOST_AUTO_TEST_CASE(prefer_wait_answers_like_the_monitor_when_done_in_time) {
-    auto r = client.post_json("/operations", R"({"kind":"echo","input":{"q":1}})", {{"Prefer", "wait=10"}});
+    auto r = client.post_json("/operations", R"({"kind":"echo","input":{"q":1}})",
+                              {{"Prefer", "wait=10"}});
     BOOST_TEST(r.status == 303);
     BOOST_TEST(r.header("Preference-Applied") == "wait=10");
     BOOST_TEST(r.header("Vary").find("Prefer") != std::string::npos);
@@ -331,7 +344,8 @@ BOOST_AUTO_TEST_CASE(prefer_wait_answers_like_the_monitor_when_done_in_time) {
     BOOST_TEST(failed.status == 200);
     BOOST_TEST(str(failed.json().as_object(), "status") == "failed");
 
-    auto slow = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":30}})", {{"Prefer", "wait=1"}});
+    auto slow = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":30}})",
+                                 {{"Prefer", "wait=1"}});
     BOOST_TEST(slow.status == 202);
     BOOST_TEST(!slow.has_header("Preference-Applied"));
     client.post_json("/operations/" + str(slow.json().as_object(), "id") + "/cancel", "");
@@ -388,8 +402,8 @@ BOOST_AUTO_TEST_CASE(public_url_makes_every_link_absolute) {
     for (const auto& l : r.json().as_object().at("links").as_array())
         BOOST_TEST(str(l.as_object(), "href").starts_with("https://api.example.com/operations/"));
     auto a = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":30}})");
-    BOOST_TEST(a.header("Location") == "https://api.example.com/operations/" +
-                                           str(a.json().as_object(), "id") + "/status");
+    BOOST_TEST(a.header("Location") ==
+               "https://api.example.com/operations/" + str(a.json().as_object(), "id") + "/status");
     BOOST_TEST(a.header("Operation-Location") == a.header("Location"));
     client.post_json("/operations", R"({"kind":"echo"})");
     auto list = client.get("/operations?limit=1").json().as_object();

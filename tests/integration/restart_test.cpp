@@ -1,6 +1,5 @@
 #define BOOST_TEST_MODULE integration_restart
 #include <boost/test/unit_test.hpp>
-
 #include <set>
 
 #include "integration/common.hpp"
@@ -37,12 +36,14 @@ BOOST_AUTO_TEST_CASE(kill9_loses_no_accepted_operation) {
         server_process server{server_options{.database = db, .args = {"--max-running", "2"}}};
         http_client client{server.port()};
         running_id = submit(client, R"({"kind":"sleep","input":{"seconds":60},"max_attempts":3})");
-        exhausted_id = submit(client, R"({"kind":"sleep","input":{"seconds":60},"max_attempts":1})");
+        exhausted_id =
+            submit(client, R"({"kind":"sleep","input":{"seconds":60},"max_attempts":1})");
         wait_for_status(client, running_id, "running");
         wait_for_status(client, exhausted_id, "running");
         // These stay pending behind the two running sleeps.
         for (int i = 0; i < 50; ++i)
-            accepted.push_back(submit(client, R"({"kind":"echo","input":)" + std::to_string(i) + "}"));
+            accepted.push_back(
+                submit(client, R"({"kind":"echo","input":)" + std::to_string(i) + "}"));
         sse_stream s(server.port(), "/operations/" + running_id + "/status");
         auto first = s.next_event(5s);
         BOOST_TEST_REQUIRE(first.has_value());
@@ -119,7 +120,8 @@ BOOST_AUTO_TEST_CASE(restart_rebinds_the_same_port_at_once) {
         BOOST_TEST(client.get("/healthz").status == 200);
         server.kill9();
     }
-    server_process again{server_options{.database = db, .listen = "127.0.0.1:" + std::to_string(port)}};
+    server_process again{
+        server_options{.database = db, .listen = "127.0.0.1:" + std::to_string(port)}};
     BOOST_TEST(again.port() == port);
 }
 
@@ -132,7 +134,8 @@ BOOST_AUTO_TEST_CASE(database_newer_than_the_binary_is_refused) {
     }
     // Pretend a later version migrated this database.
     auto r = run_process("/usr/bin/sqlite3", {db.string(),
-        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)"});
+                                              "INSERT INTO schema_migrations (version, name, "
+                                              "applied_at) VALUES (9999, '9999_future.sql', 0)"});
     if (r.exit_code != 0) {
         BOOST_TEST_MESSAGE("sqlite3 shell not available: " << r.err);
         return;

@@ -1,6 +1,5 @@
 #define BOOST_TEST_MODULE integration_sse
 #include <boost/test/unit_test.hpp>
-
 #include <map>
 
 #include "integration/common.hpp"
@@ -13,7 +12,8 @@ using namespace std::chrono_literals;
 namespace {
 
 struct server_fixture {
-    server_process server{server_options{.args = {"--sse-heartbeat", "0.3", "--sse-retry-ms", "1500"}}};
+    server_process server{
+        server_options{.args = {"--sse-heartbeat", "0.3", "--sse-retry-ms", "1500"}}};
     http_client client{server.port()};
 };
 
@@ -39,8 +39,8 @@ BOOST_AUTO_TEST_CASE(streams_every_state_and_ends_after_the_terminal_event) {
     BOOST_TEST(s.ended());
     BOOST_TEST(s.retry().value_or(0) == 1500u);
     BOOST_TEST(s.raw_text().starts_with("retry: 1500"));
-    BOOST_TEST((types_of(events) ==
-                std::vector<std::string>{"pending", "running", "progress", "progress", "progress", "completed"}));
+    BOOST_TEST((types_of(events) == std::vector<std::string>{"pending", "running", "progress",
+                                                             "progress", "progress", "completed"}));
     std::int64_t prev = 0;
     for (const auto& e : events) {
         BOOST_TEST_REQUIRE(e.id.has_value());
@@ -57,7 +57,8 @@ BOOST_AUTO_TEST_CASE(streams_every_state_and_ends_after_the_terminal_event) {
     auto done = json::parse(events.back().data).as_object();
     BOOST_TEST(done.at("status").as_string() == "succeeded");
     bool has_result = false;
-    for (const auto& l : done.at("links").as_array()) has_result |= l.as_object().at("rel").as_string() == "result";
+    for (const auto& l : done.at("links").as_array())
+        has_result |= l.as_object().at("rel").as_string() == "result";
     BOOST_TEST(has_result);
 
     // At or past the terminal event: 204, EventSource stops.
@@ -78,7 +79,8 @@ BOOST_AUTO_TEST_CASE(last_event_id_replays_exactly_what_followed) {
     BOOST_TEST_REQUIRE(rest.size() == 3u);
     for (std::size_t i = 0; i < 3; ++i) BOOST_TEST(*rest[i].id == *events[i + 2].id);
     // The query parameter does the same for a first connection; the header wins over it.
-    sse_stream by_query(server.port(), "/operations/" + id + "/status?last_event_id=" + *events[2].id);
+    sse_stream by_query(server.port(),
+                        "/operations/" + id + "/status?last_event_id=" + *events[2].id);
     BOOST_TEST(by_query.read_until_end(10s).size() == 2u);
     sse_stream both(server.port(), "/operations/" + id + "/status?last_event_id=" + *events[0].id,
                     *events[3].id);
@@ -108,10 +110,12 @@ BOOST_AUTO_TEST_CASE(unknown_operation_is_404) {
 BOOST_AUTO_TEST_CASE(idle_streams_get_keepalive_comments) {
     auto id = submit(client, R"({"kind":"sleep","input":{"seconds":30}})");
     sse_stream s(server.port(), "/operations/" + id + "/status");
-    bool got = wait_until([&] {
-        s.next_event(100ms);
-        return s.comments() >= 2;
-    }, 10s);
+    bool got = wait_until(
+        [&] {
+            s.next_event(100ms);
+            return s.comments() >= 2;
+        },
+        10s);
     BOOST_TEST(got);
     BOOST_TEST(s.last_comment() == "keepalive");
     client.post_json("/operations/" + id + "/cancel", "");
@@ -140,7 +144,8 @@ BOOST_AUTO_TEST_CASE(one_stream_follows_many_operations) {
     BOOST_TEST(last[a] == "completed");
     BOOST_TEST(last[b] == "completed");
     BOOST_TEST(last[c] == "failed");
-    sse_stream after(server.port(), "/events?operation=" + a + "&operation=" + b + "&operation=" + c,
+    sse_stream after(server.port(),
+                     "/events?operation=" + a + "&operation=" + b + "&operation=" + c,
                      std::to_string(prev));
     BOOST_TEST(after.status() == 204);
 }
@@ -154,7 +159,8 @@ BOOST_AUTO_TEST_CASE(a_vanished_client_releases_its_stream) {
     };
     {
         std::vector<sse_stream> many;
-        for (int i = 0; i < 50; ++i) many.emplace_back(server.port(), "/operations/" + id + "/status");
+        for (int i = 0; i < 50; ++i)
+            many.emplace_back(server.port(), "/operations/" + id + "/status");
         BOOST_TEST(wait_until([&] { return streams_open() == 50; }, 5s));
     }
     BOOST_TEST(wait_until([&] { return streams_open() == 0; }, 5s));
@@ -176,14 +182,18 @@ BOOST_AUTO_TEST_CASE(streams_resume_across_a_kill9_restart) {
         id = submit(client, R"({"kind":"sleep","input":{"seconds":3,"steps":30}})");
         sse_stream s(port, "/operations/" + id + "/status");
         while (before.size() < 4)
-            if (auto e = s.next_event(5s)) before.push_back(*e); else break;
+            if (auto e = s.next_event(5s))
+                before.push_back(*e);
+            else
+                break;
         BOOST_TEST_REQUIRE(before.size() == 4u);
         server.kill9();
         auto tail = s.read_until_end(5s);
         before.insert(before.end(), tail.begin(), tail.end());
         BOOST_TEST(s.ended());
     }
-    server_process server{server_options{.database = db, .listen = "127.0.0.1:" + std::to_string(port)}};
+    server_process server{
+        server_options{.database = db, .listen = "127.0.0.1:" + std::to_string(port)}};
     sse_stream resumed(port, "/operations/" + id + "/status", *before.back().id);
     BOOST_TEST(resumed.status() == 200);
     auto after = resumed.read_until_end(20s);

@@ -1,7 +1,7 @@
+#include "core/operation.hpp"
+
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
-
-#include "core/operation.hpp"
 
 using namespace buzzer::core;
 namespace json = boost::json;
@@ -64,8 +64,8 @@ BOOST_AUTO_TEST_CASE(whole_numbers_print_as_integers) {
 }
 
 BOOST_AUTO_TEST_CASE(status_names_round_trip) {
-    for (auto s : {status::pending, status::running, status::succeeded, status::failed,
-                   status::canceled})
+    for (auto s :
+         {status::pending, status::running, status::succeeded, status::failed, status::canceled})
         BOOST_TEST((parse_status(to_string(s)) == s));
     BOOST_TEST(!parse_status("done").has_value());
 }

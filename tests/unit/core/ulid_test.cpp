@@ -1,8 +1,7 @@
-#include <boost/test/unit_test.hpp>
-
-#include <set>
-
 #include "core/ulid.hpp"
+
+#include <boost/test/unit_test.hpp>
+#include <set>
 
 using namespace buzzer::core;
 

@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "http/router.hpp"
+
+#include <boost/test/unit_test.hpp>
 
 using namespace buzzer::http;
 

@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "jobs/backoff.hpp"
+
+#include <boost/test/unit_test.hpp>
 
 using namespace buzzer::jobs;
 

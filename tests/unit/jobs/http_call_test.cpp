@@ -41,7 +41,7 @@ constexpr const char* echo_type = "application/vnd.buzzer-test+json";
 
 // A job as the scheduler would pass it; records what the executor reports.
 class fake_job final : public job {
-public:
+  public:
     explicit fake_job(json::value input = nullptr, int attempt = 1)
         : input_(std::move(input)), attempt_(attempt) {}
 
@@ -64,7 +64,7 @@ public:
     int results = 0;
     std::vector<std::pair<int, std::string>> progress_;
 
-private:
+  private:
     std::string id_ = "01JDB6Q6X8Z3M9J1V7QJ4T2N5K";
     std::string kind_ = "report";
     json::value input_;
@@ -84,7 +84,7 @@ struct seen_request {
 // /close-idle closes the connection after answering (without saying so); /drop-second
 // closes a connection on its second request without answering; /close says Connection: close.
 class upstream_server {
-public:
+  public:
     upstream_server() {
         tcp::endpoint at(asio::ip::make_address("127.0.0.1"), 0);
         acceptor_.open(at.protocol());
@@ -116,7 +116,7 @@ public:
     std::atomic<int> closed_by_client{0};  ///< /hang connections the client closed
     std::atomic<int> closed_idle{0};       ///< /close-idle connections closed after answering
 
-private:
+  private:
     asio::awaitable<void> accept_loop() {
         for (;;) {
             auto r = co_await acceptor_.async_accept(tuple_awaitable);

@@ -1,9 +1,8 @@
+#include "jobs/schema.hpp"
+
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
-
 #include <buzzer/server.hpp>
-
-#include "jobs/schema.hpp"
 
 using buzzer::invalid_input;
 using buzzer::jobs::input_schema;
@@ -19,7 +18,8 @@ input_schema thumbnail() {
             "size": {"type": "integer", "minimum": 16, "maximum": 1024},
             "format": {"enum": ["png", "jpeg"]},
             "tags": {"type": "array", "items": {"type": "string"}}
-        }})"), "kinds.thumbnail.input");
+        }})"),
+                               "kinds.thumbnail.input");
 }
 
 std::string problem(const input_schema& s, const char* input) {
@@ -37,7 +37,8 @@ BOOST_AUTO_TEST_SUITE(schema)
 
 BOOST_AUTO_TEST_CASE(accepts_valid_input) {
     auto s = thumbnail();
-    BOOST_TEST(problem(s, R"({"url": "http://x", "size": 64, "format": "png", "tags": ["a"]})") == "");
+    BOOST_TEST(problem(s, R"({"url": "http://x", "size": 64, "format": "png", "tags": ["a"]})") ==
+               "");
     BOOST_TEST(problem(s, R"({"url": "http://x", "size": 64.0})") == "");
 }
 
@@ -49,7 +50,8 @@ BOOST_AUTO_TEST_CASE(names_the_offending_path) {
     BOOST_TEST(problem(s, R"({"url": "x", "size": 8})") == "input.size must be at least 16");
     BOOST_TEST(problem(s, R"({"url": "x", "size": 2000})") == "input.size must be at most 1024");
     BOOST_TEST(problem(s, R"({"url": "x", "size": 17.5})") == "input.size must be an integer");
-    BOOST_TEST(problem(s, R"({"url": "x", "format": "gif"})") == R"(input.format must be one of ["png","jpeg"])");
+    BOOST_TEST(problem(s, R"({"url": "x", "format": "gif"})") ==
+               R"(input.format must be one of ["png","jpeg"])");
     BOOST_TEST(problem(s, R"({"url": "x", "tags": ["a", 2]})") == "input.tags[1] must be a string");
     BOOST_TEST(problem(s, R"({"url": "0123456789012345678901"})") ==
                "input.url must be at most 20 characters long");
@@ -72,7 +74,8 @@ BOOST_AUTO_TEST_CASE(rejects_unknown_keywords_and_bad_values) {
     };
     BOOST_TEST(bad(R"({"pattern": "x"})").starts_with("kinds.k.input.pattern: unsupported"));
     BOOST_TEST(bad(R"({"type": "text"})") == "kinds.k.input.type: unknown type text");
-    BOOST_TEST(bad(R"({"properties": {"a": {"type": 3}}})").starts_with("kinds.k.input.properties.a.type"));
+    BOOST_TEST(bad(R"({"properties": {"a": {"type": 3}}})")
+                   .starts_with("kinds.k.input.properties.a.type"));
     BOOST_TEST(bad(R"({"required": "url"})").starts_with("kinds.k.input.required"));
     BOOST_TEST(bad(R"(3)") == "kinds.k.input: a schema must be an object");
 }

@@ -1,6 +1,7 @@
+#include "store/migrate.hpp"
+
 #include <boost/test/unit_test.hpp>
 
-#include "store/migrate.hpp"
 #include "support/process.hpp"
 
 using namespace buzzer;
@@ -50,7 +51,8 @@ BOOST_AUTO_TEST_CASE(refuses_a_gap) {
 BOOST_AUTO_TEST_CASE(refuses_a_database_newer_than_the_binary) {
     test::temp_dir dir;
     store::connection db((dir / "m.db").string());
-    const file two[] = {{"0001_a.sql", "CREATE TABLE a (x);"}, {"0002_b.sql", "CREATE TABLE b (y);"}};
+    const file two[] = {{"0001_a.sql", "CREATE TABLE a (x);"},
+                        {"0002_b.sql", "CREATE TABLE b (y);"}};
     store::migrate(db, two);
     const file one[] = {{"0001_a.sql", "CREATE TABLE a (x);"}};
     BOOST_CHECK_THROW(store::migrate(db, one), std::runtime_error);

@@ -1,3 +1,6 @@
+#include "store/store.hpp"
+
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -6,10 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/test/unit_test.hpp>
 
-#include <atomic>
-
 #include "store/operations.hpp"
-#include "store/store.hpp"
 #include "support/process.hpp"
 #include "support/run_coroutine.hpp"
 
@@ -83,9 +83,8 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
     db.open();
     bool second_failed = false;
     test::run_coroutine([&]() -> asio::awaitable<void> {
-        co_await db.write([&](store::write_context& w) {
-            store::insert_operation(w.db, make_op(id_of(1)));
-        });
+        co_await db.write(
+            [&](store::write_context& w) { store::insert_operation(w.db, make_op(id_of(1))); });
         try {
             co_await db.write([&](store::write_context& w) {
                 store::insert_operation(w.db, make_op(id_of(2)));
@@ -103,7 +102,8 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
         BOOST_TEST(one.has_value());
         BOOST_TEST(!two.has_value());
         std::vector<store::event> events;
-        co_await db.read([&](store::connection& c) { events = store::read_events(c, {id_of(2)}, 0, 10); });
+        co_await db.read(
+            [&](store::connection& c) { events = store::read_events(c, {id_of(2)}, 0, 10); });
         BOOST_TEST(events.empty());
     });
     BOOST_TEST(second_failed);
