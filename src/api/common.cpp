@@ -63,11 +63,7 @@ asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std:
     // Subscribe before reading, so that no terminal event can slip between the two.
     std::vector<std::string> ids{id};
     auto sub = co_await ctx.hub.subscribe(std::move(ids), 64);
-    struct unsubscribe {
-        sse::hub& h;
-        std::shared_ptr<sse::subscription>& s;
-        ~unsubscribe() { h.unsubscribe(s); }
-    } guard{ctx.hub, sub};
+    sse::subscription_guard guard(ctx.hub, sub);
 
     auto op = co_await load(ctx, id);
     if (!op || core::is_terminal(op->state)) co_return op;

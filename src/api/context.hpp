@@ -26,6 +26,12 @@ struct context {
     std::string base_url;  ///< public_url without a trailing slash, or empty
 };
 
+/// A router handler that calls `fn(ctx, request)`; `fn` is a plain function.
+template <class F>
+http::handler bind_handler(context& ctx, F* fn) {
+    return [&ctx, fn](http::request& req) { return fn(ctx, req); };
+}
+
 /// Registers every route of the API.
 void add_routes(http::router& r, context& ctx);
 

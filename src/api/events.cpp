@@ -81,11 +81,7 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
     // Subscribe first, then replay: whatever commits in between arrives live, and live
     // events the replay already covered are dropped by id.
     auto sub = co_await ctx.hub.subscribe(ids, ctx.settings.sse_backlog);
-    struct unsubscribe {
-        sse::hub& h;
-        std::shared_ptr<sse::subscription>& s;
-        ~unsubscribe() { h.unsubscribe(s); }
-    } guard{ctx.hub, sub};
+    sse::subscription_guard guard(ctx.hub, sub);
 
     stream_state st;
     st.ids = std::move(ids);

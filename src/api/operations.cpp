@@ -373,9 +373,7 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
             auto now = core::now_ms();
             op->state = core::status::canceled;
             op->finished_at = now;
-            op->error = json::serialize(
-                core::make_problem("/problems/canceled", "Operation canceled", 409,
-                                   "the operation was canceled on request", "/operations/" + id));
+            op->error = core::canceled_problem(id);
             store::save_operation(w.db, *op);
             w.add_event(id, "canceled", core::represent_text(*op, ctx.base_url));
             canceled = true;
@@ -453,7 +451,7 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
 }  // namespace
 
 void add_operation_routes(http::router& r, context& ctx) {
-    auto bind = [&ctx](auto fn) { return [&ctx, fn](http::request& req) { return fn(ctx, req); }; };
+    auto bind = [&ctx](auto* fn) { return bind_handler(ctx, fn); };
     r.add("POST", "/operations", bind(submit));
     r.add("GET", "/operations", bind(list_operations));
     r.add("GET", "/operations/{id}/status", bind(get_status));

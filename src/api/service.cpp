@@ -123,7 +123,7 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
 }  // namespace
 
 void add_service_routes(http::router& r, context& ctx) {
-    auto bind = [&ctx](auto fn) { return [&ctx, fn](http::request& req) { return fn(ctx, req); }; };
+    auto bind = [&ctx](auto* fn) { return bind_handler(ctx, fn); };
     r.add("GET", "/", bind(index_page));
     r.add("GET", "/kinds", bind(kinds));
     r.add("GET", "/healthz", bind(healthz));

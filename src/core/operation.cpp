@@ -54,6 +54,17 @@ json::object make_problem(std::string_view type, std::string_view title, int sta
     return p;
 }
 
+std::string operation_problem(std::string_view type, std::string_view title, int status,
+                              std::string_view detail, std::string_view id) {
+    return json::serialize(
+        make_problem(type, title, status, detail, "/operations/" + std::string(id)));
+}
+
+std::string canceled_problem(std::string_view id) {
+    return operation_problem("/problems/canceled", "Operation canceled", 409,
+                             "the operation was canceled on request", id);
+}
+
 json::object represent(const operation& op, std::string_view base_url) {
     json::object o;
     o.reserve(13);

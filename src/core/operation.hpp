@@ -50,6 +50,13 @@ boost::json::value json_number(double v);
 boost::json::object make_problem(std::string_view type, std::string_view title, int status,
                                  std::string_view detail, std::string_view instance);
 
+/// A serialized problem for an operation's `error`, with `instance` = "/operations/ID".
+std::string operation_problem(std::string_view type, std::string_view title, int status,
+                              std::string_view detail, std::string_view id);
+
+/// The `error` of an operation canceled on request.
+std::string canceled_problem(std::string_view id);
+
 /// The public representation: fields and links; hrefs are prefixed with `base_url`.
 boost::json::object represent(const operation& op, std::string_view base_url);
 

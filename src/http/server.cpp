@@ -146,6 +146,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
         }
     }
 
+    http_error payload_too_large() const {
+        return {413, "payload-too-large",
+                "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+    }
+
     asio::awaitable<void> send_error(beast::tcp_stream& stream, const http_error& e,
                                      std::string_view path) {
         response r = problem_response(e, path);
@@ -250,9 +255,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                 co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
             if (hec) {
                 if (hec == bhttp::error::body_limit) {
-                    http_error err{
-                        413, "payload-too-large",
-                        "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+                    http_error err = payload_too_large();
                     std::string target(parser.get().target());
                     std::string_view at(target.data(), target.find('?') == std::string::npos
                                                            ? target.size()
@@ -294,9 +297,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             }
             if (auto len = parser.content_length(); len && *len > settings.body_limit) {
                 {
-                    http_error err{
-                        413, "payload-too-large",
-                        "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+                    http_error err = payload_too_large();
                     co_await send_error(stream, err, path);
                 }
                 break;
@@ -312,9 +313,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                     co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
                 if (bec) {
                     if (bec == bhttp::error::body_limit) {
-                        http_error err{
-                            413, "payload-too-large",
-                            "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+                        http_error err = payload_too_large();
                         co_await send_error(stream, err, path);
                     } else if (bec == beast::error::timeout) {
                         http_error err{408, "request-timeout",

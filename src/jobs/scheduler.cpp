@@ -22,11 +22,6 @@ namespace {
 // Progress events are written at most this often per operation; the latest report wins.
 constexpr auto progress_interval = std::chrono::milliseconds(100);
 
-std::string problem_text(std::string_view type, std::string_view title, int status,
-                         std::string_view detail, const std::string& id) {
-    return json::serialize(core::make_problem(type, title, status, detail, "/operations/" + id));
-}
-
 std::chrono::steady_clock::duration seconds(double s) {
     return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(s));
@@ -375,8 +370,9 @@ void scheduler::apply(const outcome& out, core::operation& op, store::write_cont
             break;
         case outcome::failure: {
             bool timeout = out.type == "/problems/timeout";
-            op.error = problem_text(out.type, timeout ? "Attempt timed out" : "Attempt failed",
-                                    timeout ? 504 : 500, out.detail, op.id);
+            op.error =
+                core::operation_problem(out.type, timeout ? "Attempt timed out" : "Attempt failed",
+                                        timeout ? 504 : 500, out.detail, op.id);
             if (out.retryable && op.attempt < op.max_attempts) {
                 const kind_def* k = kinds_.find(op.kind);
                 kind_options d = k ? k->defaults : kind_options{};
@@ -395,8 +391,7 @@ void scheduler::apply(const outcome& out, core::operation& op, store::write_cont
         case outcome::cancel:
             op.state = core::status::canceled;
             op.finished_at = now;
-            op.error = problem_text("/problems/canceled", "Operation canceled", 409,
-                                    "the operation was canceled on request", op.id);
+            op.error = core::canceled_problem(op.id);
             event = "canceled";
             break;
         case outcome::shutdown:

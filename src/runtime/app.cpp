@@ -48,9 +48,9 @@ void raise_file_limit() {
 void recover(store::write_context& w, const std::string& base_url) {
     auto now = core::now_ms();
     for (auto op : store::running_operations(w.db)) {
-        op.error = json::serialize(core::make_problem(
-            "/problems/abandoned", "Attempt abandoned", 500,
-            "the server stopped while the attempt was running", "/operations/" + op.id));
+        op.error =
+            core::operation_problem("/problems/abandoned", "Attempt abandoned", 500,
+                                    "the server stopped while the attempt was running", op.id);
         op.progress.reset();
         if (op.attempt < op.max_attempts) {
             op.state = core::status::pending;

@@ -34,6 +34,8 @@ struct subscription {
     std::atomic<bool> overflowed{false};
 };
 
+class hub;
+
 /// Routes committed events to subscribers.
 class hub {
   public:
@@ -60,6 +62,19 @@ class hub {
     std::unordered_multimap<std::string, std::shared_ptr<subscription>> by_operation_;
     std::atomic<std::size_t> count_{0};
     bool closed_ = false;
+};
+
+/// Unsubscribes when leaving a scope.
+class subscription_guard {
+  public:
+    subscription_guard(hub& h, std::shared_ptr<subscription> s) : hub_(h), sub_(std::move(s)) {}
+    ~subscription_guard() { hub_.unsubscribe(sub_); }
+    subscription_guard(const subscription_guard&) = delete;
+    subscription_guard& operator=(const subscription_guard&) = delete;
+
+  private:
+    hub& hub_;
+    std::shared_ptr<subscription> sub_;
 };
 
 }  // namespace buzzer::sse

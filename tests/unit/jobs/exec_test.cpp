@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "jobs/executors.hpp"
+#include "support/fake_job.hpp"
 #include "support/process.hpp"
 #include "support/run_coroutine.hpp"
 
@@ -38,41 +39,7 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// A job as the scheduler would hand it over, recording what the command reported.
-class fake_job final : public job {
-  public:
-    explicit fake_job(json::value input = nullptr, int attempt = 1)
-        : input_(std::move(input)), attempt_(attempt) {}
-
-    const std::string& id() const override { return id_; }
-    const std::string& kind() const override { return kind_; }
-    int attempt() const override { return attempt_; }
-    const json::value& input() const override { return input_; }
-
-    asio::awaitable<void> progress(int percent, std::string message) override {
-        reports.emplace_back(percent, std::move(message));
-        if (on_progress) on_progress();
-        if (progress_fails) throw std::runtime_error("database is locked");
-        co_return;
-    }
-
-    void set_result(std::string body, std::string media_type) override {
-        raw_body = std::move(body);
-        raw_media_type = std::move(media_type);
-    }
-
-    std::vector<std::pair<int, std::string>> reports;
-    std::optional<std::string> raw_body;
-    std::string raw_media_type;
-    std::function<void()> on_progress;
-    bool progress_fails = false;
-
-  private:
-    std::string id_ = "01JDB6Q6X8Z3M9J1V7QJ4T2N5K";
-    std::string kind_ = "thumbnail";
-    json::value input_;
-    int attempt_;
-};
+using test::fake_job;
 
 jobs::exec_spec sh(std::string script) {
     jobs::exec_spec spec;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "jobs/executors.hpp"
+#include "support/fake_job.hpp"
 #include "support/run_coroutine.hpp"
 #include "support/wait.hpp"
 
@@ -39,37 +40,7 @@ namespace {
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 constexpr const char* echo_type = "application/vnd.buzzer-test+json";
 
-// A job as the scheduler would pass it; records what the executor reports.
-class fake_job final : public job {
-  public:
-    explicit fake_job(json::value input = nullptr, int attempt = 1)
-        : input_(std::move(input)), attempt_(attempt) {}
-
-    const std::string& id() const override { return id_; }
-    const std::string& kind() const override { return kind_; }
-    int attempt() const override { return attempt_; }
-    const json::value& input() const override { return input_; }
-    asio::awaitable<void> progress(int percent, std::string message) override {
-        progress_.emplace_back(percent, std::move(message));
-        co_return;
-    }
-    void set_result(std::string body, std::string media_type) override {
-        result_body = std::move(body);
-        result_type = std::move(media_type);
-        ++results;
-    }
-
-    std::string result_body;
-    std::string result_type;
-    int results = 0;
-    std::vector<std::pair<int, std::string>> progress_;
-
-  private:
-    std::string id_ = "01JDB6Q6X8Z3M9J1V7QJ4T2N5K";
-    std::string kind_ = "report";
-    json::value input_;
-    int attempt_;
-};
+using test::fake_job;
 
 // A request as the upstream saw it.
 struct seen_request {
@@ -285,9 +256,9 @@ BOOST_AUTO_TEST_CASE(a_2xx_body_and_media_type_become_the_result) {
     BOOST_TEST_REQUIRE(r.succeeded, r.error);
     BOOST_TEST(r.value.is_null());
     BOOST_TEST(j.results == 1);
-    BOOST_TEST(j.result_body == json::serialize(j.input()));
-    BOOST_TEST(j.result_type == echo_type);
-    BOOST_TEST(j.progress_.empty());
+    BOOST_TEST(j.raw_body.value_or("") == json::serialize(j.input()));
+    BOOST_TEST(j.raw_media_type == echo_type);
+    BOOST_TEST(j.reports.empty());
 
     auto seen = up.seen();
     BOOST_TEST_REQUIRE(seen.size() == 1u);
@@ -313,7 +284,7 @@ BOOST_AUTO_TEST_CASE(the_configured_method_is_used_and_null_input_is_sent_as_nul
     BOOST_TEST_REQUIRE(seen.size() == 1u);
     BOOST_TEST(seen[0].method == "PUT");
     BOOST_TEST(seen[0].body == "null");
-    BOOST_TEST(j.result_body == "null");
+    BOOST_TEST(j.raw_body.value_or("") == "null");
 }
 
 BOOST_AUTO_TEST_CASE(a_host_name_is_resolved) {
@@ -321,7 +292,7 @@ BOOST_AUTO_TEST_CASE(a_host_name_is_resolved) {
     fake_job j;
     auto r = run(make_job("http://localhost:" + std::to_string(up.port()) + "/echo"), j);
     BOOST_TEST_REQUIRE(r.succeeded, r.error);
-    BOOST_TEST(j.result_body == "null");
+    BOOST_TEST(j.raw_body.value_or("") == "null");
     auto seen = up.seen();
     BOOST_TEST_REQUIRE(seen.size() == 1u);
     BOOST_TEST(seen[0].host == "localhost:" + std::to_string(up.port()));
@@ -332,8 +303,8 @@ BOOST_AUTO_TEST_CASE(an_answer_without_content_type_is_octet_stream) {
     fake_job j;
     auto r = run(make_job(up.url("/untyped")), j);
     BOOST_TEST_REQUIRE(r.succeeded, r.error);
-    BOOST_TEST(j.result_body == "raw bytes");
-    BOOST_TEST(j.result_type == "application/octet-stream");
+    BOOST_TEST(j.raw_body.value_or("") == "raw bytes");
+    BOOST_TEST(j.raw_media_type == "application/octet-stream");
 }
 
 BOOST_AUTO_TEST_CASE(a_5xx_fails_the_attempt_retryably_quoting_200_bytes) {
@@ -478,7 +449,7 @@ BOOST_AUTO_TEST_CASE(a_pooled_connection_dropped_before_answering_is_retried_on_
     fake_job j(json::parse(R"({"n": 2})"));
     auto r = run(fn, j);
     BOOST_TEST_REQUIRE(r.succeeded, r.error);
-    BOOST_TEST(j.result_body == R"({"n":2})");
+    BOOST_TEST(j.raw_body.value_or("") == R"({"n":2})");
     BOOST_TEST(up.accepted == 2);
     BOOST_TEST(up.requests == 3);
 }
