@@ -92,6 +92,7 @@ struct settings {
     double sleep_ms = 0;
     double drain_timeout = 120;
     unsigned sample_every = 10;
+    std::string kind = "echo";
 };
 
 // Where the server listens: a loopback endpoint and the Host header that names it.
@@ -554,9 +555,10 @@ struct sampled_op {
 class closed_loop {
   public:
     closed_loop(asio::any_io_executor ex, const target& t, loop_kind kind, unsigned index,
-                steady::time_point deadline, unsigned sample_every)
+                steady::time_point deadline, unsigned sample_every, std::string op_kind)
         : conn_(std::move(ex), t),
           kind_(kind),
+          op_kind_(std::move(op_kind)),
           index_(index),
           deadline_(deadline),
           sample_every_(sample_every) {}
@@ -578,8 +580,8 @@ class closed_loop {
         for (std::uint64_t i = 0; steady::now() < deadline_; ++i) {
             if (kind_ != loop_kind::healthz) {
                 std::uint64_t n = static_cast<std::uint64_t>(index_) * 100'000'000 + i;
-                conn_.post("/operations",
-                           R"({"kind":"echo","input":{"n":)" + std::to_string(n) + "}}");
+                conn_.post("/operations", R"({"kind":")" + op_kind_ + R"(","input":{"n":)" +
+                                              std::to_string(n) + "}}");
             }
             double sent_ms = system_now_ms();
             auto t0 = steady::now();
@@ -615,6 +617,7 @@ class closed_loop {
 
     connection conn_;
     loop_kind kind_;
+    std::string op_kind_;  // the operations' kind
     unsigned index_;
     steady::time_point deadline_;
     unsigned sample_every_;
@@ -660,6 +663,7 @@ phase_result run_closed_loop(const settings& s, const target& t, pid_t server, l
     static constexpr const char* names[] = {"healthz", "submit", "e2e"};
     phase_result r;
     r.name = names[static_cast<int>(kind)];
+    if (kind != loop_kind::healthz && s.kind != "echo") r.name += " " + s.kind;
     asio::io_context io(static_cast<int>(s.threads));  // outlives the workers
     std::vector<std::unique_ptr<closed_loop>> workers;
     auto duration =
@@ -670,7 +674,7 @@ phase_result run_closed_loop(const settings& s, const target& t, pid_t server, l
     for (unsigned i = 0; i < s.connections; ++i) workers.push_back(nullptr);
     run_workers(io, s.threads, s.connections, [&](const asio::any_io_executor& ex, std::size_t i) {
         workers[i] = std::make_unique<closed_loop>(ex, t, kind, static_cast<unsigned>(i), deadline,
-                                                   s.sample_every);
+                                                   s.sample_every, s.kind);
         return workers[i]->run();
     });
     r.seconds = std::chrono::duration<double>(steady::now() - start).count();
@@ -1299,6 +1303,7 @@ settings parse_command_line(int argc, char** argv, bool& help) {
         ("rate", po::value(&s.rate), "submissions per second of sse-latency (default 1000)")
         ("sleep-ms", po::value(&s.sleep_ms), "sse-latency submits `sleep` of this many ms instead of `echo` (default 0: echo)")
         ("drain-timeout", po::value(&s.drain_timeout), "seconds to wait for the server to finish accepted work (default 120)")
+        ("kind", po::value(&s.kind), "kind of the operations of submit and e2e, with input {\"n\": i} (default echo)")
         ("sample-every", po::value(&s.sample_every), "submit: look up every Nth accepted op afterwards, 0 for none (default 10)");
     // clang-format on
     po::variables_map vm;
