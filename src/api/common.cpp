@@ -1,7 +1,5 @@
 #include "api/common.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -9,12 +7,11 @@
 #include <charconv>
 
 #include "core/ulid.hpp"
+#include "sse/format.hpp"
 #include "store/operations.hpp"
 
 namespace buzzer::api {
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
-constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 http::response json_response(int status, std::string body) {
     http::response r;
@@ -67,17 +64,23 @@ asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std:
 
     auto op = co_await load(ctx, id);
     if (!op || core::is_terminal(op->state)) co_return op;
+    // The deadline wakes the mailbox with a null entry.
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer deadline(ex, std::chrono::seconds(seconds));
-    for (;;) {
-        auto r = co_await (sub->channel.async_receive(tuple_awaitable) ||
-                           deadline.async_wait(tuple_awaitable));
-        if (r.index() == 1) break;
-        auto& received = std::get<0>(r);
-        if (std::get<0>(received)) break;  // closed (shutdown, overflow): answer from the store
-        const auto& ev = std::get<1>(received);
-        if (ev->type == "completed" || ev->type == "failed" || ev->type == "canceled") break;
+    deadline.async_wait([sub](boost::system::error_code ec) {
+        if (!ec) sub->box.push(nullptr);
+    });
+    std::vector<sse::event_ptr> got;
+    bool ended = false;
+    while (!ended && std::chrono::steady_clock::now() < deadline.expiry()) {
+        // Closed (shutdown, overflow): answer from the store.
+        bool open = co_await sub->box.wait();
+        if (!open) break;
+        sub->box.take(got);
+        for (const auto& ev : got)
+            if (ev && sse::is_terminal_event(ev->type)) ended = true;
     }
+    deadline.cancel();
     co_return co_await load(ctx, id);
 }
 

@@ -2,9 +2,6 @@
 #include "api/events.hpp"
 
 #include <algorithm>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <set>
@@ -16,9 +13,7 @@
 
 namespace buzzer::api {
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
 using http::http_error;
-constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
@@ -27,7 +22,7 @@ constexpr int replay_page = 256;
 
 // A stream's progress: the last id sent and the operations whose terminal event went out.
 struct stream_state {
-    std::vector<std::string> ids;
+    const std::vector<std::string>& ids;  // the subscription's
     std::int64_t last = 0;
     std::set<std::string> finished;
 
@@ -53,53 +48,62 @@ std::int64_t parse_last_event_id(const http::request& req,
     return n && *n >= 0 ? *n : 0;
 }
 
-asio::awaitable<void> live(context& ctx, http::body_writer& out,
-                           std::shared_ptr<sse::subscription> sub, stream_state& st) {
-    auto heartbeat = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(ctx.settings.sse_heartbeat_s));
-    asio::steady_timer idle(co_await asio::this_coro::executor);
-    while (!st.done()) {
-        idle.expires_after(heartbeat);
-        auto r = co_await (sub->channel.async_receive(tuple_awaitable) ||
-                           idle.async_wait(tuple_awaitable));
-        if (r.index() == 1) {
-            co_await out.write(sse::keepalive);
-            continue;
-        }
-        auto& received = std::get<0>(r);
-        if (std::get<0>(received))
-            co_return;  // overflow or shutdown: the client resumes with its last id
-        const auto& ev = std::get<1>(received);
-        if (ev->seq <= st.last) continue;  // already sent by the replay
-        co_await out.write(sse::format_event(*ev));
-        st.saw(*ev);
-    }
-}
-
-asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::int64_t after,
-                             http::body_writer& out) {
-    // Subscribe first, then replay: whatever commits in between arrives live, and live
-    // events the replay already covered are dropped by id.
-    auto sub = co_await ctx.hub.subscribe(ids, ctx.settings.sse_backlog);
-    sse::subscription_guard guard(ctx.hub, sub);
-
-    stream_state st;
-    st.ids = std::move(ids);
-    st.last = after;
+// The `retry:` line and the stored events after `st.last`, page by page.
+asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state& st) {
     co_await out.write(sse::format_retry(ctx.settings.sse_retry_ms));
     for (;;) {
         std::vector<store::event> page;
         co_await ctx.db.read([&](store::connection& db) {
             page = store::read_events(db, st.ids, st.last, replay_page);
         });
+        std::string text;
         for (const auto& e : page) {
-            co_await out.write(sse::format_event(e));
+            text += sse::format_event(e);
             st.saw(e);
         }
+        if (!text.empty()) co_await out.write(text);
         if (page.size() < static_cast<std::size_t>(replay_page)) break;
     }
+}
+
+// Replays, then sends live events from the mailbox until every operation has ended, the
+// client has gone, or the mailbox closed (overflow, shutdown: the client resumes with its last
+// id). A null entry is the hub's heartbeat. Everything taken at once goes out in one write.
+// One frame for the whole live part: an idle stream holds little more than its socket.
+asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::int64_t after,
+                             http::body_writer& out) {
+    // Subscribe first, then replay: whatever commits in between arrives live, and live
+    // events the replay already covered are dropped by id.
+    auto sub = co_await ctx.hub.subscribe(std::move(ids), ctx.settings.sse_backlog, true);
+    sse::subscription_guard guard(ctx.hub, sub);
+    stream_state st{sub->operation_ids, after, {}};
+    co_await replay(ctx, out, st);
     if (st.done()) co_return;
-    co_await (live(ctx, out, sub, st) || out.wait_closed());
+    out.watch_closed([sub] { sub->box.close(); });
+
+    std::vector<sse::event_ptr> got;
+    std::string text;
+    while (!st.done()) {
+        bool open = co_await sub->box.wait();
+        if (!open) co_return;
+        sub->box.take(got);
+        text.clear();
+        bool beat = false;
+        for (const auto& ev : got) {
+            if (!ev) {
+                beat = true;
+            } else if (ev->seq > st.last) {  // else already sent by the replay
+                text += sse::format_event(*ev);
+                st.saw(*ev);
+            }
+        }
+        got.clear();
+        if (text.empty() && beat) text = sse::keepalive;
+        if (text.empty()) continue;
+        co_await out.write(text);
+        sub->touch();
+        if (text.capacity() > 4096) text = std::string();  // idle streams keep no big buffers
+    }
 }
 
 }  // namespace
@@ -140,8 +144,8 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     r.set("Cache-Control", "no-store");
     r.set("X-Accel-Buffering", "no");
     r.set("Vary", "Accept");
-    r.stream = [&ctx, ids = std::move(ids), after](http::body_writer& out) {
-        return stream(ctx, ids, after, out);
+    r.stream = [&ctx, ids = std::move(ids), after](http::body_writer& out) mutable {
+        return stream(ctx, std::move(ids), after, out);  // called once
     };
     co_return r;
 }

@@ -42,8 +42,9 @@ class body_writer {
     virtual ~body_writer() = default;
     /// Sends `data` as soon as possible; throws when the client is gone.
     virtual boost::asio::awaitable<void> write(std::string_view data) = 0;
-    /// Completes when the client closes its side or sends anything (a vanished reader).
-    virtual boost::asio::awaitable<void> wait_closed() = 0;
+    /// Calls `fn` once, on the connection's executor, if the client closes its side or sends
+    /// anything while the body is being written (a reader that went away). Call at most once.
+    virtual void watch_closed(std::function<void()> fn) = 0;
 };
 
 /// A response. When `stream` is set, the headers are sent and then `stream` writes the body.

@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <mutex>
+#include <optional>
 #include <unordered_set>
 
 #include "core/log.hpp"
@@ -42,10 +43,14 @@ class chunk_writer final : public body_writer {
         co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), use_awaitable);
     }
 
-    asio::awaitable<void> wait_closed() override {
-        // Read on the bare socket: no deadline; any byte or eof means the client is done.
-        char byte = 0;
-        co_await stream_.socket().async_read_some(asio::buffer(&byte, 1), tuple_awaitable);
+    void watch_closed(std::function<void()> fn) override {
+        // Readable means a byte or end of file: either way the client is done. No buffer and
+        // no coroutine wait here, only a pending reactor operation; closing the socket at the
+        // end of the stream cancels it.
+        stream_.socket().async_wait(tcp::socket::wait_read,
+                                    [fn = std::move(fn)](boost::system::error_code ec) {
+                                        if (ec != asio::error::operation_aborted) fn();
+                                    });
     }
 
   private:
@@ -177,7 +182,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await bhttp::async_write(stream, out, use_awaitable);
     }
 
-    asio::awaitable<void> write_stream(beast::tcp_stream& stream, response& r) {
+    // The head of a chunked response; its message and serializer are gone once it is sent.
+    asio::awaitable<void> write_stream_head(beast::tcp_stream& stream, response& r) {
         bhttp::response<bhttp::empty_body> out;
         out.version(11);
         out.result(static_cast<unsigned>(r.status));
@@ -188,6 +194,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
         bhttp::response_serializer<bhttp::empty_body> sr(out);
         stream.expires_after(settings.write_timeout);
         co_await bhttp::async_write_header(stream, sr, use_awaitable);
+    }
+
+    // A streamed body (SSE). Its coroutine frames stay small: an idle stream holds this
+    // frame, the session's and the body's.
+    asio::awaitable<void> write_stream(beast::tcp_stream& stream, response& r) {
+        co_await write_stream_head(stream, r);
+        r.headers = {};
         stats.streams.fetch_add(1);
         struct guard {
             server_stats& s;
@@ -225,18 +238,110 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_return problem_response(*error, req.path);
     }
 
-    asio::awaitable<void> run_session(tcp::socket socket, std::shared_ptr<connection_state> state) {
-        beast::tcp_stream stream(std::move(socket));
-        state->stream = &stream;
-        struct detach {
-            std::shared_ptr<connection_state>& s;
-            ~detach() { s->stream = nullptr; }
-        } detach_guard{state};
+    // A request read and checked, and how to answer it.
+    struct incoming {
+        request req;
+        bool keep_alive = false;
+        bool head = false;
+    };
 
+    // Reads one request whose first bytes are in `buffer` (or on their way). Empty when the
+    // connection is to close; an error response, if one is due, has been sent. A coroutine of
+    // its own so that the parser is not part of the session's frame, which an event stream
+    // keeps for its whole life.
+    asio::awaitable<std::optional<incoming>> read_request(beast::tcp_stream& stream,
+                                                          beast::flat_buffer& buffer) {
+        bhttp::request_parser<bhttp::string_body> parser;
+        parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
+        parser.body_limit(settings.body_limit);
+        stream.expires_after(settings.header_timeout);
+        auto [hec, hn] =
+            co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+        if (hec) {
+            if (hec == bhttp::error::body_limit) {
+                http_error err = payload_too_large();
+                std::string target(parser.get().target());
+                std::string_view at(target.data(), target.find('?') == std::string::npos
+                                                       ? target.size()
+                                                       : target.find('?'));
+                co_await send_error(stream, err, at);
+            } else if (hec == bhttp::error::header_limit || hec == bhttp::error::buffer_overflow) {
+                http_error err{431, "header-too-large",
+                               "request headers exceed " + std::to_string(settings.header_limit) +
+                                   " bytes"};
+                co_await send_error(stream, err, "");
+            } else if (hec == beast::error::timeout) {
+                http_error err{408, "request-timeout",
+                               "the request headers did not arrive in time"};
+                co_await send_error(stream, err, "");
+            } else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
+                       hec != asio::error::connection_reset &&
+                       hec != asio::error::operation_aborted) {
+                http_error err{400, "malformed-request", hec.message()};
+                co_await send_error(stream, err, "");
+            }
+            co_return std::nullopt;
+        }
+        if (hn > settings.header_limit) {
+            http_error err{
+                431, "header-too-large",
+                "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
+            co_await send_error(stream, err, "");
+            co_return std::nullopt;
+        }
+        auto& head = parser.get();
+        std::string path(head.target().substr(0, head.target().find('?')));
+        if (head.version() != 11 && head.version() != 10) {
+            http_error err{505, "http-version-not-supported", "use HTTP/1.1"};
+            co_await send_error(stream, err, path);
+            co_return std::nullopt;
+        }
+        if (auto len = parser.content_length(); len && *len > settings.body_limit) {
+            http_error err = payload_too_large();
+            co_await send_error(stream, err, path);
+            co_return std::nullopt;
+        }
+        if (!parser.is_done()) {
+            if (bhttp::token_list(head[bhttp::field::expect]).exists("100-continue")) {
+                bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+                stream.expires_after(settings.write_timeout);
+                co_await bhttp::async_write(stream, cont, use_awaitable);
+            }
+            stream.expires_after(settings.idle_timeout);
+            auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
+            if (bec) {
+                if (bec == bhttp::error::body_limit) {
+                    http_error err = payload_too_large();
+                    co_await send_error(stream, err, path);
+                } else if (bec == beast::error::timeout) {
+                    http_error err{408, "request-timeout",
+                                   "the request body did not arrive in time"};
+                    co_await send_error(stream, err, path);
+                } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
+                           bec != bhttp::error::partial_message &&
+                           bec != asio::error::connection_reset) {
+                    http_error err{400, "malformed-request", bec.message()};
+                    co_await send_error(stream, err, path);
+                }
+                co_return std::nullopt;
+            }
+        }
+        std::optional<incoming> in(std::in_place);
+        in->keep_alive = head.keep_alive();
+        in->head = head.method() == bhttp::verb::head;
+        in->req = to_request(parser.release());
+        co_return in;
+    }
+
+    // Serves requests until the connection is to close, or until a handler answers with a
+    // stream: that response is returned for the session to write. The read buffer, the request
+    // and the parser live here, not in the frame that an event stream keeps.
+    asio::awaitable<std::optional<response>> serve(beast::tcp_stream& stream,
+                                                   connection_state& state) {
         beast::flat_buffer buffer(std::max<std::size_t>(settings.header_limit * 2, 64 * 1024));
         for (;;) {
-            state->idle = true;
-            if (state->closing || stopping) break;
+            state.idle = true;
+            if (state.closing || stopping) break;
             if (buffer.size() == 0) {
                 // Idle keep-alive: wait for the first byte of the next request.
                 stream.expires_after(settings.idle_timeout);
@@ -245,107 +350,34 @@ struct server::impl : std::enable_shared_from_this<impl> {
                 if (ec) break;
                 buffer.commit(n);
             }
-            state->idle = false;
+            state.idle = false;
 
-            bhttp::request_parser<bhttp::string_body> parser;
-            parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
-            parser.body_limit(settings.body_limit);
-            stream.expires_after(settings.header_timeout);
-            auto [hec, hn] =
-                co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
-            if (hec) {
-                if (hec == bhttp::error::body_limit) {
-                    http_error err = payload_too_large();
-                    std::string target(parser.get().target());
-                    std::string_view at(target.data(), target.find('?') == std::string::npos
-                                                           ? target.size()
-                                                           : target.find('?'));
-                    co_await send_error(stream, err, at);
-                } else if (hec == bhttp::error::header_limit ||
-                           hec == bhttp::error::buffer_overflow) {
-                    http_error err{431, "header-too-large",
-                                   "request headers exceed " +
-                                       std::to_string(settings.header_limit) + " bytes"};
-                    co_await send_error(stream, err, "");
-                } else if (hec == beast::error::timeout) {
-                    http_error err{408, "request-timeout",
-                                   "the request headers did not arrive in time"};
-                    co_await send_error(stream, err, "");
-                } else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
-                           hec != asio::error::connection_reset &&
-                           hec != asio::error::operation_aborted) {
-                    http_error err{400, "malformed-request", hec.message()};
-                    co_await send_error(stream, err, "");
-                }
-                break;
-            }
-            if (hn > settings.header_limit) {
-                http_error err{
-                    431, "header-too-large",
-                    "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
-                co_await send_error(stream, err, "");
-                break;
-            }
-            auto& head = parser.get();
-            std::string path(head.target().substr(0, head.target().find('?')));
-            if (head.version() != 11 && head.version() != 10) {
-                {
-                    http_error err{505, "http-version-not-supported", "use HTTP/1.1"};
-                    co_await send_error(stream, err, path);
-                }
-                break;
-            }
-            if (auto len = parser.content_length(); len && *len > settings.body_limit) {
-                {
-                    http_error err = payload_too_large();
-                    co_await send_error(stream, err, path);
-                }
-                break;
-            }
-            if (!parser.is_done()) {
-                if (bhttp::token_list(head[bhttp::field::expect]).exists("100-continue")) {
-                    bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
-                    stream.expires_after(settings.write_timeout);
-                    co_await bhttp::async_write(stream, cont, use_awaitable);
-                }
-                stream.expires_after(settings.idle_timeout);
-                auto [bec, bn] =
-                    co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
-                if (bec) {
-                    if (bec == bhttp::error::body_limit) {
-                        http_error err = payload_too_large();
-                        co_await send_error(stream, err, path);
-                    } else if (bec == beast::error::timeout) {
-                        http_error err{408, "request-timeout",
-                                       "the request body did not arrive in time"};
-                        co_await send_error(stream, err, path);
-                    } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
-                               bec != bhttp::error::partial_message &&
-                               bec != asio::error::connection_reset) {
-                        http_error err{400, "malformed-request", bec.message()};
-                        co_await send_error(stream, err, path);
-                    }
-                    break;
-                }
-            }
-
-            bool keep_alive = head.keep_alive();
-            bool is_head = head.method() == bhttp::verb::head;
-            request req = to_request(parser.release());
+            std::optional<incoming> in = co_await read_request(stream, buffer);
+            if (!in) break;
             // Nothing is read while the handler runs: pipelined requests wait in `buffer`.
             stream.expires_never();
-            response res = co_await dispatch(req);
-            if (res.stream && !is_head) {
-                req = request{};
-                buffer.clear();
-                buffer.shrink_to_fit();
-                co_await write_stream(stream, res);
-                break;
+            response res = co_await dispatch(in->req);
+            if (res.stream && !in->head) {
+                std::optional<response> streamed(std::move(res));
+                co_return streamed;
             }
-            keep_alive = keep_alive && !res.close && !state->closing && !stopping;
-            co_await write_response(stream, res, keep_alive, is_head);
+            bool keep_alive = in->keep_alive && !res.close && !state.closing && !stopping;
+            co_await write_response(stream, res, keep_alive, in->head);
             if (!keep_alive) break;
         }
+        co_return std::nullopt;
+    }
+
+    asio::awaitable<void> run_session(tcp::socket socket, std::shared_ptr<connection_state> state) {
+        beast::tcp_stream stream(std::move(socket));
+        state->stream = &stream;
+        struct detach {
+            std::shared_ptr<connection_state>& s;
+            ~detach() { s->stream = nullptr; }
+        } detach_guard{state};
+
+        std::optional<response> streamed = co_await serve(stream, *state);
+        if (streamed) co_await write_stream(stream, *streamed);
         boost::system::error_code ignored;
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
         stream.close();

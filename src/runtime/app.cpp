@@ -143,7 +143,8 @@ void server::run() {
         pending = store::pending_operations(w.db);
     });
 
-    sse::hub hub(io.get_executor());
+    sse::hub hub(io.get_executor(), std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                        std::chrono::duration<double>(s.opts.sse_heartbeat_s)));
     db.on_commit = [&hub](std::vector<store::event> events) { hub.publish(std::move(events)); };
 
     jobs::scheduler sched(io, db, s.kinds,

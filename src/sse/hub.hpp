@@ -1,15 +1,19 @@
 // The fan-out hub: committed events are handed to the subscribers of their operations.
-// All state lives on the hub's strand; subscribers read from bounded channels.
+// All hub state lives on the hub's strand; each subscriber drains a bounded mailbox.
 #pragma once
 
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <chrono>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "store/store.hpp"
@@ -19,47 +23,98 @@ namespace buzzer::sse {
 /// A shared, immutable event.
 using event_ptr = std::shared_ptr<const store::event>;
 
-/// A bounded queue of live events for one waiter.
-using event_channel =
-    boost::asio::experimental::concurrent_channel<void(boost::system::error_code, event_ptr)>;
+/// Live events for one subscriber: filled by the hub from any thread, drained by one waiting
+/// coroutine. It holds at most `capacity` events; a push past that closes it, and the
+/// subscriber (a slow reader) resumes from its last id. A new mailbox owns no heap memory.
+class mailbox {
+  public:
+    explicit mailbox(std::size_t capacity);
+    ~mailbox();
+    mailbox(const mailbox&) = delete;
+    mailbox& operator=(const mailbox&) = delete;
 
-/// One subscriber: the operations it follows and its channel.
-struct subscription {
-    subscription(boost::asio::any_io_executor ex, std::vector<std::string> ids,
-                 std::size_t capacity)
-        : operation_ids(std::move(ids)), channel(std::move(ex), capacity) {}
-    std::vector<std::string> operation_ids;
-    event_channel channel;
-    /// Set when the subscriber fell behind and its channel was closed.
-    std::atomic<bool> overflowed{false};
+    /// Queues an event, or with null a wake-up (a heartbeat or a deadline). Returns false,
+    /// and closes the mailbox, when it is full; false also once it is closed.
+    bool push(event_ptr e);
+
+    /// Ends it: the waiter wakes, and `wait` returns false from now on.
+    void close();
+
+    /// Waits until something is queued or the mailbox is closed; false when closed (whatever
+    /// is still queued is then dropped). One waiter at a time.
+    boost::asio::awaitable<bool> wait();
+
+    /// Moves everything queued into `out` (cleared first); its capacity is reused.
+    void take(std::vector<event_ptr>& out);
+
+    /// Whether nothing is queued.
+    bool empty() const;
+
+    /// The suspended coroutine's completion handler, type-erased.
+    struct waiter;
+
+  private:
+    void wake(std::unique_lock<std::mutex>& lock);
+
+    const std::size_t capacity_;
+    mutable std::mutex mutex_;
+    std::vector<event_ptr> queue_;
+    std::size_t events_ = 0;  ///< non-null entries of queue_
+    bool closed_ = false;
+    std::unique_ptr<waiter> waiter_;
 };
 
-class hub;
+/// One subscriber: the operations it follows and its mailbox.
+struct subscription {
+    subscription(std::vector<std::string> ids, std::size_t capacity, bool heartbeat)
+        : operation_ids(std::move(ids)), box(capacity), heartbeat(heartbeat) {}
+    std::vector<std::string> operation_ids;
+    mailbox box;
+    /// Whether the hub wakes it with a null entry once it has been idle for the heartbeat.
+    const bool heartbeat;
+    /// When the subscriber last wrote to its client (steady clock ticks); see `touch`.
+    std::atomic<std::chrono::steady_clock::rep> last_write{0};
 
-/// Routes committed events to subscribers.
+    /// Records a write to the client now.
+    void touch() {
+        last_write.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                         std::memory_order_relaxed);
+    }
+};
+
+/// Routes committed events to subscribers, and wakes idle streams for their heartbeat.
 class hub {
   public:
-    explicit hub(boost::asio::any_io_executor ex);
+    /// `heartbeat`: idle time after which a heartbeat subscriber gets a null entry.
+    hub(boost::asio::any_io_executor ex, std::chrono::steady_clock::duration heartbeat);
 
     /// Registers a subscriber; once this returns, every later publish reaches it.
     boost::asio::awaitable<std::shared_ptr<subscription>> subscribe(
-        std::vector<std::string> operation_ids, std::size_t capacity);
+        std::vector<std::string> operation_ids, std::size_t capacity, bool heartbeat = false);
 
-    /// Removes a subscriber (idempotent).
+    /// Removes a subscriber and closes its mailbox (idempotent).
     void unsubscribe(const std::shared_ptr<subscription>& s);
 
     /// Hands committed events to subscribers; callable from any thread, keeps order.
     void publish(std::vector<store::event> events);
 
-    /// Closes every channel and refuses new subscribers (they get a closed channel).
+    /// Closes every mailbox, stops the heartbeat and refuses new subscribers (they get a
+    /// closed mailbox).
     void shutdown();
 
     /// Current number of subscribers.
     std::size_t subscribers() const { return count_.load(); }
 
   private:
+    void arm_heartbeat();
+    void beat();
+
     boost::asio::strand<boost::asio::any_io_executor> strand_;
+    std::chrono::steady_clock::duration heartbeat_;
+    boost::asio::steady_timer ticker_;
+    bool ticking_ = false;
     std::unordered_multimap<std::string, std::shared_ptr<subscription>> by_operation_;
+    std::unordered_set<std::shared_ptr<subscription>> beating_;  ///< heartbeat subscribers
     std::atomic<std::size_t> count_{0};
     bool closed_ = false;
 };
