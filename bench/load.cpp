@@ -93,6 +93,7 @@ struct settings {
     double drain_timeout = 120;
     unsigned sample_every = 10;
     std::string kind = "echo";
+    unsigned idle_streams = 0;
 };
 
 // Where the server listens: a loopback endpoint and the Host header that names it.
@@ -516,6 +517,63 @@ struct store_counters {
     }
 };
 
+// The cumulative buckets (upper bound, count) of histogram `name` in Prometheus text.
+std::vector<std::pair<double, double>> histogram_buckets(std::string_view text,
+                                                         std::string_view name) {
+    std::vector<std::pair<double, double>> out;
+    const std::string prefix = std::string(name) + "_bucket{le=\"";
+    for (std::size_t at = 0; at < text.size();) {
+        auto eol = std::min(text.find('\n', at), text.size());
+        auto line = text.substr(at, eol - at);
+        at = eol + 1;
+        if (line.substr(0, prefix.size()) != prefix) continue;
+        auto rest = line.substr(prefix.size());
+        auto quote = rest.find('"');
+        auto space = rest.rfind(' ');
+        if (quote == std::string_view::npos || space == std::string_view::npos) continue;
+        std::string le(rest.substr(0, quote));
+        double bound = le == "+Inf" ? std::numeric_limits<double>::infinity()
+                                    : std::strtod(le.c_str(), nullptr);
+        out.emplace_back(bound, std::strtod(std::string(rest.substr(space + 1)).c_str(), nullptr));
+    }
+    return out;
+}
+
+// The histogram of the requests between two scrapes: its count and its q-quantile in
+// seconds, interpolated linearly inside the bucket (as Prometheus' histogram_quantile does).
+struct histogram_delta {
+    std::vector<std::pair<double, double>> before, after;
+
+    double count() const {
+        return after.empty() || before.size() != after.size()
+                   ? 0
+                   : after.back().second - before.back().second;
+    }
+    double quantile(double q) const {
+        double total = count();
+        if (total <= 0) return nan;
+        double rank = q * total, prev = 0, lower = 0;
+        for (std::size_t i = 0; i < after.size(); ++i) {
+            double c = after[i].second - before[i].second;
+            if (c >= rank) {
+                if (std::isinf(after[i].first)) return lower;
+                return lower + (after[i].first - lower) * (c > prev ? (rank - prev) / (c - prev) : 1);
+            }
+            prev = c;
+            lower = after[i].first;
+        }
+        return lower;
+    }
+};
+
+std::vector<std::pair<double, double>> read_histogram(const target& t, std::string_view name) {
+    try {
+        return histogram_buckets(run_one<std::string>(t, get_text, "/metrics"), name);
+    } catch (const std::exception&) {
+        return {};
+    }
+}
+
 // Polls until no operation is pending or running; returns the seconds waited, or -1 after
 // `timeout_s` (passed as text to fit run_one).
 asio::awaitable<double> wait_drained(target t, std::string timeout_s) {
@@ -794,50 +852,69 @@ class idle_opener {
     std::vector<std::optional<tcp::socket>>& slots_;
 };
 
+// Event streams that stay open without being read: `count` of them on operation `id`,
+// opened 256 at a time on `io` (which must outlive them).
+struct idle_streams {
+    std::vector<std::optional<tcp::socket>> slots;
+    latency first;  // connect → first bytes
+    std::uint64_t failed = 0;
+
+    std::size_t open() const {
+        return static_cast<std::size_t>(
+            std::count_if(slots.begin(), slots.end(), [](auto& o) { return o.has_value(); }));
+    }
+
+    void open_all(asio::io_context& io, unsigned threads, const target& t, const std::string& id,
+                  std::size_t count) {
+        std::string request = "GET /events?operation=" + id + " HTTP/1.1\r\nHost: " + t.host +
+                              "\r\nAccept: text/event-stream\r\nUser-Agent: buzzer-bench\r\n\r\n";
+        slots.resize(count);
+        std::atomic<std::size_t> next{0};
+        std::size_t openers = std::min<std::size_t>(256, count);
+        std::vector<std::unique_ptr<idle_opener>> workers;
+        for (std::size_t i = 0; i < openers; ++i) {
+            auto ex = asio::make_strand(io);
+            workers.push_back(std::make_unique<idle_opener>(ex, t, request, next, slots));
+            asio::co_spawn(ex, workers.back()->run(), asio::detached);  // run() catches all
+        }
+        std::vector<std::thread> pool;
+        for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+        io.run();
+        for (auto& th : pool) th.join();
+        io.restart();
+        for (auto& w : workers) {
+            first.merge(w->first_bytes);
+            failed += w->failed;
+        }
+    }
+};
+
+// A sleep operation of an hour for idle streams to follow; it stays `running` throughout.
+std::string create_long_operation(const target& t) {
+    return run_one<std::string>(
+        t, create_operation, R"({"kind":"sleep","input":{"seconds":3600},"timeout_s":7200})");
+}
+
 phase_result run_sse_idle(const settings& s, const target& t, pid_t server) {
     phase_result r;
     r.name = "sse-idle";
-    // One long sleep operation for every stream to follow; it stays `running` throughout.
-    std::string id = run_one<std::string>(
-        t, create_operation, R"({"kind":"sleep","input":{"seconds":3600},"timeout_s":7200})");
+    std::string id = create_long_operation(t);
     std::this_thread::sleep_for(500ms);
     long before = server ? proc_status_kib(server, "VmRSS") : -1;
 
-    std::string request = "GET /events?operation=" + id + " HTTP/1.1\r\nHost: " + t.host +
-                          "\r\nAccept: text/event-stream\r\nUser-Agent: buzzer-bench\r\n\r\n";
     asio::io_context io(static_cast<int>(s.threads));  // outlives the sockets below
-    std::vector<std::optional<tcp::socket>> slots(s.streams);
-    std::atomic<std::size_t> next{0};
-    std::size_t openers = std::min<std::size_t>(256, s.streams);
-    std::vector<std::unique_ptr<idle_opener>> workers;
+    idle_streams streams;
     cpu_meter cpu(server);
     auto start = steady::now();
-    for (std::size_t i = 0; i < openers; ++i) {
-        auto ex = asio::make_strand(io);
-        workers.push_back(std::make_unique<idle_opener>(ex, t, request, next, slots));
-        asio::co_spawn(ex, workers.back()->run(), asio::detached);  // run() catches everything
-    }
-    {
-        std::vector<std::thread> pool;
-        for (unsigned i = 1; i < s.threads; ++i) pool.emplace_back([&io] { io.run(); });
-        io.run();
-        for (auto& th : pool) th.join();
-    }
+    streams.open_all(io, s.threads, t, id, s.streams);
     r.seconds = std::chrono::duration<double>(steady::now() - start).count();
     cpu.stop(r);
 
-    latency first;
-    std::uint64_t failed = 0;
-    for (auto& w : workers) {
-        first.merge(w->first_bytes);
-        failed += w->failed;
-    }
-    std::size_t open =
-        std::count_if(slots.begin(), slots.end(), [](auto& o) { return o.has_value(); });
+    std::size_t open = streams.open();
     r.ok = open;
     r.rate = static_cast<double>(open) / r.seconds;
-    r.take_latency(first);
-    if (failed) r.other = "failed x" + std::to_string(failed);
+    r.take_latency(streams.first);
+    if (streams.failed) r.other = "failed x" + std::to_string(streams.failed);
     r.notes.push_back("sse-idle: " + std::to_string(open) + "/" + std::to_string(s.streams) +
                       " streams got 200 and their first bytes (`retry:`); latency = connect -> "
                       "first bytes; rate = streams opened per second");
@@ -854,7 +931,7 @@ phase_result run_sse_idle(const settings& s, const target& t, pid_t server) {
         r.notes.push_back(
             "sse-idle: server pid unknown (use --spawn or --server-pid): no RSS figure");
     }
-    for (auto& slot : slots) slot.reset();
+    streams.slots.clear();
     unsigned cancel = run_one<unsigned>(t, cancel_operation, id);
     if (server) {
         std::this_thread::sleep_for(1s);
@@ -1079,6 +1156,16 @@ class subscriber {
 phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
     phase_result r;
     r.name = "sse-latency";
+    // Connected subscribers that only get heartbeats, to load the hub and the I/O threads.
+    asio::io_context idle_io(1);  // outlives the idle sockets
+    idle_streams idle;
+    std::string idle_op;
+    if (s.idle_streams > 0) {
+        idle_op = create_long_operation(t);
+        idle.open_all(idle_io, s.threads, t, idle_op, s.idle_streams);
+    }
+    histogram_delta delivery;
+    delivery.before = read_histogram(t, "buzzer_sse_delivery_seconds");
     asio::io_context io(static_cast<int>(s.threads));  // outlives the channels and workers
     latency_run run;
     run.where = t;
@@ -1166,6 +1253,21 @@ phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
         format("(server clock, 1 ms resolution) -> `completed` read p50 %.1f ms, p99 %.1f ms; "
                "202 latency p50 %.2f ms, p99 %.2f ms",
                finished.ms(0.5), finished.ms(0.99), submitted.lat.ms(0.5), submitted.lat.ms(0.99)));
+    delivery.after = read_histogram(t, "buzzer_sse_delivery_seconds");
+    if (delivery.count() > 0)
+        r.notes.push_back(format("sse-latency: server side, commit -> event written to the "
+                                 "subscriber's socket (buzzer_sse_delivery_seconds, interpolated "
+                                 "in its buckets): p50 %.3f ms, p99 %.3f ms over %.0f writes",
+                                 delivery.quantile(0.5) * 1e3, delivery.quantile(0.99) * 1e3,
+                                 delivery.count()));
+    if (s.idle_streams > 0) {
+        r.notes.push_back(format("sse-latency: %.0f of %.0f idle streams were open during the run "
+                                 "(connected subscribers that receive only heartbeats)",
+                                 static_cast<double>(idle.open()),
+                                 static_cast<double>(s.idle_streams)));
+        idle.slots.clear();
+        run_one<unsigned>(t, cancel_operation, idle_op);
+    }
     return r;
 }
 
@@ -1303,6 +1405,7 @@ settings parse_command_line(int argc, char** argv, bool& help) {
         ("rate", po::value(&s.rate), "submissions per second of sse-latency (default 1000)")
         ("sleep-ms", po::value(&s.sleep_ms), "sse-latency submits `sleep` of this many ms instead of `echo` (default 0: echo)")
         ("drain-timeout", po::value(&s.drain_timeout), "seconds to wait for the server to finish accepted work (default 120)")
+        ("idle-streams", po::value(&s.idle_streams), "sse-latency: also hold this many idle event streams open during the run (default 0)")
         ("kind", po::value(&s.kind), "kind of the operations of submit and e2e, with input {\"n\": i} (default echo)")
         ("sample-every", po::value(&s.sample_every), "submit: look up every Nth accepted op afterwards, 0 for none (default 10)");
     // clang-format on

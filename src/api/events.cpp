@@ -89,12 +89,14 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
         sub->box.take(got);
         text.clear();
         bool beat = false;
+        auto first_commit = std::chrono::steady_clock::time_point::max();
         for (const auto& ev : got) {
             if (!ev) {
                 beat = true;
             } else if (ev->seq > st.last) {  // else already sent by the replay
                 text += sse::format_event(*ev);
                 st.saw(*ev);
+                first_commit = std::min(first_commit, ev->committed);
             }
         }
         got.clear();
@@ -102,6 +104,8 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
         if (text.empty()) continue;
         co_await out.write(text);
         sub->touch();
+        if (first_commit != std::chrono::steady_clock::time_point::max())
+            ctx.hub.delivery.observe(std::chrono::steady_clock::now() - first_commit);
         if (text.capacity() > 4096) text = std::string();  // idle streams keep no big buffers
     }
 }

@@ -222,6 +222,8 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
 
     std::optional<std::string> replay_id;
     std::int64_t order = 0;
+    // Rendered here, not on the store's one writer thread.
+    std::string pending_event = core::represent_text(s.op, ctx.base_url);
     co_await ctx.db.write([&](store::write_context& w) {
         if (key) {
             if (auto found = store::find_key(w.db, *key)) {
@@ -233,7 +235,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             }
         }
         order = store::insert_operation(w.db, s.op);
-        w.add_event(s.op.id, "pending", core::represent_text(s.op, ctx.base_url));
+        w.add_event(s.op.id, "pending", std::move(pending_event));
         if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
     });
 

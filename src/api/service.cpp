@@ -114,6 +114,9 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
            static_cast<double>(d.writes.load()));
     metric(out, "buzzer_store_reads_total", "counter", "Reads served",
            static_cast<double>(d.reads.load()));
+    ctx.hub.delivery.render(out, "buzzer_sse_delivery_seconds",
+                            "Live events: commit to written to the subscriber's socket (the "
+                            "oldest event of each write)");
     http::response r;
     r.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     r.body = std::move(out);

@@ -355,17 +355,16 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
     co_return out;
 }
 
-void scheduler::apply(const outcome& out, core::operation& op, store::write_context& w,
-                      std::optional<store::queued>& again, attempt_context& a) {
+// The operation after an attempt's outcome, and the type of its event. Outside the store's
+// writer thread, which then only writes the row and the event.
+std::string scheduler::settle(const outcome& out, core::operation& op) const {
     auto now = core::now_ms();
     std::string event;
-    a.flush_progress(w);
     switch (out.kind) {
         case outcome::success:
             op.state = core::status::succeeded;
             op.finished_at = now;
             op.error.reset();
-            store::save_result(w.db, op.id, {out.body, out.media_type});
             event = "completed";
             break;
         case outcome::failure: {
@@ -405,15 +404,7 @@ void scheduler::apply(const outcome& out, core::operation& op, store::write_cont
             event = "pending";
             break;
     }
-    store::save_operation(w.db, op);
-    w.add_event(op.id, event, core::represent_text(op, settings_.base_url));
-    if (op.state == core::status::pending) {
-        std::int64_t order = 0;
-        auto s = w.db.cached("SELECT rowid FROM operations WHERE id = ?1");
-        s->bind(1, op.id);
-        if (s->step()) order = s->get_int(0);
-        again = store::queued{op.id, op.kind, op.priority, op.run_after, order};
-    }
+    return event;
 }
 
 asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
@@ -440,8 +431,23 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
         out.kind = outcome::cancel;
 
     std::optional<store::queued> again;
+    const std::string event = settle(out, *op);
+    std::string text = core::represent_text(*op, settings_.base_url);
+    const store::result_body result{std::move(out.body), std::move(out.media_type)};
+    const bool succeeded = op->state == core::status::succeeded;
     try {
-        co_await db_.write([&](store::write_context& w) { apply(out, *op, w, again, a); });
+        co_await db_.write([&](store::write_context& w) {
+            a.flush_progress(w);
+            store::save_operation(w.db, *op, succeeded ? &result : nullptr);
+            w.add_event(op->id, event, std::move(text));
+            if (op->state == core::status::pending) {
+                std::int64_t order = 0;
+                auto s = w.db.cached("SELECT rowid FROM operations WHERE id = ?1");
+                s->bind(1, op->id);
+                if (s->step()) order = s->get_int(0);
+                again = store::queued{op->id, op->kind, op->priority, op->run_after, order};
+            }
+        });
     } catch (const std::exception& e) {
         core::log(core::level::error,
                   "job " + ctrl->id + ": cannot record the outcome: " + e.what());

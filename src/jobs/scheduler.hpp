@@ -100,8 +100,7 @@ class scheduler {
     boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl);
     boost::asio::awaitable<outcome> run_attempt(std::shared_ptr<job_control> ctrl,
                                                 core::operation& op, attempt_context& a);
-    void apply(const outcome& out, core::operation& op, store::write_context& w,
-               std::optional<store::queued>& again, attempt_context& a);
+    std::string settle(const outcome& out, core::operation& op) const;
 
     boost::asio::io_context& io_;
     store::store& db_;

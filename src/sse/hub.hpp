@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/histogram.hpp"
 #include "store/store.hpp"
 
 namespace buzzer::sse {
@@ -104,6 +105,9 @@ class hub {
 
     /// Current number of subscribers.
     std::size_t subscribers() const { return count_.load(); }
+
+    /// Commit of a live event → its text written to a subscriber's socket.
+    core::histogram delivery;
 
   private:
     void arm_heartbeat();

@@ -55,10 +55,13 @@ std::optional<core::operation> load_operation(connection& db, std::string_view i
     return row_to_operation(*s);
 }
 
-void save_operation(connection& db, const core::operation& op) {
-    auto s = db.cached(
-        "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, finished_at = ?5, "
-        "run_after = ?6, progress = ?7, error = ?8 WHERE id = ?1");
+void save_operation(connection& db, const core::operation& op, const result_body* result) {
+    auto s = result ? db.cached("UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
+                                "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8, "
+                                "result = ?9, result_type = ?10 WHERE id = ?1")
+                    : db.cached("UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
+                                "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8 "
+                                "WHERE id = ?1");
     s->bind(1, op.id)
         .bind(2, core::to_string(op.state))
         .bind(3, op.attempt)
@@ -66,8 +69,9 @@ void save_operation(connection& db, const core::operation& op) {
         .bind(5, op.finished_at)
         .bind(6, op.run_after)
         .bind(7, op.progress)
-        .bind(8, op.error)
-        .exec();
+        .bind(8, op.error);
+    if (result) s->bind_blob(9, result->body).bind(10, result->media_type);
+    s->exec();
 }
 
 std::optional<core::operation> start_attempt(connection& db, std::string_view id,

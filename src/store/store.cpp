@@ -188,6 +188,8 @@ void store::commit_batch(std::vector<write_request>& batch) {
             }
         }
         tx.commit();
+        const auto now = std::chrono::steady_clock::now();
+        for (auto& e : events) e.committed = now;
     } catch (...) {
         commit_error = std::current_exception();
         events.clear();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <boost/asio/awaitable.hpp>
 #include <condition_variable>
 #include <cstdint>
@@ -24,6 +25,8 @@ struct event {
     std::string operation_id;
     std::string type;
     std::string data;
+    /// When its transaction committed (for events handed to `on_commit`).
+    std::chrono::steady_clock::time_point committed{};
 };
 
 /// What a write function sees: the writer connection inside the batch's transaction.
