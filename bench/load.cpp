@@ -94,6 +94,7 @@ struct settings {
     unsigned sample_every = 10;
     std::string kind = "echo";
     unsigned idle_streams = 0;
+    unsigned ops = 10;
 };
 
 // Where the server listens: a loopback endpoint and the Host header that names it.
@@ -1153,6 +1154,141 @@ class subscriber {
     op_channel& channel_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// sse-fanout: many streams following the same operations
+
+// One stream over every operation of the run, read to its end; ids must increase strictly.
+class fanout_reader {
+  public:
+    fanout_reader(asio::any_io_executor ex, const target& t, std::string path,
+                  steady::time_point deadline)
+        : conn_(std::move(ex), t), path_(std::move(path)), deadline_(deadline) {}
+
+    std::uint64_t events = 0;
+    std::uint64_t out_of_order = 0;  // an id not above the one before: a duplicate or a reorder
+    bool ended = false;              // the server ended the stream (every operation terminal)
+    std::string error;
+    steady::time_point first{}, last{};
+
+    asio::awaitable<void> run() {
+        try {
+            co_await conn_.connect();
+            conn_.get(path_);
+            conn_.request().set(bhttp::field::accept, "text/event-stream");
+            auto& stream = conn_.stream();
+            stream.expires_at(deadline_);
+            co_await bhttp::async_write(stream, conn_.request(), asio::use_awaitable);
+            std::string text;
+            std::int64_t last_id = 0;
+            auto on_chunk = [&](std::uint64_t, beast::string_view body, error_code&) {
+                text.append(body.data(), body.size());
+                std::size_t used = 0;
+                for (auto end = text.find("\n\n"); end != std::string::npos;
+                     end = text.find("\n\n", used)) {
+                    std::string_view block = std::string_view(text).substr(used, end - used);
+                    used = end + 2;
+                    if (block.rfind("id: ", 0) != 0) continue;  // retry: or a keepalive
+                    auto id = std::strtoll(std::string(block.substr(4, 20)).c_str(), nullptr, 10);
+                    if (id <= last_id) ++out_of_order;
+                    last_id = id;
+                    auto now = steady::now();
+                    if (events++ == 0) first = now;
+                    last = now;
+                }
+                text.erase(0, used);
+                return body.size();
+            };
+            bhttp::response_parser<bhttp::empty_body> parser;
+            parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+            parser.on_chunk_body(on_chunk);
+            co_await bhttp::async_read(stream, conn_.buffer(), parser, asio::use_awaitable);
+            ended = parser.get().result_int() == 200;
+            if (!ended) error = "answered " + std::to_string(parser.get().result_int());
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    }
+
+  private:
+    connection conn_;
+    std::string path_;
+    steady::time_point deadline_;
+};
+
+phase_result run_sse_fanout(const settings& s, const target& t, pid_t server) {
+    phase_result r;
+    r.name = "sse-fanout";
+    // --ops sleep operations of --duration s, each reporting progress every 100 ms (the
+    // server's coalescing interval), all followed by every one of --streams streams.
+    const unsigned steps = std::max(1u, static_cast<unsigned>(s.duration * 10));
+    const std::string body = R"({"kind":"sleep","input":{"seconds":)" +
+                             format("%.3f", s.duration) + R"(,"steps":)" +
+                             std::to_string(steps) + "}}";
+    histogram_delta delivery;
+    delivery.before = read_histogram(t, "buzzer_sse_delivery_seconds");
+    std::string path = "/events?last_event_id=0";
+    for (unsigned i = 0; i < std::max(1u, s.ops); ++i)
+        path += "&operation=" + run_one<std::string>(t, create_operation, body);
+
+    asio::io_context io(static_cast<int>(s.threads));  // outlives the readers
+    std::vector<std::unique_ptr<fanout_reader>> readers;
+    auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                        std::chrono::duration<double>(s.duration + 60));
+    cpu_meter cpu(server);
+    for (unsigned i = 0; i < s.streams; ++i) {
+        auto ex = asio::make_strand(io);
+        readers.push_back(std::make_unique<fanout_reader>(ex, t, path, deadline));
+        asio::co_spawn(ex, readers.back()->run(), asio::detached);  // run() catches everything
+    }
+    {
+        std::vector<std::thread> pool;
+        for (unsigned i = 1; i < s.threads; ++i) pool.emplace_back([&io] { io.run(); });
+        io.run();
+        for (auto& th : pool) th.join();
+    }
+    cpu.stop(r);
+    delivery.after = read_histogram(t, "buzzer_sse_delivery_seconds");
+
+    std::uint64_t events = 0, disorder = 0, ended = 0, least = ~0ull, most = 0;
+    steady::time_point first = steady::time_point::max(), last{};
+    std::string error;
+    for (auto& rd : readers) {
+        events += rd->events;
+        disorder += rd->out_of_order;
+        ended += rd->ended ? 1 : 0;
+        least = std::min(least, rd->events);
+        most = std::max(most, rd->events);
+        if (rd->events) {
+            first = std::min(first, rd->first);
+            last = std::max(last, rd->last);
+        }
+        if (error.empty()) error = rd->error;
+    }
+    r.seconds = events ? std::chrono::duration<double>(last - first).count() : 0;
+    r.ok = events;
+    r.rate = r.seconds > 0 ? static_cast<double>(events) / r.seconds : 0;
+    if (!error.empty()) r.other = "error: " + error;
+    r.notes.push_back(format("sse-fanout: %.0f streams, each following the same %.0f `sleep` "
+                             "operations (%.1f s, %.0f progress steps); ",
+                             static_cast<double>(s.streams), static_cast<double>(s.ops),
+                             s.duration, static_cast<double>(steps)) +
+                      "ok = events received, rate = events delivered per second (first to last "
+                      "event)");
+    r.notes.push_back(format("sse-fanout: %.0f of %.0f streams ended by the server after the "
+                             "terminal events; ",
+                             static_cast<double>(ended), static_cast<double>(s.streams)) +
+                      format("events per stream min %.0f, max %.0f (equal: none lost); %.0f ids "
+                             "not above the previous one",
+                             static_cast<double>(least == ~0ull ? 0 : least),
+                             static_cast<double>(most), static_cast<double>(disorder)));
+    if (delivery.count() > 0)
+        r.notes.push_back(format("sse-fanout: server side, commit -> written to a socket: p50 "
+                                 "%.3f ms, p99 %.3f ms over %.0f writes",
+                                 delivery.quantile(0.5) * 1e3, delivery.quantile(0.99) * 1e3,
+                                 delivery.count()));
+    return r;
+}
+
 phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
     phase_result r;
     r.name = "sse-latency";
@@ -1396,15 +1532,16 @@ settings parse_command_line(int argc, char** argv, bool& help) {
         ("spawn", po::value(&s.spawn), "start this buzzer binary on 127.0.0.1:0 with a temporary database, stop it at the end")
         ("server-arg", po::value(&s.server_args), "extra argument for the spawned server (repeatable), e.g. --server-arg=--threads=1")
         ("server-pid", po::value(&s.server_pid), "pid of the --url server, to read its RSS and CPU time")
-        ("mode", po::value(&modes), "all (= healthz,submit,e2e), or a comma-separated list of healthz, submit, e2e, sse-idle, sse-latency")
+        ("mode", po::value(&modes), "all (= healthz,submit,e2e), or a comma-separated list of healthz, submit, e2e, sse-idle, sse-latency, sse-fanout")
         ("connections,c", po::value(&s.connections), "connections of healthz/submit/e2e; submit connections of sse-latency (default 64)")
         ("duration,d", po::value(&s.duration), "seconds of each timed phase (default 10)")
         ("threads,t", po::value(&s.threads), "bench I/O threads (default 1)")
-        ("streams", po::value(&s.streams), "idle event streams of sse-idle (default 1000)")
+        ("streams", po::value(&s.streams), "event streams of sse-idle and sse-fanout (default 1000)")
         ("subscribers", po::value(&s.subscribers), "event-stream subscribers of sse-latency (default 100)")
         ("rate", po::value(&s.rate), "submissions per second of sse-latency (default 1000)")
         ("sleep-ms", po::value(&s.sleep_ms), "sse-latency submits `sleep` of this many ms instead of `echo` (default 0: echo)")
         ("drain-timeout", po::value(&s.drain_timeout), "seconds to wait for the server to finish accepted work (default 120)")
+        ("ops", po::value(&s.ops), "sse-fanout: operations every stream follows (default 10, at most 100)")
         ("idle-streams", po::value(&s.idle_streams), "sse-latency: also hold this many idle event streams open during the run (default 0)")
         ("kind", po::value(&s.kind), "kind of the operations of submit and e2e, with input {\"n\": i} (default echo)")
         ("sample-every", po::value(&s.sample_every), "submit: look up every Nth accepted op afterwards, 0 for none (default 10)");
@@ -1427,7 +1564,8 @@ settings parse_command_line(int argc, char** argv, bool& help) {
     for (std::size_t at = 0; at <= modes.size();) {
         auto comma = std::min(modes.find(',', at), modes.size());
         auto m = modes.substr(at, comma - at);
-        if (m != "healthz" && m != "submit" && m != "e2e" && m != "sse-idle" && m != "sse-latency")
+        if (m != "healthz" && m != "submit" && m != "e2e" && m != "sse-idle" &&
+            m != "sse-latency" && m != "sse-fanout")
             throw usage_error("unknown mode '" + m + "'");
         s.modes.push_back(m);
         at = comma + 1;
@@ -1530,6 +1668,8 @@ int run(int argc, char** argv) {
             results.push_back(run_sse_idle(s, t, pid));
         else if (m == "sse-latency")
             results.push_back(run_sse_latency(s, t, pid));
+        else if (m == "sse-fanout")
+            results.push_back(run_sse_fanout(s, t, pid));
         // What the phase cost the store (everything from its start to now, drain included).
         auto after = store_counters::read(t);
         double commits = after.commits - before.commits;

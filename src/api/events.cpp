@@ -88,21 +88,29 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
         if (!open) co_return;
         sub->box.take(got);
         text.clear();
+        sse::event_ptr single;
         bool beat = false;
         auto first_commit = std::chrono::steady_clock::time_point::max();
         for (const auto& ev : got) {
             if (!ev) {
                 beat = true;
             } else if (ev->seq > st.last) {  // else already sent by the replay
-                text += sse::format_event(*ev);
+                if (!single && text.empty()) {
+                    single = ev;  // the common case: one event, written from its own frame
+                } else {
+                    if (single) text = std::exchange(single, nullptr)->frame;
+                    text += ev->frame;
+                }
                 st.saw(*ev);
                 first_commit = std::min(first_commit, ev->committed);
             }
         }
         got.clear();
-        if (text.empty() && beat) text = sse::keepalive;
-        if (text.empty()) continue;
-        co_await out.write(text);
+        if (!single && text.empty() && beat) text = sse::keepalive;
+        if (!single && text.empty()) continue;
+        std::string_view data = single ? std::string_view(single->frame) : std::string_view(text);
+        co_await out.write(data);
+        single.reset();
         sub->touch();
         if (first_commit != std::chrono::steady_clock::time_point::max())
             ctx.hub.delivery.observe(std::chrono::steady_clock::now() - first_commit);

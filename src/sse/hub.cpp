@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/run_on.hpp"
+#include "sse/format.hpp"
 
 namespace buzzer::sse {
 namespace asio = boost::asio;
@@ -156,7 +157,8 @@ void hub::publish(std::vector<store::event> events) {
         for (auto& e : events) {
             auto [first, last] = by_operation_.equal_range(e.operation_id);
             if (first == last) continue;
-            auto shared = std::make_shared<const store::event>(std::move(e));
+            std::string frame = format_event(e);
+            auto shared = std::make_shared<const live_event>(std::move(e), std::move(frame));
             // A full mailbox closes itself: a slow reader's stream ends; it resumes by id.
             for (auto it = first; it != last; ++it) it->second->box.push(shared);
         }

@@ -21,8 +21,14 @@
 
 namespace buzzer::sse {
 
+/// A committed event as the hub hands it out: formatted for the wire once, for every stream.
+struct live_event : store::event {
+    live_event(store::event e, std::string frame) : store::event(std::move(e)), frame(std::move(frame)) {}
+    std::string frame;  ///< "id: …\nevent: …\ndata: …\n\n"
+};
+
 /// A shared, immutable event.
-using event_ptr = std::shared_ptr<const store::event>;
+using event_ptr = std::shared_ptr<const live_event>;
 
 /// Live events for one subscriber: filled by the hub from any thread, drained by one waiting
 /// coroutine. It holds at most `capacity` events; a push past that closes it, and the

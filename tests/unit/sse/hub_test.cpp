@@ -23,7 +23,7 @@ store::event make_event(std::int64_t seq, std::string op, std::string type = "pr
 }
 
 sse::event_ptr shared_event(std::int64_t seq) {
-    return std::make_shared<const store::event>(make_event(seq, "a"));
+    return std::make_shared<const sse::live_event>(make_event(seq, "a"), "");
 }
 
 // Waits on `box` with a deadline: the test fails instead of hanging.
