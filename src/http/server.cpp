@@ -207,7 +207,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
             ~guard() { s.streams.fetch_sub(1); }
         } g{stats};
         chunk_writer writer(stream, settings.write_timeout);
-        co_await r.stream(writer);
+        {
+            // The body coroutine owns copies of what it needs: the function can go now.
+            auto body = std::move(r.stream);
+            r = response{};
+            auto run = body(writer);
+            body = nullptr;
+            co_await std::move(run);
+        }
         stream.expires_after(settings.write_timeout);
         co_await asio::async_write(stream, bhttp::make_chunk_last(), use_awaitable);
     }
@@ -346,7 +353,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                 // Idle keep-alive: wait for the first byte of the next request.
                 stream.expires_after(settings.idle_timeout);
                 auto [ec, n] =
-                    co_await stream.async_read_some(buffer.prepare(4096), tuple_awaitable);
+                    co_await stream.async_read_some(buffer.prepare(1024), tuple_awaitable);
                 if (ec) break;
                 buffer.commit(n);
             }

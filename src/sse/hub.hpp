@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -123,7 +124,8 @@ class hub {
     std::chrono::steady_clock::duration heartbeat_;
     boost::asio::steady_timer ticker_;
     bool ticking_ = false;
-    std::unordered_multimap<std::string, std::shared_ptr<subscription>> by_operation_;
+    /// Keys view the subscription's own ids, which it keeps while it is in the map.
+    std::unordered_multimap<std::string_view, std::shared_ptr<subscription>> by_operation_;
     std::unordered_set<std::shared_ptr<subscription>> beating_;  ///< heartbeat subscribers
     std::atomic<std::size_t> count_{0};
     bool closed_ = false;
