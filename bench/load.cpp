@@ -558,7 +558,8 @@ struct histogram_delta {
             double c = after[i].second - before[i].second;
             if (c >= rank) {
                 if (std::isinf(after[i].first)) return lower;
-                return lower + (after[i].first - lower) * (c > prev ? (rank - prev) / (c - prev) : 1);
+                return lower +
+                       (after[i].first - lower) * (c > prev ? (rank - prev) / (c - prev) : 1);
             }
             prev = c;
             lower = after[i].first;
@@ -892,8 +893,8 @@ struct idle_streams {
 
 // A sleep operation of an hour for idle streams to follow; it stays `running` throughout.
 std::string create_long_operation(const target& t) {
-    return run_one<std::string>(
-        t, create_operation, R"({"kind":"sleep","input":{"seconds":3600},"timeout_s":7200})");
+    return run_one<std::string>(t, create_operation,
+                                R"({"kind":"sleep","input":{"seconds":3600},"timeout_s":7200})");
 }
 
 phase_result run_sse_idle(const settings& s, const target& t, pid_t server) {
@@ -1221,9 +1222,8 @@ phase_result run_sse_fanout(const settings& s, const target& t, pid_t server) {
     // --ops sleep operations of --duration s, each reporting progress every 100 ms (the
     // server's coalescing interval), all followed by every one of --streams streams.
     const unsigned steps = std::max(1u, static_cast<unsigned>(s.duration * 10));
-    const std::string body = R"({"kind":"sleep","input":{"seconds":)" +
-                             format("%.3f", s.duration) + R"(,"steps":)" +
-                             std::to_string(steps) + "}}";
+    const std::string body = R"({"kind":"sleep","input":{"seconds":)" + format("%.3f", s.duration) +
+                             R"(,"steps":)" + std::to_string(steps) + "}}";
     histogram_delta delivery;
     delivery.before = read_histogram(t, "buzzer_sse_delivery_seconds");
     std::string path = "/events?last_event_id=0";
@@ -1270,8 +1270,8 @@ phase_result run_sse_fanout(const settings& s, const target& t, pid_t server) {
     if (!error.empty()) r.other = "error: " + error;
     r.notes.push_back(format("sse-fanout: %.0f streams, each following the same %.0f `sleep` "
                              "operations (%.1f s, %.0f progress steps); ",
-                             static_cast<double>(s.streams), static_cast<double>(s.ops),
-                             s.duration, static_cast<double>(steps)) +
+                             static_cast<double>(s.streams), static_cast<double>(s.ops), s.duration,
+                             static_cast<double>(steps)) +
                       "ok = events received, rate = events delivered per second (first to last "
                       "event)");
     r.notes.push_back(format("sse-fanout: %.0f of %.0f streams ended by the server after the "
@@ -1282,10 +1282,10 @@ phase_result run_sse_fanout(const settings& s, const target& t, pid_t server) {
                              static_cast<double>(least == ~0ull ? 0 : least),
                              static_cast<double>(most), static_cast<double>(disorder)));
     if (delivery.count() > 0)
-        r.notes.push_back(format("sse-fanout: server side, commit -> written to a socket: p50 "
-                                 "%.3f ms, p99 %.3f ms over %.0f writes",
-                                 delivery.quantile(0.5) * 1e3, delivery.quantile(0.99) * 1e3,
-                                 delivery.count()));
+        r.notes.push_back(
+            format("sse-fanout: server side, commit -> written to a socket: p50 "
+                   "%.3f ms, p99 %.3f ms over %.0f writes",
+                   delivery.quantile(0.5) * 1e3, delivery.quantile(0.99) * 1e3, delivery.count()));
     return r;
 }
 
@@ -1391,16 +1391,16 @@ phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
                finished.ms(0.5), finished.ms(0.99), submitted.lat.ms(0.5), submitted.lat.ms(0.99)));
     delivery.after = read_histogram(t, "buzzer_sse_delivery_seconds");
     if (delivery.count() > 0)
-        r.notes.push_back(format("sse-latency: server side, commit -> event written to the "
-                                 "subscriber's socket (buzzer_sse_delivery_seconds, interpolated "
-                                 "in its buckets): p50 %.3f ms, p99 %.3f ms over %.0f writes",
-                                 delivery.quantile(0.5) * 1e3, delivery.quantile(0.99) * 1e3,
-                                 delivery.count()));
+        r.notes.push_back(
+            format("sse-latency: server side, commit -> event written to the "
+                   "subscriber's socket (buzzer_sse_delivery_seconds, interpolated "
+                   "in its buckets): p50 %.3f ms, p99 %.3f ms over %.0f writes",
+                   delivery.quantile(0.5) * 1e3, delivery.quantile(0.99) * 1e3, delivery.count()));
     if (s.idle_streams > 0) {
-        r.notes.push_back(format("sse-latency: %.0f of %.0f idle streams were open during the run "
-                                 "(connected subscribers that receive only heartbeats)",
-                                 static_cast<double>(idle.open()),
-                                 static_cast<double>(s.idle_streams)));
+        r.notes.push_back(
+            format("sse-latency: %.0f of %.0f idle streams were open during the run "
+                   "(connected subscribers that receive only heartbeats)",
+                   static_cast<double>(idle.open()), static_cast<double>(s.idle_streams)));
         idle.slots.clear();
         run_one<unsigned>(t, cancel_operation, idle_op);
     }

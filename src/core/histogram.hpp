@@ -14,9 +14,8 @@ namespace buzzer::core {
 class histogram {
   public:
     /// Upper bounds of the buckets, in seconds (a last bucket, +Inf, follows).
-    static constexpr std::array<double, 14> bounds = {0.0001, 0.00025, 0.0005, 0.001, 0.002,
-                                                      0.005,  0.01,    0.025,  0.05,  0.1,
-                                                      0.25,   0.5,     1,      5};
+    static constexpr std::array<double, 14> bounds = {
+        0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
 
     void observe(std::chrono::steady_clock::duration d);
 

@@ -262,8 +262,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
         parser.body_limit(settings.body_limit);
         stream.expires_after(settings.header_timeout);
-        auto [hec, hn] =
-            co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+        auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
         if (hec) {
             if (hec == bhttp::error::body_limit) {
                 http_error err = payload_too_large();
@@ -273,9 +272,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                                        : target.find('?'));
                 co_await send_error(stream, err, at);
             } else if (hec == bhttp::error::header_limit || hec == bhttp::error::buffer_overflow) {
-                http_error err{431, "header-too-large",
-                               "request headers exceed " + std::to_string(settings.header_limit) +
-                                   " bytes"};
+                http_error err{
+                    431, "header-too-large",
+                    "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
                 co_await send_error(stream, err, "");
             } else if (hec == beast::error::timeout) {
                 http_error err{408, "request-timeout",

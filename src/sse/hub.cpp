@@ -101,7 +101,7 @@ asio::awaitable<bool> mailbox::wait() {
         waiter_ = std::make_unique<waiter_for<decltype(handler)>>(std::move(handler));
     };
     return asio::async_initiate<decltype(asio::use_awaitable), void(bool)>(initiate,
-                                                                          asio::use_awaitable);
+                                                                           asio::use_awaitable);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ namespace buzzer::sse {
 
 /// A committed event as the hub hands it out: formatted for the wire once, for every stream.
 struct live_event : store::event {
-    live_event(store::event e, std::string frame) : store::event(std::move(e)), frame(std::move(frame)) {}
+    live_event(store::event e, std::string frame)
+        : store::event(std::move(e)), frame(std::move(frame)) {}
     std::string frame;  ///< "id: …\nevent: …\ndata: …\n\n"
 };
 

@@ -56,12 +56,14 @@ std::optional<core::operation> load_operation(connection& db, std::string_view i
 }
 
 void save_operation(connection& db, const core::operation& op, const result_body* result) {
-    auto s = result ? db.cached("UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
-                                "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8, "
-                                "result = ?9, result_type = ?10 WHERE id = ?1")
-                    : db.cached("UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
-                                "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8 "
-                                "WHERE id = ?1");
+    auto s = result ? db.cached(
+                          "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
+                          "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8, "
+                          "result = ?9, result_type = ?10 WHERE id = ?1")
+                    : db.cached(
+                          "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
+                          "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8 "
+                          "WHERE id = ?1");
     s->bind(1, op.id)
         .bind(2, core::to_string(op.state))
         .bind(3, op.attempt)

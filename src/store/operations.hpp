@@ -47,8 +47,7 @@ std::int64_t insert_operation(connection& db, const core::operation& op);
 std::optional<core::operation> load_operation(connection& db, std::string_view id);
 
 /// Writes every mutable column of `op`, and its result when `result` is given (one UPDATE).
-void save_operation(connection& db, const core::operation& op,
-                    const result_body* result = nullptr);
+void save_operation(connection& db, const core::operation& op, const result_body* result = nullptr);
 
 /// Moves a pending operation to running and counts the attempt; nullopt when it is not pending.
 std::optional<core::operation> start_attempt(connection& db, std::string_view id, core::millis now);

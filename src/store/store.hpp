@@ -4,8 +4,8 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <boost/asio/awaitable.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
