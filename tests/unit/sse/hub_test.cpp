@@ -36,7 +36,7 @@ asio::awaitable<bool> wait_or_fail(sse::mailbox& box, std::chrono::milliseconds 
     auto start = std::chrono::steady_clock::now();
     bool open = co_await box.wait();
     guard.cancel();
-    BOOST_TEST(std::chrono::steady_clock::now() - start < limit);
+    BOOST_TEST((std::chrono::steady_clock::now() - start < limit));
     co_return open;
 }
 
