@@ -235,7 +235,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             }
         }
         order = store::insert_operation(w.db, s.op);
-        w.add_event(s.op.id, "pending", std::move(pending_event));
+        w.add_event(s.op.id, "pending", pending_event);
         if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
     });
 

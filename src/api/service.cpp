@@ -108,8 +108,11 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
            "{status=\"canceled\"}");
     metric(out, "buzzer_attempts_retried_total", "counter", "Failed attempts that will be retried",
            static_cast<double>(s.retried.load()));
-    metric(out, "buzzer_store_commits_total", "counter", "Group commits (one fsync each)",
+    metric(out, "buzzer_store_commits_total", "counter", "Group commits (transactions)",
            static_cast<double>(d.batches.load()));
+    metric(out, "buzzer_store_syncs_total", "counter",
+           "fdatasyncs of the WAL, each covering every commit made before it",
+           static_cast<double>(d.syncs.load()));
     metric(out, "buzzer_store_writes_total", "counter", "Writes committed",
            static_cast<double>(d.writes.load()));
     metric(out, "buzzer_store_reads_total", "counter", "Reads served",

@@ -11,22 +11,6 @@ namespace {
 constexpr std::string_view status_names[] = {"pending", "running", "succeeded", "failed",
                                              "canceled"};
 
-json::value parse_or_null(const std::optional<std::string>& text) {
-    if (!text) return nullptr;
-    boost::system::error_code ec;
-    auto v = json::parse(*text, ec);
-    return ec ? json::value(nullptr) : v;
-}
-
-json::value time_or_null(const std::optional<millis>& t) {
-    if (!t) return nullptr;
-    return json::value(format_time(*t));
-}
-
-json::object link(std::string_view rel, std::string href, std::string_view action) {
-    return {{"rel", rel}, {"href", std::move(href)}, {"action", action}};
-}
-
 }  // namespace
 
 std::string_view to_string(status s) { return status_names[static_cast<int>(s)]; }
@@ -65,35 +49,115 @@ std::string canceled_problem(std::string_view id) {
                              "the operation was canceled on request", id);
 }
 
-json::object represent(const operation& op, std::string_view base_url) {
-    json::object o;
-    o.reserve(13);
-    o["id"] = op.id;
-    o["kind"] = op.kind;
-    o["status"] = to_string(op.state);
-    o["created_at"] = format_time(op.created_at);
-    o["started_at"] = time_or_null(op.started_at);
-    o["finished_at"] = time_or_null(op.finished_at);
-    o["attempt"] = op.attempt;
-    o["max_attempts"] = op.max_attempts;
-    o["priority"] = op.priority;
-    o["timeout_s"] = json_number(op.timeout_s);
-    o["progress"] = parse_or_null(op.progress);
-    o["error"] = parse_or_null(op.error);
-
-    std::string base = std::string(base_url) + "/operations/" + op.id;
-    json::array links;
-    links.reserve(4);
-    links.push_back(link("status_check", base + "/status", "GET"));
-    links.push_back(link("status_stream", base + "/status", "EventSource"));
-    if (!is_terminal(op.state)) links.push_back(link("cancel", base + "/cancel", "POST"));
-    if (op.state == status::succeeded) links.push_back(link("result", base, "GET"));
-    o["links"] = std::move(links);
-    return o;
+void append_json_string(std::string& out, std::string_view text) {
+    static constexpr char hex[] = "0123456789abcdef";
+    out += '"';
+    std::size_t run = 0;  // start of the bytes not yet copied
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        out.append(text.data() + run, i - run);
+        run = i + 1;
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                out += "\\u00";
+                out += hex[c >> 4];
+                out += hex[c & 15];
+        }
+    }
+    out.append(text.data() + run, text.size() - run);
+    out += '"';
 }
 
+namespace {
+
+void append_time_or_null(std::string& out, const std::optional<millis>& t) {
+    if (!t) {
+        out += "null";
+        return;
+    }
+    out += '"';
+    append_time(out, *t);
+    out += '"';
+}
+
+void append_link(std::string& out, std::string_view rel, std::string_view base,
+                 std::string_view suffix, std::string_view action, bool first = false) {
+    if (!first) out += ',';
+    out += R"({"rel":")";
+    out += rel;
+    out += R"(","href":)";
+    std::string href;
+    href.reserve(base.size() + suffix.size());
+    href.append(base).append(suffix);
+    append_json_string(out, href);
+    out += R"(,"action":")";
+    out += action;
+    out += "\"}";
+}
+
+}  // namespace
+
+json::object represent(const operation& op, std::string_view base_url) {
+    return json::parse(represent_text(op, base_url)).as_object();
+}
+
+// Written out directly rather than through json::object: this runs three times per operation
+// (the 202 and the pending, running and outcome events), some of them on the store's writer
+// thread. `progress` and `error` are stored as JSON text that this program wrote.
 std::string represent_text(const operation& op, std::string_view base_url) {
-    return json::serialize(represent(op, base_url));
+    std::string out;
+    out.reserve(448 + 4 * base_url.size() + op.kind.size() +
+                (op.progress ? op.progress->size() : 0) + (op.error ? op.error->size() : 0));
+    out += R"({"id":)";
+    append_json_string(out, op.id);
+    out += R"(,"kind":)";
+    append_json_string(out, op.kind);
+    out += R"(,"status":")";
+    out += to_string(op.state);
+    out += R"(","created_at":)";
+    append_time_or_null(out, op.created_at);
+    out += R"(,"started_at":)";
+    append_time_or_null(out, op.started_at);
+    out += R"(,"finished_at":)";
+    append_time_or_null(out, op.finished_at);
+    out += R"(,"attempt":)";
+    out += std::to_string(op.attempt);
+    out += R"(,"max_attempts":)";
+    out += std::to_string(op.max_attempts);
+    out += R"(,"priority":)";
+    out += std::to_string(op.priority);
+    out += R"(,"timeout_s":)";
+    out += json::serialize(json_number(op.timeout_s));
+    out += R"(,"progress":)";
+    out += op.progress && !op.progress->empty() ? std::string_view(*op.progress) : "null";
+    out += R"(,"error":)";
+    out += op.error && !op.error->empty() ? std::string_view(*op.error) : "null";
+    out += R"(,"links":[)";
+    std::string base;
+    base.reserve(base_url.size() + 12 + op.id.size());
+    base.append(base_url).append("/operations/").append(op.id);
+    append_link(out, "status_check", base, "/status", "GET", true);
+    append_link(out, "status_stream", base, "/status", "EventSource");
+    if (!is_terminal(op.state)) append_link(out, "cancel", base, "/cancel", "POST");
+    if (op.state == status::succeeded) append_link(out, "result", base, "", "GET");
+    out += "]}";
+    return out;
 }
 
 }  // namespace buzzer::core

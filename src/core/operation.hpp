@@ -60,7 +60,10 @@ std::string canceled_problem(std::string_view id);
 /// The public representation: fields and links; hrefs are prefixed with `base_url`.
 boost::json::object represent(const operation& op, std::string_view base_url);
 
-/// `represent()` serialized.
+/// The representation as JSON text (what `represent()` parses).
 std::string represent_text(const operation& op, std::string_view base_url);
+
+/// Appends `text` as a JSON string literal (quotes, escapes; UTF-8 passes through).
+void append_json_string(std::string& out, std::string_view text);
 
 }  // namespace buzzer::core

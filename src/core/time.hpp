@@ -15,4 +15,7 @@ millis now_ms();
 /// `2026-11-22T02:04:54.123Z`.
 std::string format_time(millis t);
 
+/// Appends `format_time(t)` to `out`.
+void append_time(std::string& out, millis t);
+
 }  // namespace buzzer::core

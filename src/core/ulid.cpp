@@ -2,9 +2,11 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 
 namespace buzzer::core {
@@ -32,15 +34,53 @@ void fill_random(std::uint8_t* p, std::size_t n) {
 
 }  // namespace
 
+// The newest ULID made by this process: its time and its 80 random bits (high 16, low 64).
+struct last_ulid {
+    std::mutex mutex;
+    std::uint64_t time = 0;
+    std::uint16_t high = 0;
+    std::uint64_t low = 0;
+};
+
+last_ulid& newest() {
+    static last_ulid l;
+    return l;
+}
+
 std::string make_ulid(millis t) {
-    // 128 bits: 48 of time, 80 of randomness, written 5 bits at a time from the top.
     std::array<std::uint8_t, 16> bytes{};
-    auto ts = static_cast<std::uint64_t>(t);
+    fill_random(bytes.data() + 6, 10);
+    auto ts = static_cast<std::uint64_t>(std::max<millis>(t, 0));
+    std::uint16_t high = static_cast<std::uint16_t>(bytes[6] << 8 | bytes[7]);
+    std::uint64_t low = 0;
+    for (int i = 8; i < 16; ++i) low = low << 8 | bytes[static_cast<std::size_t>(i)];
+    {
+        // Ids of one process made in the same millisecond increase strictly: the next is the
+        // previous one plus a random step of 1 to 2^62, so it still cannot be guessed from its
+        // neighbour.
+        auto& last = newest();
+        std::lock_guard lock(last.mutex);
+        if (ts == last.time) {
+            const std::uint64_t step = (low >> 2) + 1;
+            high = last.high;
+            low = last.low + step;
+            if (low < last.low && ++high == 0) ++ts;  // the random part overflowed: next ms
+        }
+        last.time = ts;
+        last.high = high;
+        last.low = low;
+    }
+    // 128 bits: 48 of time, 80 of randomness, written 5 bits at a time from the top.
     for (int i = 5; i >= 0; --i) {
         bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ts & 0xff);
         ts >>= 8;
     }
-    fill_random(bytes.data() + 6, 10);
+    bytes[6] = static_cast<std::uint8_t>(high >> 8);
+    bytes[7] = static_cast<std::uint8_t>(high & 0xff);
+    for (int i = 15; i >= 8; --i) {
+        bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(low & 0xff);
+        low >>= 8;
+    }
 
     std::string out(26, '0');
     // The first character holds only the top 3 bits (26 * 5 = 130 = 2 + 128).

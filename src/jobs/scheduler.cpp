@@ -109,10 +109,10 @@ class scheduler::attempt_context final : public job {
         w.add_event(id, "progress", json::serialize(data));
     }
 
-    /// Writes a coalesced report that was not written yet (inside the final write).
-    void flush_progress(store::write_context& w) {
+    /// Writes a coalesced report that was not written yet (inside the final write, which may
+    /// run more than once: nothing changes here).
+    void flush_progress(store::write_context& w) const {
         if (unwritten_ && op_.progress) write_progress(w, op_.id, *op_.progress);
-        unwritten_ = false;
     }
 
     std::optional<std::string> raw_result_;
@@ -439,7 +439,7 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
         co_await db_.write([&](store::write_context& w) {
             a.flush_progress(w);
             store::save_operation(w.db, *op, succeeded ? &result : nullptr);
-            w.add_event(op->id, event, std::move(text));
+            w.add_event(op->id, event, text);
             if (op->state == core::status::pending) {
                 std::int64_t order = 0;
                 auto s = w.db.cached("SELECT rowid FROM operations WHERE id = ?1");

@@ -78,16 +78,14 @@ void save_operation(connection& db, const core::operation& op, const result_body
 
 std::optional<core::operation> start_attempt(connection& db, std::string_view id,
                                              core::millis now) {
-    auto s = db.cached(
+    // An UPDATE and a SELECT of the same row: RETURNING materialises its rows in a temporary
+    // table first and cost more than both together.
+    auto u = db.cached(
         "UPDATE operations SET status = 'running', attempt = attempt + 1, started_at = ?2, "
-        "progress = NULL, error = NULL WHERE id = ?1 AND status = 'pending' "
-        "RETURNING " BUZZER_OP_COLUMNS);
-    s->bind(1, id).bind(2, now);
-    if (!s->step()) return std::nullopt;
-    auto op = row_to_operation(*s);
-    while (s->step()) {
-    }
-    return op;
+        "progress = NULL, error = NULL WHERE id = ?1 AND status = 'pending'");
+    u->bind(1, id).bind(2, now).exec();
+    if (db.changes() == 0) return std::nullopt;
+    return load_operation(db, id);
 }
 
 void save_result(connection& db, std::string_view id, const result_body& r) {
@@ -129,6 +127,13 @@ bool delete_operation(connection& db, std::string_view id) {
         "DELETE FROM operations WHERE id = ?1 AND status IN ('succeeded', 'failed', 'canceled')");
     del->bind(1, id).exec();
     if (db.changes() == 0) return false;
+    // The newest event may be among those deleted: record the high-water mark first, so that
+    // ids are not handed out again after a restart.
+    db.cached(
+          "INSERT INTO counters (name, value) "
+          "SELECT 'event_seq', coalesce(max(seq), 0) FROM events WHERE true "
+          "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)")
+        ->exec();
     db.cached("DELETE FROM events WHERE operation_id = ?1")->bind(1, id).exec();
     db.cached("DELETE FROM idempotency_keys WHERE operation_id = ?1")->bind(1, id).exec();
     return true;
@@ -217,7 +222,9 @@ std::vector<event> read_events(connection& db, const std::vector<std::string>& o
 }
 
 std::int64_t newest_event(connection& db) {
-    auto s = db.cached("SELECT coalesce(max(seq), 0) FROM events");
+    auto s = db.cached(
+        "SELECT max(coalesce((SELECT max(seq) FROM events), 0), "
+        "coalesce((SELECT value FROM counters WHERE name = 'event_seq'), 0))");
     s->step();
     return s->get_int(0);
 }

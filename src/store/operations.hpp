@@ -91,7 +91,8 @@ void insert_key(connection& db, std::string_view key, std::string_view request,
 std::vector<event> read_events(connection& db, const std::vector<std::string>& operation_ids,
                                std::int64_t after, int limit);
 
-/// The newest event sequence number of the whole log (0 when empty).
+/// The newest event id ever handed out: the newest stored one, or the high-water mark that
+/// deletions of events record, whichever is larger (0 for a new database).
 std::int64_t newest_event(connection& db);
 
 }  // namespace buzzer::store

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -99,12 +100,20 @@ class connection {
     std::int64_t last_insert_rowid() const;
     /// Throws sqlite_error for a failed result code.
     void check(int rc, std::string_view what) const;
+    /// Calls `fn(frames in the WAL)` after each commit on this connection, in place of
+    /// SQLite's automatic checkpoints.
+    void on_wal_commit(std::function<void(int)> fn);
+    /// A checkpoint of the WAL into the database: PASSIVE (alongside the writer) or, with
+    /// `restart`, one that waits for the writer so that the next commit starts the WAL anew.
+    /// Returns the number of frames in the WAL.
+    int checkpoint(bool restart);
 
     sqlite3* handle() const noexcept { return db_; }
 
   private:
     sqlite3* db_ = nullptr;
     std::map<const char*, std::unique_ptr<statement>> cache_;
+    std::function<void(int)> wal_hook_;
 };
 
 /// BEGIN IMMEDIATE ... COMMIT; rolls back in the destructor unless committed.

@@ -1,14 +1,22 @@
 #include "store/store.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/defer.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <cstring>
 
+#include "core/log.hpp"
 #include "runtime/embedded.hpp"
 #include "store/migrate.hpp"
+#include "store/operations.hpp"
 
 namespace buzzer::store {
 namespace asio = boost::asio;
@@ -18,21 +26,44 @@ namespace {
 // Wraps an Asio completion handler so a store thread can complete it: the handler runs on
 // its own executor, which is kept busy (outstanding work) until then.
 template <class Handler>
-std::function<void(std::exception_ptr)> completion_for(Handler&& handler) {
+completion completion_for(Handler&& handler) {
     auto ex = asio::prefer(asio::get_associated_executor(handler),
                            asio::execution::outstanding_work.tracked);
     auto h = std::make_shared<std::decay_t<Handler>>(std::forward<Handler>(handler));
-    return
-        [h, ex](std::exception_ptr e) { asio::post(ex, [h, e]() mutable { std::move (*h)(e); }); };
+    return {ex, [h](std::exception_ptr e) { std::move (*h)(e); }};
+}
+
+void sync_file(int fd, const std::string& name) {
+    int rc;
+    do {
+        rc = ::fdatasync(fd);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) throw std::runtime_error("fdatasync " + name + ": " + std::strerror(errno));
+}
+
+void sync_directory(const std::string& file) {
+    auto slash = file.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : file.substr(0, slash == 0 ? 1 : slash);
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error("cannot open " + dir + ": " + std::strerror(errno));
+    int rc = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) throw std::runtime_error("fsync " + dir + ": " + std::strerror(err));
 }
 
 }  // namespace
 
+void completion::operator()(std::exception_ptr e) {
+    asio::post(executor, [fn = std::move(resume), e]() mutable { fn(e); });
+}
+
 std::int64_t write_context::add_event(std::string_view operation_id, std::string_view type,
                                       std::string data) {
-    auto s = db.cached("INSERT INTO events (operation_id, type, data) VALUES (?1, ?2, ?3)");
-    s->bind(1, operation_id).bind(2, type).bind(3, std::string_view(data)).exec();
-    std::int64_t seq = db.last_insert_rowid();
+    auto s =
+        db.cached("INSERT INTO events (seq, operation_id, type, data) VALUES (?1, ?2, ?3, ?4)");
+    const std::int64_t seq = ++last_seq_;
+    s->bind(1, seq).bind(2, operation_id).bind(3, type).bind(4, std::string_view(data)).exec();
     events_.push_back(event{seq, std::string(operation_id), std::string(type), std::move(data)});
     return seq;
 }
@@ -46,8 +77,13 @@ void store::configure(connection& db, bool writer) const {
     db.exec("PRAGMA foreign_keys = ON");
     if (writer) {
         db.exec("PRAGMA journal_mode = WAL");
-        db.exec(settings_.synchronous_full ? "PRAGMA synchronous = FULL"
-                                           : "PRAGMA synchronous = NORMAL");
+        // NORMAL: SQLite does not sync the WAL on commit, only around checkpoints. With
+        // `synchronous_full` the syncer thread fdatasyncs the WAL after every commit instead,
+        // and no writer is resumed (no 202 sent) before the fsync that covers its commit.
+        db.exec("PRAGMA synchronous = NORMAL");
+        // Checkpoints run on a thread of their own (run_checkpointer), not inside commits.
+        db.exec("PRAGMA wal_autocheckpoint = 0");
+        db.exec("PRAGMA journal_size_limit = 67108864");
     } else {
         db.exec("PRAGMA query_only = ON");
     }
@@ -57,13 +93,39 @@ void store::open(const write_fn& startup) {
     writer_db_ = std::make_unique<connection>(settings_.path);
     configure(*writer_db_, true);
     migrate(*writer_db_, embedded::migrations());
+    last_seq_ = newest_event(*writer_db_);
     if (startup) {
         std::vector<event> events;
-        write_context ctx(*writer_db_, events);
+        write_context ctx(*writer_db_, events, last_seq_);
         transaction tx(*writer_db_);
         startup(ctx);
         tx.commit();
     }
+    if (settings_.synchronous_full) {
+        // The WAL exists now (the migrations wrote to it): open it for the syncer, and make
+        // its directory entry and everything so far durable before anything is accepted.
+        wal_fd_ = ::open((settings_.path + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+        if (wal_fd_ < 0)
+            throw std::runtime_error("cannot open " + settings_.path +
+                                     "-wal: " + std::strerror(errno));
+        sync_file(wal_fd_, settings_.path + "-wal");
+        sync_directory(settings_.path);
+        syncer_ = std::thread([this] { run_syncer(); });
+    }
+    checkpoint_db_ = std::make_unique<connection>(settings_.path);
+    checkpoint_db_->exec("PRAGMA busy_timeout = 5000");
+    writer_db_->on_wal_commit([this](int frames) {
+        // Frames since the last checkpoint (the WAL starts over after a complete one).
+        int base = checkpointed_frames_.load(std::memory_order_relaxed);
+        if (frames < base) base = 0;
+        if (frames - base < checkpoint_frames) return;
+        {
+            std::lock_guard lock(checkpoint_mutex_);
+            wal_frames_ = frames;
+        }
+        checkpoint_cv_.notify_one();
+    });
+    checkpointer_ = std::thread([this] { run_checkpointer(); });
     open_ = true;
     writer_ = std::thread([this] { run_writer(); });
     for (unsigned i = 0; i < std::max(1u, settings_.readers); ++i) {
@@ -80,6 +142,21 @@ void store::close() {
     }
     write_cv_.notify_all();
     if (writer_.joinable()) writer_.join();
+    {
+        std::lock_guard lock(sync_mutex_);
+        sync_stopping_ = true;
+    }
+    sync_cv_.notify_all();
+    if (syncer_.joinable()) syncer_.join();
+    if (wal_fd_ >= 0) ::close(wal_fd_);
+    wal_fd_ = -1;
+    {
+        std::lock_guard lock(checkpoint_mutex_);
+        checkpoint_stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    checkpoint_db_.reset();
     {
         std::lock_guard lock(read_mutex_);
         read_stopping_ = true;
@@ -165,41 +242,155 @@ void store::run_writer() {
     }
 }
 
-void store::commit_batch(std::vector<write_request>& batch) {
+bool store::run_batch(std::vector<write_request>& batch, std::vector<event>& events,
+                      std::vector<std::exception_ptr>& errors, bool isolate) {
     connection& db = *writer_db_;
-    std::vector<event> events;
-    std::vector<std::exception_ptr> errors(batch.size());
-    std::exception_ptr commit_error;
-    try {
-        transaction tx(db);
-        write_context ctx(db, events);
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            // A savepoint per request: one failing request does not undo the others.
-            std::size_t mark = events.size();
-            db.cached("SAVEPOINT w")->exec();
+    const std::int64_t first_seq = last_seq_;
+    events.clear();
+    transaction tx(db);
+    write_context ctx(db, events, last_seq_);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (!isolate) {
             try {
                 batch[i].fn(ctx);
-                db.cached("RELEASE w")->exec();
             } catch (...) {
-                errors[i] = std::current_exception();
-                events.resize(mark);
-                db.cached("ROLLBACK TO w")->exec();
-                db.cached("RELEASE w")->exec();
+                // Nothing of this transaction is kept (the destructor rolls it back), so its
+                // event ids can be handed out again.
+                last_seq_ = first_seq;
+                events.clear();
+                if (batch.size() > 1) return false;
+                errors[0] = std::current_exception();
+                return true;
             }
+            continue;
         }
-        tx.commit();
-        const auto now = std::chrono::steady_clock::now();
-        for (auto& e : events) e.committed = now;
+        // A savepoint per request: one failing request does not undo the others.
+        std::size_t mark = events.size();
+        db.cached("SAVEPOINT w")->exec();
+        try {
+            batch[i].fn(ctx);
+            db.cached("RELEASE w")->exec();
+        } catch (...) {
+            errors[i] = std::current_exception();
+            events.resize(mark);
+            db.cached("ROLLBACK TO w")->exec();
+            db.cached("RELEASE w")->exec();
+        }
+    }
+    tx.commit();
+    return true;
+}
+
+void store::commit_batch(std::vector<write_request>& batch) {
+    committed c;
+    c.errors.resize(batch.size());
+    try {
+        // Requests rarely fail, and a savepoint per request costs a statement journal that
+        // copies every page it touches: the batch runs without them first, and only when a
+        // request fails is it run again, each request in a savepoint of its own.
+        if (!run_batch(batch, c.events, c.errors, false))
+            run_batch(batch, c.events, c.errors, true);
     } catch (...) {
-        commit_error = std::current_exception();
-        events.clear();
+        c.commit_error = std::current_exception();
+        c.events.clear();
     }
     stats_.batches.fetch_add(1, std::memory_order_relaxed);
     stats_.writes.fetch_add(batch.size(), std::memory_order_relaxed);
-    if (commit_error) stats_.write_errors.fetch_add(batch.size(), std::memory_order_relaxed);
-    if (!events.empty() && on_commit) on_commit(std::move(events));
-    for (std::size_t i = 0; i < batch.size(); ++i)
-        batch[i].done(commit_error ? commit_error : errors[i]);
+    if (c.commit_error) stats_.write_errors.fetch_add(batch.size(), std::memory_order_relaxed);
+    c.waiters.reserve(batch.size());
+    for (auto& r : batch) c.waiters.push_back(std::move(r.done));
+    if (!settings_.synchronous_full || c.commit_error) {
+        deliver(c);
+        return;
+    }
+    {
+        std::lock_guard lock(sync_mutex_);
+        sync_queue_.push_back(std::move(c));
+    }
+    sync_cv_.notify_one();
+}
+
+void store::run_syncer() {
+    std::vector<committed> ready;
+    for (;;) {
+        {
+            std::unique_lock lock(sync_mutex_);
+            sync_cv_.wait(lock, [this] { return sync_stopping_ || !sync_queue_.empty(); });
+            if (sync_queue_.empty()) return;  // stopping, and every commit is delivered
+            for (auto& c : sync_queue_) ready.push_back(std::move(c));
+            sync_queue_.clear();
+        }
+        // One fsync covers every commit queued before it started: under load, commits that
+        // the writer made during the previous fsync share this one.
+        std::exception_ptr error;
+        try {
+            sync_file(wal_fd_, settings_.path + "-wal");
+        } catch (...) {
+            error = std::current_exception();
+            stats_.write_errors.fetch_add(1, std::memory_order_relaxed);
+        }
+        stats_.syncs.fetch_add(1, std::memory_order_relaxed);
+        for (auto& c : ready) {
+            if (error) {
+                // Committed but maybe not durable: nobody is told it is.
+                c.commit_error = error;
+                c.events.clear();
+            }
+            deliver(c);
+        }
+        ready.clear();
+    }
+}
+
+void store::run_checkpointer() {
+    for (;;) {
+        int frames = 0;
+        {
+            std::unique_lock lock(checkpoint_mutex_);
+            checkpoint_cv_.wait(lock, [this] { return checkpoint_stopping_ || wal_frames_ > 0; });
+            if (checkpoint_stopping_) return;
+            frames = wal_frames_;
+            wal_frames_ = 0;
+        }
+        try {
+            // PASSIVE copies what it can while the writer goes on. Under steady writes the WAL
+            // is never wholly copied at the moment a transaction starts, so it is not started
+            // anew and keeps growing: past a bound, one checkpoint waits for the writer.
+            int log = checkpoint_db_->checkpoint(frames >= restart_frames);
+            checkpointed_frames_.store(log, std::memory_order_relaxed);
+            stats_.checkpoints.fetch_add(1, std::memory_order_relaxed);
+        } catch (const std::exception& e) {
+            core::log(core::level::warn, std::string("checkpoint: ") + e.what());
+        }
+    }
+}
+
+void store::deliver(committed& c) {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& e : c.events) e.committed = now;
+    if (!c.events.empty() && on_commit) on_commit(std::move(c.events));
+    auto error_of = [&c](std::size_t i) { return c.commit_error ? c.commit_error : c.errors[i]; };
+    if (c.waiters.size() == 1) {
+        c.waiters[0](error_of(0));
+        return;
+    }
+    // One hand-over to the I/O threads for the whole batch instead of a wake-up per waiter:
+    // the first waiter's executor runs a function that defers each waiter to its own executor
+    // (deferred from an I/O thread, they go to that thread's private queue, with no wake-up).
+    struct resumption {
+        completion done;
+        std::exception_ptr error;
+    };
+    auto all = std::make_shared<std::vector<resumption>>();
+    all->reserve(c.waiters.size());
+    for (std::size_t i = 0; i < c.waiters.size(); ++i)
+        all->push_back({std::move(c.waiters[i]), error_of(i)});
+    auto first = all->front().done.executor;
+    asio::post(first, [all] {
+        for (auto& r : *all)
+            asio::defer(r.done.executor,
+                        [fn = std::move(r.done.resume), e = r.error]() mutable { fn(e); });
+    });
 }
 
 void store::run_reader(connection& db) {

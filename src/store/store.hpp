@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -32,14 +33,17 @@ struct event {
 /// What a write function sees: the writer connection inside the batch's transaction.
 class write_context {
   public:
-    write_context(connection& db, std::vector<event>& events) : db(db), events_(events) {}
+    write_context(connection& db, std::vector<event>& events, std::int64_t& last_seq)
+        : db(db), events_(events), last_seq_(last_seq) {}
     /// The writer connection.
     connection& db;
-    /// Appends an event row; it is handed to `on_commit` once the batch is durable.
+    /// Appends an event row with the next global id; it is handed to `on_commit` once the
+    /// batch is durable. Ids of rolled-back events are not reused (gaps are allowed).
     std::int64_t add_event(std::string_view operation_id, std::string_view type, std::string data);
 
   private:
     std::vector<event>& events_;
+    std::int64_t& last_seq_;
 };
 
 /// Counters of the writer, for /metrics.
@@ -48,6 +52,16 @@ struct store_stats {
     std::atomic<std::uint64_t> writes{0};
     std::atomic<std::uint64_t> reads{0};
     std::atomic<std::uint64_t> write_errors{0};
+    std::atomic<std::uint64_t> syncs{0};
+    std::atomic<std::uint64_t> checkpoints{0};
+};
+
+/// How a store thread resumes a waiting coroutine; `resume` must run on `executor`.
+struct completion {
+    boost::asio::any_io_executor executor;
+    std::function<void(std::exception_ptr)> resume;
+    /// Posts `resume(e)` to the executor.
+    void operator()(std::exception_ptr e);
 };
 
 /// The database: schema, writer thread, reader threads.
@@ -76,6 +90,8 @@ class store {
 
     /// Runs `fn` in the next group commit and resumes the caller once it is durable.
     /// An exception from `fn` (its changes are rolled back) or from the commit is rethrown.
+    /// `fn` may run more than once (its batch is run again when another request of it fails),
+    /// so it must not change anything but the database and its own outputs.
     boost::asio::awaitable<void> write(write_fn fn);
 
     /// Runs `fn` on a reader connection (a consistent WAL snapshot per call).
@@ -93,22 +109,36 @@ class store {
   private:
     struct write_request {
         write_fn fn;
-        std::function<void(std::exception_ptr)> done;
+        completion done;
     };
     struct read_request {
         read_fn fn;
-        std::function<void(std::exception_ptr)> done;
+        completion done;
     };
 
     void configure(connection& db, bool writer) const;
     void run_writer();
     void run_reader(connection& db);
+    // A batch after its commit, until it is durable and its waiters are resumed.
+    struct committed {
+        std::vector<event> events;
+        std::vector<completion> waiters;
+        std::vector<std::exception_ptr> errors;
+        std::exception_ptr commit_error;
+    };
+
     void commit_batch(std::vector<write_request>& batch);
+    void run_syncer();
+    void run_checkpointer();
+    void deliver(committed& c);
+    bool run_batch(std::vector<write_request>& batch, std::vector<event>& events,
+                   std::vector<std::exception_ptr>& errors, bool isolate);
     void push_write(write_request r);
     void push_read(read_request r);
 
     settings settings_;
     std::unique_ptr<connection> writer_db_;
+    std::int64_t last_seq_ = 0;  ///< the newest event id handed out; writer thread only
     store_stats stats_;
 
     std::mutex write_mutex_;
@@ -121,7 +151,26 @@ class store {
     bool read_stopping_ = false;
     bool open_ = false;
 
+    std::mutex sync_mutex_;
+    std::condition_variable sync_cv_;
+    std::vector<committed> sync_queue_;
+    bool sync_stopping_ = false;
+    int wal_fd_ = -1;
+
+    // WAL frames (4 KiB pages) after which a checkpoint starts, and after which it waits for
+    // the writer so that the WAL can start over.
+    static constexpr int checkpoint_frames = 1000;
+    static constexpr int restart_frames = 16000;
+    std::unique_ptr<connection> checkpoint_db_;
+    std::mutex checkpoint_mutex_;
+    std::condition_variable checkpoint_cv_;
+    int wal_frames_ = 0;
+    std::atomic<int> checkpointed_frames_{0};
+    bool checkpoint_stopping_ = false;
+
     std::thread writer_;
+    std::thread syncer_;
+    std::thread checkpointer_;
     std::vector<std::thread> readers_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
+#include <ctime>
 
 using namespace buzzer::core;
 namespace json = boost::json;
@@ -34,6 +36,50 @@ BOOST_AUTO_TEST_SUITE(representation)
 BOOST_AUTO_TEST_CASE(formats_times_as_rfc3339_with_milliseconds) {
     BOOST_TEST(format_time(1'763'780'694'123) == "2025-11-22T03:04:54.123Z");
     BOOST_TEST(format_time(0) == "1970-01-01T00:00:00.000Z");
+    BOOST_TEST(format_time(951'782'400'000) == "2000-02-29T00:00:00.000Z");
+    BOOST_TEST(format_time(4'107'542'399'999) == "2100-02-28T23:59:59.999Z");
+    BOOST_TEST(format_time(-1) == "1969-12-31T23:59:59.999Z");
+    BOOST_TEST(format_time(253'402'300'799'999) == "9999-12-31T23:59:59.999Z");
+}
+
+BOOST_AUTO_TEST_CASE(formats_every_day_of_four_centuries_like_gmtime) {
+    for (std::int64_t day = -146097; day < 2 * 146097; day += 1) {
+        std::time_t secs = static_cast<std::time_t>(day * 86400 + 45296);  // 12:34:56
+        std::tm tm{};
+        gmtime_r(&secs, &tm);
+        char want[40];
+        std::snprintf(want, sizeof want, "%04d-%02d-%02dT12:34:56.789Z", tm.tm_year + 1900,
+                      tm.tm_mon + 1, tm.tm_mday);
+        if (format_time(secs * 1000LL + 789) != want) {
+            BOOST_TEST(format_time(secs * 1000LL + 789) == want);
+            break;
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(text_is_json_with_every_field_and_escaped_strings) {
+    auto op = sample(status::failed);
+    op.kind = "a \"quoted\"\\ kind\n\x01";
+    op.timeout_s = 2.5;
+    op.priority = -7;
+    op.started_at = op.created_at + 5;
+    op.finished_at = op.created_at + 9;
+    op.progress = R"({"percent":40,"message":"step 2"})";
+    op.error = canceled_problem(op.id);
+    auto v = json::parse(represent_text(op, "http://h:1"));
+    auto& o = v.as_object();
+    BOOST_TEST(o.at("kind").as_string() == op.kind);
+    BOOST_TEST(o.at("status").as_string() == "failed");
+    BOOST_TEST(o.at("timeout_s").as_double() == 2.5);
+    BOOST_TEST(o.at("priority").as_int64() == -7);
+    BOOST_TEST(o.at("attempt").as_int64() == 1);
+    BOOST_TEST(o.at("max_attempts").as_int64() == 3);
+    BOOST_TEST(o.at("started_at").as_string() == "2025-11-22T03:04:54.128Z");
+    BOOST_TEST(o.at("finished_at").as_string() == "2025-11-22T03:04:54.132Z");
+    BOOST_TEST(o.at("progress").as_object().at("percent").as_int64() == 40);
+    BOOST_TEST(o.at("error").as_object().at("type").as_string() == "/problems/canceled");
+    BOOST_TEST((rels(o) == std::vector<std::string>{"status_check", "status_stream"}));
+    BOOST_TEST(o.size() == 13u);
 }
 
 BOOST_AUTO_TEST_CASE(pending_has_cancel_link_but_no_result) {

@@ -42,4 +42,15 @@ BOOST_AUTO_TEST_CASE(rejects_malformed_ids) {
     BOOST_TEST(is_ulid("01JDB6Q6X8Z3M9J1V7QJ4T2N5K"));
 }
 
+BOOST_AUTO_TEST_CASE(ids_of_one_millisecond_increase_strictly) {
+    const millis t = 1'763'780'694'123;
+    std::string previous = make_ulid(t);
+    for (int i = 0; i < 10'000; ++i) {
+        auto next = make_ulid(t);
+        BOOST_TEST_REQUIRE(next > previous);
+        BOOST_TEST_REQUIRE(ulid_time(next) == t);
+        previous = next;
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

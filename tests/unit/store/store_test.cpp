@@ -129,6 +129,40 @@ BOOST_AUTO_TEST_CASE(data_survives_reopening) {
     BOOST_TEST(pending[0].id == id_of(7));
 }
 
+BOOST_AUTO_TEST_CASE(event_ids_are_not_reused_after_the_newest_events_are_deleted) {
+    test::temp_dir dir;
+    auto path = (dir / "s.db").string();
+    std::int64_t newest = 0;
+    {
+        store::store db({path, true, 1, 4096});
+        db.open();
+        test::run_coroutine([&]() -> asio::awaitable<void> {
+            co_await db.write([&](store::write_context& w) {
+                store::insert_operation(w.db, make_op(id_of(1)));
+                w.add_event(id_of(1), "pending", "{}");
+                auto done = make_op(id_of(2));
+                done.state = core::status::succeeded;
+                store::insert_operation(w.db, done);
+                w.add_event(id_of(2), "pending", "{}");
+                newest = w.add_event(id_of(2), "completed", "{}");
+            });
+            // The newest events go with their operation.
+            co_await db.write([&](store::write_context& w) {
+                BOOST_TEST(store::delete_operation(w.db, id_of(2)));
+            });
+        });
+    }
+    store::store db({path, true, 1, 4096});
+    db.open();
+    std::int64_t next = 0;
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        co_await db.write(
+            [&](store::write_context& w) { next = w.add_event(id_of(1), "running", "{}"); });
+    });
+    BOOST_TEST(newest >= 3);
+    BOOST_TEST(next > newest);
+}
+
 BOOST_AUTO_TEST_CASE(writes_after_close_fail_cleanly) {
     test::temp_dir dir;
     store::store db({(dir / "s.db").string(), true, 1, 4096});
