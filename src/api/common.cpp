@@ -54,16 +54,32 @@ asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string i
     co_return op;
 }
 
-asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std::string id,
-                                                              int seconds) {
-    if (seconds <= 0) co_return co_await load(ctx, id);
+status_view status_view::of(const context& ctx, const core::operation& op) {
+    return {op.id, op.state, op.run_after, core::represent_text(op, ctx.base_url)};
+}
+
+asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, std::string id,
+                                                          int seconds) {
+    std::optional<status_view> view;
+    if (seconds <= 0) {
+        if (auto op = co_await load(ctx, id)) view = status_view::of(ctx, *op);
+        co_return view;
+    }
     // Subscribe before reading, so that no terminal event can slip between the two.
     std::vector<std::string> ids{id};
     auto sub = co_await ctx.hub.subscribe(std::move(ids), 64);
     sse::subscription_guard guard(ctx.hub, sub);
 
     auto op = co_await load(ctx, id);
-    if (!op || core::is_terminal(op->state)) co_return op;
+    if (!op || core::is_terminal(op->state)) {
+        if (op) view = status_view::of(ctx, *op);
+        co_return view;
+    }
+    co_return co_await await_terminal(ctx, sub, std::move(id), seconds);
+}
+
+asio::awaitable<std::optional<status_view>> await_terminal(
+    context& ctx, const std::shared_ptr<sse::subscription>& sub, std::string id, int seconds) {
     // The deadline wakes the mailbox with a null entry.
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer deadline(ex, std::chrono::seconds(seconds));
@@ -71,37 +87,53 @@ asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std:
         if (!ec) sub->box.push(nullptr);
     });
     std::vector<sse::event_ptr> got;
-    bool ended = false;
-    while (!ended && std::chrono::steady_clock::now() < deadline.expiry()) {
+    sse::event_ptr terminal;
+    while (!terminal && std::chrono::steady_clock::now() < deadline.expiry()) {
         // Closed (shutdown, overflow): answer from the store.
         bool open = co_await sub->box.wait();
         if (!open) break;
         sub->box.take(got);
         for (const auto& ev : got)
-            if (ev && sse::is_terminal_event(ev->type)) ended = true;
+            if (ev && ev->operation_id == id && sse::is_terminal_event(ev->type)) terminal = ev;
     }
     deadline.cancel();
-    co_return co_await load(ctx, id);
+    std::optional<status_view> view;
+    if (terminal) {
+        // A terminal event carries the final representation: no read is needed.
+        auto state = terminal->type == "completed" ? core::status::succeeded
+                                                   : *core::parse_status(terminal->type);
+        view = status_view{std::move(id), state, 0, terminal->data};
+        co_return view;
+    }
+    if (auto op = co_await load(ctx, id)) view = status_view::of(ctx, *op);
+    co_return view;
 }
 
-std::string retry_after_for(const core::operation& op) {
-    if (op.state == core::status::pending && op.run_after > core::now_ms())
-        return std::to_string(
-            std::max<core::millis>((op.run_after - core::now_ms() + 999) / 1000, 1));
+std::string retry_after_for(core::status state, core::millis run_after) {
+    if (state == core::status::pending && run_after > core::now_ms())
+        return std::to_string(std::max<core::millis>((run_after - core::now_ms() + 999) / 1000, 1));
     return "1";
 }
 
-http::response status_response(const context& ctx, const core::operation& op) {
-    http::response r = json_response(200, core::represent_text(op, ctx.base_url));
+std::string retry_after_for(const core::operation& op) {
+    return retry_after_for(op.state, op.run_after);
+}
+
+http::response status_response(const context& ctx, const status_view& v) {
+    http::response r = json_response(200, v.text);
     r.set("Vary", "Accept");
     r.set("Cache-Control", "no-store");
-    if (op.state == core::status::succeeded) {
+    if (v.state == core::status::succeeded) {
         r.status = 303;
-        r.set("Location", ctx.base_url + "/operations/" + op.id);
-    } else if (!core::is_terminal(op.state)) {
-        r.set("Retry-After", retry_after_for(op));
+        r.set("Location", ctx.base_url + "/operations/" + v.id);
+    } else if (!core::is_terminal(v.state)) {
+        r.set("Retry-After", retry_after_for(v.state, v.run_after));
     }
     return r;
+}
+
+http::response status_response(const context& ctx, const core::operation& op) {
+    return status_response(ctx, status_view::of(ctx, op));
 }
 
 }  // namespace buzzer::api

@@ -36,14 +36,37 @@ std::string status_url(const context& ctx, std::string_view id);
 /// Loads an operation through a reader connection.
 boost::asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string id);
 
-/// Waits until the operation is terminal or `seconds` pass; returns its latest state.
-boost::asio::awaitable<std::optional<core::operation>> wait_terminal(context& ctx, std::string id,
-                                                                     int seconds);
+/// What the status monitor answers with: an operation's state and its representation.
+struct status_view {
+    std::string id;
+    core::status state = core::status::pending;
+    core::millis run_after = 0;  ///< for Retry-After while pending
+    std::string text;            ///< the representation
 
-/// The status monitor's answer for `op` (200 with Retry-After, or 303 to the result).
+    /// The view of a loaded operation.
+    static status_view of(const context& ctx, const core::operation& op);
+};
+
+/// Waits until the operation is terminal or `seconds` pass; returns its latest state (from
+/// its terminal event when one arrived, else from the store).
+boost::asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, std::string id,
+                                                                 int seconds);
+
+/// Waits on an existing subscription to `id` until its terminal event or `seconds` pass; the
+/// view carried by that event, or from the store after the deadline.
+boost::asio::awaitable<std::optional<status_view>> await_terminal(
+    context& ctx, const std::shared_ptr<sse::subscription>& sub, std::string id, int seconds);
+
+/// The status monitor's answer (200 with Retry-After, or 303 to the result).
+http::response status_response(const context& ctx, const status_view& v);
+
+/// The status monitor's answer for `op`.
 http::response status_response(const context& ctx, const core::operation& op);
 
 /// The Retry-After value (seconds) suggested while an operation is active.
 std::string retry_after_for(const core::operation& op);
+
+/// The same for a state and the earliest start of its next attempt.
+std::string retry_after_for(core::status state, core::millis run_after);
 
 }  // namespace buzzer::api

@@ -195,12 +195,12 @@ submission parse_submission(const context& ctx, const http::request& req) {
     return s;
 }
 
-http::response accepted(const context& ctx, const core::operation& op) {
-    http::response r = json_response(202, core::represent_text(op, ctx.base_url));
-    auto url = status_url(ctx, op.id);
+http::response accepted(const context& ctx, status_view v) {
+    http::response r = json_response(202, std::move(v.text));
+    auto url = status_url(ctx, v.id);
     r.set("Location", url);
     r.set("Operation-Location", url);
-    r.set("Retry-After", retry_after_for(op));
+    r.set("Retry-After", retry_after_for(v.state, v.run_after));
     return r;
 }
 
@@ -239,25 +239,42 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
     });
 
-    std::optional<core::operation> op;
+    status_view view;
+    std::shared_ptr<sse::subscription> sub;
+    std::optional<sse::subscription_guard> guard;
     if (replay_id) {
-        op = co_await load(ctx, *replay_id);
+        auto op = co_await load(ctx, *replay_id);
         if (!op)
             throw http_error{409, "idempotency-conflict",
                              "the operation of this key is gone; retry"};
+        view = status_view::of(ctx, *op);
     } else {
+        if (wait && *wait > 0) {
+            // Subscribed before the scheduler knows of it: none of its events can be missed,
+            // and its state is known without a read.
+            std::vector<std::string> ids{s.op.id};
+            sub = co_await ctx.hub.subscribe(std::move(ids), 64);
+            guard.emplace(ctx.hub, sub);
+        }
         ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order});
-        op = std::move(s.op);
+        view = status_view{s.op.id, s.op.state, 0, std::move(pending_event)};
     }
 
+    if (wait && *wait > 0 && !core::is_terminal(view.state)) {
+        // Not one conditional expression: g++ 12 miscompiles co_await inside `?:`.
+        std::optional<status_view> latest;
+        if (sub)
+            latest = co_await await_terminal(ctx, sub, view.id, *wait);
+        else
+            latest = co_await wait_terminal(ctx, view.id, *wait);
+        if (latest) view = std::move(*latest);
+    }
     http::response r;
-    if (wait && *wait > 0 && !core::is_terminal(op->state))
-        op = co_await wait_terminal(ctx, op->id, *wait);
-    if (wait && op && core::is_terminal(op->state)) {
-        r = status_response(ctx, *op);
+    if (wait && core::is_terminal(view.state)) {
+        r = status_response(ctx, view);
         r.set("Preference-Applied", "wait=" + std::to_string(*wait));
     } else {
-        r = accepted(ctx, *op);
+        r = accepted(ctx, std::move(view));
     }
     r.set("Vary", "Prefer");
     if (replay_id) r.set("Idempotent-Replayed", "true");
