@@ -71,12 +71,13 @@ asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state&
 // id). A null entry is the hub's heartbeat. Everything taken at once goes out in one write.
 // One frame for the whole live part: an idle stream holds little more than its socket.
 asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::int64_t after,
-                             http::body_writer& out) {
+                             std::set<std::string> ended, http::body_writer& out) {
     // Subscribe first, then replay: whatever commits in between arrives live, and live
     // events the replay already covered are dropped by id.
     auto sub = co_await ctx.hub.subscribe(std::move(ids), ctx.settings.sse_backlog, true);
     sse::subscription_guard guard(ctx.hub, sub);
-    stream_state st{sub->operation_ids, after, {}};
+    // Operations whose terminal event the client had seen count as sent.
+    stream_state st{sub->operation_ids, after, std::move(ended)};
     co_await replay(ctx, out, st);
     if (st.done()) co_return;
     out.watch_closed([sub] { sub->box.close(); });
@@ -129,7 +130,7 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
 
     // Which operations exist, and which of them have ended at or before `after`.
     std::optional<std::string> missing;
-    std::size_t ended = 0;
+    std::set<std::string> ended;
     co_await ctx.db.read([&](store::connection& db) {
         for (const auto& id : ids) {
             auto op = store::load_operation(db, id);
@@ -139,13 +140,13 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
             }
             if (core::is_terminal(op->state)) {
                 auto seq = store::terminal_event(db, id);
-                if (seq != 0 && after >= seq) ++ended;
+                if (seq != 0 && after >= seq) ended.insert(id);
             }
         }
     });
     if (missing) throw http_error{404, "not-found", "no operation with id " + *missing};
     http::response r;
-    if (ended == ids.size()) {
+    if (ended.size() == ids.size()) {
         // Nothing more will come: 204 tells EventSource to stop reconnecting.
         r.status = 204;
         r.set("Cache-Control", "no-store");
@@ -156,8 +157,9 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     r.set("Cache-Control", "no-store");
     r.set("X-Accel-Buffering", "no");
     r.set("Vary", "Accept");
-    r.stream = [&ctx, ids = std::move(ids), after](http::body_writer& out) mutable {
-        return stream(ctx, std::move(ids), after, out);  // called once
+    r.stream = [&ctx, ids = std::move(ids), after,
+                ended = std::move(ended)](http::body_writer& out) mutable {
+        return stream(ctx, std::move(ids), after, std::move(ended), out);  // called once
     };
     co_return r;
 }

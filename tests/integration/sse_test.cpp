@@ -50,6 +50,11 @@ std::vector<std::int64_t> ids_after(const std::vector<sse_event>& events, std::i
     return out;
 }
 
+// The operation id in an event's data.
+std::string operation_of(const sse_event& e) {
+    return std::string(json::parse(e.data).as_object().at("id").as_string());
+}
+
 // Every stored event of `target` (whose operations have all ended), read from the start.
 std::vector<sse_event> full_replay(unsigned short port, const std::string& target) {
     sse_stream s(port, target);
@@ -240,6 +245,49 @@ BOOST_AUTO_TEST_CASE(last_event_id_of_another_operation_replays_this_streams_lat
             auto got = s.read_until_end(10s);
             BOOST_TEST(s.ended());
             BOOST_TEST(ids_of(got) == want, boost::test_tools::per_element());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_reconnect_past_some_of_the_operations_gets_the_rest_and_ends) {
+    auto a = submit(client, R"({"kind":"echo","input":"a"})");
+    wait_for_status(client, a, "succeeded");
+    auto a_end = seq_of(full_replay(server.port(), "/operations/" + a + "/status").back());
+    auto b = submit(client, R"({"kind":"sleep","input":{"seconds":1,"steps":2}})");
+    std::string const target = "/events?operation=" + a + "&operation=" + b;
+    wait_for_status(client, b, "running");
+    BOOST_TEST_CONTEXT("past A's terminal event while B runs") {
+        // B's later events arrive live; once B ends, every operation has.
+        sse_stream s(server.port(), target, std::to_string(a_end));
+        BOOST_TEST_REQUIRE(s.status() == 200);
+        auto events = s.read_until_end(8s);
+        BOOST_TEST(s.ended(), "the stream stayed open after B had ended");
+        BOOST_TEST_REQUIRE(!events.empty());
+        for (const auto& e : events) BOOST_TEST(operation_of(e) == b);
+        BOOST_TEST(events.back().type == "completed");
+    }
+    wait_for_status(client, b, "succeeded");
+    auto all = full_replay(server.port(), target);
+    BOOST_TEST_REQUIRE(operation_of(all.back()) == b);
+    auto b_end = seq_of(all.back());
+    BOOST_TEST_CONTEXT("past A's terminal event, B ended") {
+        sse_stream s(server.port(), target, std::to_string(a_end));
+        BOOST_TEST_REQUIRE(s.status() == 200);
+        auto events = s.read_until_end(8s);
+        BOOST_TEST(s.ended(), "the stream stayed open after replaying B's terminal event");
+        BOOST_TEST(ids_of(events) == ids_after(all, a_end), boost::test_tools::per_element());
+    }
+    BOOST_TEST_CONTEXT("just before B's terminal event") {
+        sse_stream s(server.port(), target, std::to_string(b_end - 1));
+        BOOST_TEST_REQUIRE(s.status() == 200);
+        auto events = s.read_until_end(8s);
+        BOOST_TEST(s.ended());
+        BOOST_TEST((types_of(events) == std::vector<std::string>{"completed"}));
+    }
+    for (auto n : {b_end, b_end + 1000}) {
+        BOOST_TEST_CONTEXT("at or past every terminal event: " << n) {
+            sse_stream s(server.port(), target, std::to_string(n));
+            BOOST_TEST(s.status() == 204);
         }
     }
 }
