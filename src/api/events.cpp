@@ -150,6 +150,7 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
         // Nothing more will come: 204 tells EventSource to stop reconnecting.
         r.status = 204;
         r.set("Cache-Control", "no-store");
+        r.set("Vary", "Accept");
         co_return r;
     }
     r.status = 200;
