@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <limits>
 #include <set>
 
 #include "api/common.hpp"
@@ -44,7 +45,10 @@ std::int64_t parse_last_event_id(const http::request& req,
     }
     if (!raw) return 0;
     auto n = parse_integer(*raw);
-    // Anything but a non-negative integer replays from the start.
+    // Anything but a non-negative integer replays from the start; one too large for 64 bits is
+    // past every event all the same.
+    if (!n && !raw->empty() && raw->find_first_not_of("0123456789") == std::string::npos)
+        return std::numeric_limits<std::int64_t>::max();
     return n && *n >= 0 ? *n : 0;
 }
 
@@ -131,7 +135,10 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     // Which operations exist, and which of them have ended at or before `after`.
     std::optional<std::string> missing;
     std::set<std::string> ended;
+    std::int64_t newest = 0;
     co_await ctx.db.read([&](store::connection& db) {
+        // Read before the stream subscribes: every event committed later has a greater id.
+        newest = store::newest_event(db);
         for (const auto& id : ids) {
             auto op = store::load_operation(db, id);
             if (!op) {
@@ -153,6 +160,9 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
         r.set("Vary", "Accept");
         co_return r;
     }
+    // An id past the newest event replays nothing and goes live: events written from now on
+    // have greater ids than `newest`, whatever the client's id.
+    after = std::min(after, newest);
     r.status = 200;
     r.set("Content-Type", "text/event-stream");
     r.set("Cache-Control", "no-store");

@@ -220,6 +220,35 @@ BOOST_AUTO_TEST_CASE(a_vanished_client_releases_its_stream) {
     client.post_json("/operations/" + id + "/cancel", "");
 }
 
+BOOST_AUTO_TEST_CASE(last_event_id_beyond_the_newest_event_replays_nothing_then_goes_live) {
+    // Past every id, and past the range of a 64-bit integer: both are non-negative integers.
+    for (std::string beyond : {"999999999999", "123456789012345678901234567890"}) {
+        BOOST_TEST_CONTEXT("Last-Event-ID: " << beyond) {
+            auto id = submit(client, R"({"kind":"sleep","input":{"seconds":2,"steps":4}})");
+            wait_for_status(client, id, "running");
+            // The newest id for now: the running event, second of a full stream.
+            sse_stream first(server.port(), "/operations/" + id + "/status");
+            std::int64_t newest = 0;
+            for (int i = 0; i < 2; ++i)
+                if (auto e = first.next_event(5s)) newest = seq_of(*e);
+            BOOST_TEST_REQUIRE(newest > 0);
+            sse_stream s(server.port(), "/operations/" + id + "/status", beyond);
+            BOOST_TEST_REQUIRE(s.status() == 200);
+            auto events = s.read_until_end(8s);
+            BOOST_TEST(s.ended(), "the stream did not go live, or did not end after the terminal");
+            BOOST_TEST_REQUIRE(!events.empty());
+            for (const auto& e : events) {
+                BOOST_TEST((e.type == "progress" || e.type == "completed"), "replayed " << e.type);
+                BOOST_TEST(seq_of(e) > newest);
+            }
+            BOOST_TEST(events.back().type == "completed");
+            // Past the terminal event now: 204.
+            sse_stream after(server.port(), "/operations/" + id + "/status", beyond);
+            BOOST_TEST(after.status() == 204);
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(last_event_id_of_another_operation_replays_this_streams_later_events) {
     auto a = submit(client, R"({"kind":"sleep","input":{"seconds":0.8,"steps":2}})");
     wait_for_status(client, a, "running");
