@@ -2,6 +2,7 @@
 #include "api/events.hpp"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <limits>
@@ -80,6 +81,19 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
     // events the replay already covered are dropped by id.
     auto sub = co_await ctx.hub.subscribe(std::move(ids), ctx.settings.sse_backlog, true);
     sse::subscription_guard guard(ctx.hub, sub);
+    // A slow reader's mailbox overflows while its stream may be stuck in a write that the
+    // client does not take: then end the connection at once; the client resumes by id.
+    auto alive = std::make_shared<bool>(true);
+    struct alive_guard {
+        std::shared_ptr<bool> flag;
+        ~alive_guard() { *flag = false; }
+    } alive_until_return{alive};
+    auto ex = co_await asio::this_coro::executor;
+    sub->box.on_overflow([ex, alive, &out] {
+        asio::post(ex, [alive, &out] {
+            if (*alive) out.abort();
+        });
+    });
     // Operations whose terminal event the client had seen count as sent.
     stream_state st{sub->operation_ids, after, std::move(ended)};
     co_await replay(ctx, out, st);
@@ -90,7 +104,10 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
     std::string text;
     while (!st.done()) {
         bool open = co_await sub->box.wait();
-        if (!open) co_return;
+        if (!open) {
+            if (sub->box.overflowed()) out.abort();  // its socket may be full: no last chunk
+            co_return;
+        }
         sub->box.take(got);
         text.clear();
         sse::event_ptr single;

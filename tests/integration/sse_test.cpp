@@ -4,6 +4,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -477,6 +478,105 @@ BOOST_AUTO_TEST_CASE(thousands_of_vanishing_clients_leave_no_stream_behind) {
     auto rest = s.read_until_end(10s);
     BOOST_TEST_REQUIRE(!rest.empty());
     BOOST_TEST(rest.back().type == "canceled");
+}
+
+// An exec kind that reports progress with 250 KB messages, ten times a second once coalesced.
+constexpr std::string_view chatty_script = R"sh(msg=$(head -c 250000 /dev/zero | tr '\0' x)
+i=0
+while [ $i -lt 1000 ]; do
+  echo "{\"progress\": {\"percent\": 1, \"message\": \"$i $msg\"}}"
+  sleep 0.05
+  i=$((i + 1))
+done
+)sh";
+
+BOOST_AUTO_TEST_CASE(a_client_that_never_reads_is_ended_past_its_backlog) {
+    temp_dir dir;
+    auto script = dir.write_file("chatty.sh", chatty_script);
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"chatty": {
+        "exec": {"argv": ["/bin/sh", ")" + script.string() +
+                                                    R"("], "max_output": 1000000000},
+        "timeout_s": 120}}})");
+    server_process server{server_options{
+        .args = {"--config", config.string(), "--sse-backlog", "4", "--sse-heartbeat", "0.3"}}};
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"chatty"})");
+    wait_for_status(client, id, "running");
+    std::string const target = "/operations/" + id + "/status";
+
+    // A client with a small receive window that sends its request and never reads.
+    asio::io_context io;
+    tcp::socket slow(io);
+    slow.open(tcp::v4());
+    slow.set_option(asio::socket_base::receive_buffer_size(4096));
+    slow.connect(tcp::endpoint(asio::ip::address_v4::loopback(), server.port()));
+    asio::write(slow, asio::buffer("GET " + target +
+                                   " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   "Accept: text/event-stream\r\n\r\n"));
+    // And one that reads, on an operation of its own: its events are small and keep coming.
+    auto other = submit(client, R"({"kind":"sleep","input":{"seconds":60,"steps":600}})");
+    sse_stream good(server.port(), "/operations/" + other + "/status");
+    BOOST_TEST_REQUIRE(good.status() == 200);
+    std::size_t good_events = 0;
+    auto read_good = [&] {
+        while (auto e = good.next_event(10ms)) ++good_events;
+    };
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            read_good();
+            return metric(client, "buzzer_sse_streams") == 2;
+        },
+        5s));
+    // Past 4 events queued for it, the slow stream ends; the other one goes on.
+    auto const start = std::chrono::steady_clock::now();
+    bool ended = wait_until(
+        [&] {
+            read_good();
+            return metric(client, "buzzer_sse_streams") == 1;
+        },
+        10s);
+    BOOST_TEST(ended, "the slow stream is still open after "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count()
+                          << " ms");
+    BOOST_TEST_MESSAGE("the slow stream ended after "
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count()
+                       << " ms, " << good_events << " events on the other one");
+    BOOST_TEST(metric(client, "buzzer_sse_subscribers") == 1);
+    auto before = good_events;
+    BOOST_TEST(wait_until(
+        [&] {
+            read_good();
+            return good_events >= before + 5;
+        },
+        5s));
+    BOOST_TEST(client.get("/healthz").status == 200);
+
+    // The slow client finds the connection ended once it reads.
+    std::array<char, 65536> buf{};
+    bool closed = false;
+    std::function<void()> drain = [&] {
+        slow.async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t) {
+            if (ec)
+                closed = true;
+            else
+                drain();
+        });
+    };
+    drain();
+    io.run_for(10s);
+    BOOST_TEST(closed, "the slow client's connection is still open");
+
+    client.post_json("/operations/" + id + "/cancel", "");
+    client.post_json("/operations/" + other + "/cancel", "");
+    auto rest = good.read_until_end(15s);
+    BOOST_TEST_REQUIRE(!rest.empty());
+    BOOST_TEST(rest.back().type == "canceled");
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_sse_streams") == 0; }, 5s));
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_sse_subscribers") == 0; }, 5s));
 }
 
 BOOST_AUTO_TEST_CASE(sigterm_ends_open_streams_with_the_last_chunk_and_exits_0) {
