@@ -2,8 +2,10 @@
 #include "api/events.hpp"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <limits>
 #include <set>
 
 #include "api/common.hpp"
@@ -44,7 +46,10 @@ std::int64_t parse_last_event_id(const http::request& req,
     }
     if (!raw) return 0;
     auto n = parse_integer(*raw);
-    // Anything but a non-negative integer replays from the start.
+    // Anything but a non-negative integer replays from the start; one too large for 64 bits is
+    // past every event all the same.
+    if (!n && !raw->empty() && raw->find_first_not_of("0123456789") == std::string::npos)
+        return std::numeric_limits<std::int64_t>::max();
     return n && *n >= 0 ? *n : 0;
 }
 
@@ -71,12 +76,26 @@ asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state&
 // id). A null entry is the hub's heartbeat. Everything taken at once goes out in one write.
 // One frame for the whole live part: an idle stream holds little more than its socket.
 asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::int64_t after,
-                             http::body_writer& out) {
+                             std::set<std::string> ended, http::body_writer& out) {
     // Subscribe first, then replay: whatever commits in between arrives live, and live
     // events the replay already covered are dropped by id.
     auto sub = co_await ctx.hub.subscribe(std::move(ids), ctx.settings.sse_backlog, true);
     sse::subscription_guard guard(ctx.hub, sub);
-    stream_state st{sub->operation_ids, after, {}};
+    // A slow reader's mailbox overflows while its stream may be stuck in a write that the
+    // client does not take: then end the connection at once; the client resumes by id.
+    auto alive = std::make_shared<bool>(true);
+    struct alive_guard {
+        std::shared_ptr<bool> flag;
+        ~alive_guard() { *flag = false; }
+    } alive_until_return{alive};
+    auto ex = co_await asio::this_coro::executor;
+    sub->box.on_overflow([ex, alive, &out] {
+        asio::post(ex, [alive, &out] {
+            if (*alive) out.abort();
+        });
+    });
+    // Operations whose terminal event the client had seen count as sent.
+    stream_state st{sub->operation_ids, after, std::move(ended)};
     co_await replay(ctx, out, st);
     if (st.done()) co_return;
     out.watch_closed([sub] { sub->box.close(); });
@@ -85,7 +104,10 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
     std::string text;
     while (!st.done()) {
         bool open = co_await sub->box.wait();
-        if (!open) co_return;
+        if (!open) {
+            if (sub->box.overflowed()) out.abort();  // its socket may be full: no last chunk
+            co_return;
+        }
         sub->box.take(got);
         text.clear();
         sse::event_ptr single;
@@ -129,8 +151,11 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
 
     // Which operations exist, and which of them have ended at or before `after`.
     std::optional<std::string> missing;
-    std::size_t ended = 0;
+    std::set<std::string> ended;
+    std::int64_t newest = 0;
     co_await ctx.db.read([&](store::connection& db) {
+        // Read before the stream subscribes: every event committed later has a greater id.
+        newest = store::newest_event(db);
         for (const auto& id : ids) {
             auto op = store::load_operation(db, id);
             if (!op) {
@@ -139,25 +164,30 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
             }
             if (core::is_terminal(op->state)) {
                 auto seq = store::terminal_event(db, id);
-                if (seq != 0 && after >= seq) ++ended;
+                if (seq != 0 && after >= seq) ended.insert(id);
             }
         }
     });
     if (missing) throw http_error{404, "not-found", "no operation with id " + *missing};
     http::response r;
-    if (ended == ids.size()) {
+    if (ended.size() == ids.size()) {
         // Nothing more will come: 204 tells EventSource to stop reconnecting.
         r.status = 204;
         r.set("Cache-Control", "no-store");
+        r.set("Vary", "Accept");
         co_return r;
     }
+    // An id past the newest event replays nothing and goes live: events written from now on
+    // have greater ids than `newest`, whatever the client's id.
+    after = std::min(after, newest);
     r.status = 200;
     r.set("Content-Type", "text/event-stream");
     r.set("Cache-Control", "no-store");
     r.set("X-Accel-Buffering", "no");
     r.set("Vary", "Accept");
-    r.stream = [&ctx, ids = std::move(ids), after](http::body_writer& out) mutable {
-        return stream(ctx, std::move(ids), after, out);  // called once
+    r.stream = [&ctx, ids = std::move(ids), after,
+                ended = std::move(ended)](http::body_writer& out) mutable {
+        return stream(ctx, std::move(ids), after, std::move(ended), out);  // called once
     };
     co_return r;
 }

@@ -45,6 +45,9 @@ class body_writer {
     /// Calls `fn` once, on the connection's executor, if the client closes its side or sends
     /// anything while the body is being written (a reader that went away). Call at most once.
     virtual void watch_closed(std::function<void()> fn) = 0;
+    /// Ends the response at once by closing the connection; a pending write fails. For a
+    /// client that does not keep up. Call on the connection's executor.
+    virtual void abort() = 0;
 };
 
 /// A response. When `stream` is set, the headers are sent and then `stream` writes the body.

@@ -53,6 +53,8 @@ class chunk_writer final : public body_writer {
                                     });
     }
 
+    void abort() override { stream_.close(); }
+
   private:
     beast::tcp_stream& stream_;
     std::chrono::milliseconds timeout_;

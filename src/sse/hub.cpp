@@ -57,8 +57,12 @@ bool mailbox::push(event_ptr e) {
     if (e) {
         if (events_ >= capacity_) {
             closed_ = true;
+            overflowed_ = true;
             queue_ = {};
+            auto notify = std::move(on_overflow_);
             wake(lock);
+            if (lock.owns_lock()) lock.unlock();
+            if (notify) notify();
             return false;
         }
         ++events_;
@@ -74,6 +78,21 @@ void mailbox::close() {
     closed_ = true;
     queue_ = {};
     wake(lock);
+}
+
+bool mailbox::overflowed() const {
+    std::lock_guard lock(mutex_);
+    return overflowed_;
+}
+
+void mailbox::on_overflow(std::function<void()> fn) {
+    std::unique_lock lock(mutex_);
+    if (!overflowed_) {
+        on_overflow_ = std::move(fn);
+        return;
+    }
+    lock.unlock();
+    fn();
 }
 
 bool mailbox::empty() const {

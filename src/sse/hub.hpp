@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -59,6 +60,13 @@ class mailbox {
     /// Whether nothing is queued.
     bool empty() const;
 
+    /// Whether a push past the capacity closed it.
+    bool overflowed() const;
+
+    /// Calls `fn` once when a push past the capacity closes it, on the pushing thread (at once
+    /// if that has happened already): the subscriber may be busy writing, not waiting.
+    void on_overflow(std::function<void()> fn);
+
     /// The suspended coroutine's completion handler, type-erased.
     struct waiter;
 
@@ -70,7 +78,9 @@ class mailbox {
     std::vector<event_ptr> queue_;
     std::size_t events_ = 0;  ///< non-null entries of queue_
     bool closed_ = false;
+    bool overflowed_ = false;
     std::unique_ptr<waiter> waiter_;
+    std::function<void()> on_overflow_;
 };
 
 /// One subscriber: the operations it follows and its mailbox.

@@ -1,10 +1,193 @@
 #define BOOST_TEST_MODULE integration_config
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
 
 #include "integration/common.hpp"
 
 using namespace buzzer::test;
 namespace json = boost::json;
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The state letter of /proc/PID/stat ('R', 'S', 'Z', ...); 0 when there is no such process.
+char process_state(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string s;
+    std::getline(f, s);
+    auto close = s.rfind(')');
+    if (close == std::string::npos || close + 2 >= s.size()) return 0;
+    return s[close + 2];
+}
+
+// Whether the process runs (a zombie does not).
+bool running(pid_t pid) {
+    char state = process_state(pid);
+    return state != 0 && state != 'Z' && state != 'X';
+}
+
+// A field of /proc/PID/status in KiB (VmRSS, VmHWM), or -1.
+long long status_kib(pid_t pid, const std::string& field) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(f, line);)
+        if (line.starts_with(field + ":")) return std::stoll(line.substr(field.size() + 1));
+    return -1;
+}
+
+std::string str(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+// Seconds since `t`.
+double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Polls the status monitor until the operation is terminal; returns that representation and
+// calls `at_once` with it first, before anything else happens in the test.
+template <class F>
+json::object first_terminal(http_client& c, const std::string& id, F at_once,
+                            std::chrono::milliseconds deadline = 20s) {
+    json::object last;
+    bool ok = wait_until(
+        [&] {
+            last = status_of(c, id);
+            auto st = str(last, "status");
+            return st == "succeeded" || st == "failed" || st == "canceled";
+        },
+        deadline, 5ms);
+    BOOST_TEST_REQUIRE(ok, "operation " << id << " did not end: " << json::serialize(last));
+    at_once(last);
+    return last;
+}
+
+// The upstream of the http kinds: a Beast server on its own thread. Routes:
+//   /hang never answers   /redirect 302   /truncated 10 of 100 bytes, then a close
+//   /huge 200 with a 1 GiB body, sent until the client goes   /missing 404 "no such report"
+//   /unavailable 503   anything else 200 with the request body
+class upstream_server {
+  public:
+    upstream_server() {
+        acceptor_.open(tcp::v4());
+        acceptor_.bind(tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+        acceptor_.listen();
+        port_ = acceptor_.local_endpoint().port();
+        asio::co_spawn(io_, accept_loop(), [](const std::exception_ptr&) {});
+        thread_ = std::thread([this] { io_.run(); });
+    }
+    ~upstream_server() {
+        io_.stop();
+        thread_.join();
+    }
+    upstream_server(const upstream_server&) = delete;
+    upstream_server& operator=(const upstream_server&) = delete;
+
+    std::string url(const std::string& path) const {
+        return "http://127.0.0.1:" + std::to_string(port_) + path;
+    }
+    // How many requests came for `path`.
+    int requests(const std::string& path) const {
+        std::lock_guard lock(mutex_);
+        auto it = requests_.find(path);
+        return it == requests_.end() ? 0 : it->second;
+    }
+    std::atomic<long long> huge_bytes_sent{0};
+
+  private:
+    static constexpr auto tuple = asio::as_tuple(asio::use_awaitable);
+
+    asio::awaitable<void> accept_loop() {
+        for (;;) {
+            auto [ec, sock] = co_await acceptor_.async_accept(tuple);
+            if (ec) co_return;
+            asio::co_spawn(io_, serve(std::move(sock)), [](const std::exception_ptr&) {});
+        }
+    }
+
+    asio::awaitable<void> serve(tcp::socket sock) {
+        boost::beast::flat_buffer buffer;
+        for (;;) {
+            bhttp::request<bhttp::string_body> req;
+            auto [ec, n] = co_await bhttp::async_read(sock, buffer, req, tuple);
+            if (ec) co_return;
+            std::string path(req.target());
+            {
+                std::lock_guard lock(mutex_);
+                ++requests_[path];
+            }
+            std::string raw;
+            if (path == "/hang") {
+                char byte = 0;
+                co_await sock.async_read_some(asio::buffer(&byte, 1), tuple);
+                co_return;
+            } else if (path == "/redirect") {
+                raw =
+                    "HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/\r\n"
+                    "Content-Length: 0\r\n\r\n";
+            } else if (path == "/truncated") {
+                raw =
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+                    "0123456789";
+                co_await asio::async_write(sock, asio::buffer(raw), tuple);
+                co_return;
+            } else if (path == "/huge") {
+                raw =
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    "Content-Length: 1073741824\r\n\r\n";
+                co_await asio::async_write(sock, asio::buffer(raw), tuple);
+                std::string const block(64 * 1024, 'h');
+                for (long long sent = 0; sent < (1LL << 30); sent += block.size()) {
+                    auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(block), tuple);
+                    if (wec) co_return;
+                    huge_bytes_sent += static_cast<long long>(wn);
+                }
+                co_return;
+            } else if (path == "/missing") {
+                raw =
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+                    "Content-Length: 15\r\n\r\nno such report\n";
+            } else if (path == "/unavailable") {
+                raw =
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                    "Content-Length: 10\r\n\r\noverloaded";
+            } else {
+                raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                      std::to_string(req.body().size()) + "\r\n\r\n" + req.body();
+            }
+            auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(raw), tuple);
+            if (wec) co_return;
+        }
+    }
+
+    asio::io_context io_;
+    tcp::acceptor acceptor_{io_};
+    unsigned short port_ = 0;
+    std::thread thread_;
+    mutable std::mutex mutex_;
+    std::map<std::string, int> requests_;
+};
+
+}  // namespace
 
 BOOST_AUTO_TEST_CASE(configured_exec_kind_runs_a_command) {
     temp_dir dir;
@@ -49,7 +232,25 @@ BOOST_AUTO_TEST_CASE(invalid_config_exits_2_naming_the_key) {
     auto no_argv = dir.write_file("b.json", R"({"kinds": {"k": {"exec": {"cwd": "."}}}})");
     r = run_buzzer({"--config", no_argv.string()});
     BOOST_TEST(r.exit_code == 2);
-    BOOST_TEST(r.err.find("kinds.k.exec.argv") != std::string::npos);
+    BOOST_TEST(r.err.find("b.json") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("kinds.k.exec.argv") != std::string::npos, r.err);
+    auto empty_argv = dir.write_file("argv.json", R"({"kinds": {"k": {"exec": {"argv": []}}}})");
+    r = run_buzzer({"--config", empty_argv.string()});
+    BOOST_TEST(r.exit_code == 2);
+    BOOST_TEST(r.err.find("argv.json") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("kinds.k.exec.argv") != std::string::npos, r.err);
+    auto unknown_executor = dir.write_file(
+        "grpc.json", R"({"kinds": {"k": {"grpc": {"url": "http://127.0.0.1:1/"}}}})");
+    r = run_buzzer({"--config", unknown_executor.string()});
+    BOOST_TEST(r.exit_code == 2);
+    BOOST_TEST(r.err.find("grpc.json") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("kinds.k.grpc") != std::string::npos, r.err);
+    auto no_executor = dir.write_file("none.json", R"({"kinds": {"k": {"timeout_s": 5}}})");
+    r = run_buzzer({"--config", no_executor.string()});
+    BOOST_TEST(r.exit_code == 2);
+    BOOST_TEST(r.err.find("none.json") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("kinds.k") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("executor") != std::string::npos, r.err);
     auto bad_schema = dir.write_file(
         "c.json",
         R"({"kinds": {"k": {"http": {"url": "http://127.0.0.1:1/"}, "input": {"type": "text"}}}})");
@@ -65,4 +266,205 @@ BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     BOOST_TEST(r.exit_code == 0);
     for (auto flag : {"--listen", "--database", "--config", "--threads"})
         BOOST_TEST(r.out.find(flag) != std::string::npos);
+}
+
+// A command that ignores SIGTERM (and so does its background child), reporting both pids.
+constexpr std::string_view stubborn_script = R"sh(trap '' TERM
+sleep 100 &
+until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done
+echo "{\"progress\": {\"percent\": 1, \"message\": \"$$ $!\"}}"
+wait
+)sh";
+
+// The two pids the stubborn command reported as its progress message.
+std::pair<pid_t, pid_t> reported_pids(http_client& c, const std::string& id) {
+    std::string message;
+    bool ok = wait_until(
+        [&] {
+            auto op = status_of(c, id);
+            const auto* p = op.if_contains("progress");
+            if (p && p->is_object()) message = str(p->as_object(), "message");
+            return !message.empty();
+        },
+        10s);
+    BOOST_TEST_REQUIRE(ok, "no progress from the command");
+    std::istringstream in(message);
+    pid_t a = 0, b = 0;
+    in >> a >> b;
+    BOOST_TEST_REQUIRE((a > 0 && b > 0), message);
+    BOOST_TEST_REQUIRE(running(a));
+    BOOST_TEST_REQUIRE(running(b));
+    return {a, b};
+}
+
+BOOST_AUTO_TEST_CASE(exec_commands_that_fail_ignore_sigterm_or_flood_stdout) {
+    temp_dir dir;
+    auto stubborn = dir.write_file("stubborn.sh", stubborn_script);
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {
+        "stubborn": {"exec": {"argv": ["/bin/sh", ")" +
+                                                    stubborn.string() + R"("], "kill_grace_s": 1},
+                     "timeout_s": 60, "max_attempts": 1},
+        "stubborn_timeout": {"exec": {"argv": ["/bin/sh", ")" +
+                                                    stubborn.string() + R"("], "kill_grace_s": 1},
+                     "timeout_s": 1.5, "max_attempts": 1},
+        "missing": {"exec": {"argv": ["/nonexistent/buzzer-command", "--fast"]}, "max_attempts": 1},
+        "garbage": {"exec": {"argv": ["/bin/sh", "-c",
+            "echo starting; echo '[1]'; echo '{\"result\": '; printf '\\377\\n'; echo '{\"result\": 42}'"]},
+            "max_attempts": 1},
+        "flood": {"exec": {"argv": ["/bin/sh", "-c", "yes 'not json at all'"]}, "max_attempts": 1}
+    }})");
+    // Under AddressSanitizer, freed memory waits in a quarantine (256 MiB by default) that
+    // would hide what the RSS check below looks for.
+    const char* asan = std::getenv("ASAN_OPTIONS");
+    std::string const asan_options =
+        std::string(asan ? asan : "") + (asan && *asan ? ":" : "") + "quarantine_size_mb=4";
+    server_process server{server_options{.args = {"--config", config.string()},
+                                         .env = {{"ASAN_OPTIONS", asan_options}}}};
+    http_client client{server.port()};
+
+    BOOST_TEST_CONTEXT("a command that does not exist") {
+        auto id = submit(client, R"({"kind":"missing"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(detail_of(op.at("error").as_object()) ==
+                   "cannot run /nonexistent/buzzer-command: No such file or directory");
+    }
+    BOOST_TEST_CONTEXT("stdout lines that are not JSON objects") {
+        auto id = submit(client, R"({"kind":"garbage"})");
+        wait_for_status(client, id, "succeeded");
+        BOOST_TEST(client.get("/operations/" + id).body == "42");
+    }
+    BOOST_TEST_CONTEXT("gigabytes of stdout") {
+        auto const rss_before = status_kib(server.pid(), "VmRSS");
+        auto const start = std::chrono::steady_clock::now();
+        auto id = submit(client, R"({"kind":"flood"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(detail_of(op.at("error").as_object()) == "output exceeds 16777216 bytes");
+        BOOST_TEST(seconds_since(start) < 15.0);
+        // What was read went by line by line; the server kept none of it.
+        auto const rss_after = status_kib(server.pid(), "VmRSS");
+        BOOST_TEST_MESSAGE("server RSS " << rss_before << " KiB -> " << rss_after << " KiB");
+        BOOST_TEST(rss_after - rss_before < 100 * 1024);
+    }
+    BOOST_TEST_CONTEXT("cancel of a command that ignores SIGTERM") {
+        auto id = submit(client, R"({"kind":"stubborn"})");
+        auto [child, grandchild] = reported_pids(client, id);
+        auto const asked = std::chrono::steady_clock::now();
+        BOOST_TEST(client.post_json("/operations/" + id + "/cancel", "").status == 202);
+        first_terminal(client, id, [&](const json::object& op) {
+            // Canceled only once the whole group is gone: SIGKILL after the grace of 1 s.
+            BOOST_TEST(!running(child));
+            BOOST_TEST(!running(grandchild));
+            BOOST_TEST(str(op, "status") == "canceled");
+            BOOST_TEST(seconds_since(asked) >= 0.9);
+        });
+    }
+    BOOST_TEST_CONTEXT("timeout of a command that ignores SIGTERM") {
+        auto id = submit(client, R"({"kind":"stubborn_timeout"})");
+        auto [child, grandchild] = reported_pids(client, id);
+        auto const seen = std::chrono::steady_clock::now();
+        first_terminal(client, id, [&](const json::object& op) {
+            BOOST_TEST(!running(child));
+            BOOST_TEST(!running(grandchild));
+            BOOST_TEST(str(op, "status") == "failed");
+            BOOST_TEST(str(op.at("error").as_object(), "type") == "/problems/timeout");
+            // 1.5 s of timeout, then 1 s of grace after the SIGTERM that the command ignores.
+            BOOST_TEST(seconds_since(seen) >= 2.0);
+        });
+    }
+    BOOST_TEST(client.get("/healthz").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(http_upstreams_that_hang_redirect_break_flood_or_refuse) {
+    upstream_server up;
+    temp_dir dir;
+    auto kind = [&](const std::string& name, const std::string& path, const std::string& rest) {
+        return "\"" + name + "\": {\"http\": {\"url\": \"" + up.url(path) +
+               "\"}, \"backoff_base_s\": 0.05, \"backoff_max_s\": 0.1, " + rest + "}";
+    };
+    auto config = dir.write_file(
+        "buzzer.json",
+        "{\"kinds\": {" + kind("hang", "/hang", R"("timeout_s": 0.5, "max_attempts": 2)") + ", " +
+            kind("redirect", "/redirect", R"("max_attempts": 3)") + ", " +
+            kind("truncated", "/truncated", R"("max_attempts": 2)") + ", " +
+            kind("huge", "/huge", R"("max_attempts": 1, "timeout_s": 60)") + ", " +
+            kind("missing", "/missing", R"("max_attempts": 3)") + ", " +
+            kind("unavailable", "/unavailable", R"("max_attempts": 2)") + ", " +
+            kind("report", "/report",
+                 R"("timeout_s": 7, "max_attempts": 4, "concurrency": 3, "priority": 9)") +
+            "}}");
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+
+    BOOST_TEST_CONTEXT("GET /kinds") {
+        auto kinds = client.get("/kinds");
+        BOOST_TEST_REQUIRE(kinds.status == 200);
+        std::map<std::string, json::object> by_name;
+        for (const auto& k : kinds.json().as_object().at("kinds").as_array())
+            by_name[str(k.as_object(), "name")] = k.as_object();
+        for (auto name : {"hang", "redirect", "truncated", "huge", "missing", "unavailable",
+                          "report", "sleep", "echo", "fail"})
+            BOOST_TEST(by_name.count(name) == 1u, name);
+        auto report = by_name["report"];
+        BOOST_TEST(str(report, "executor") == "http");
+        BOOST_TEST(report.at("timeout_s").to_number<double>() == 7.0);
+        BOOST_TEST(report.at("max_attempts").to_number<double>() == 4.0);
+        BOOST_TEST(report.at("concurrency").to_number<double>() == 3.0);
+        BOOST_TEST(report.at("priority").to_number<double>() == 9.0);
+        BOOST_TEST(by_name["hang"].at("timeout_s").to_number<double>() == 0.5);
+        BOOST_TEST(str(by_name["sleep"], "executor") != "http");
+    }
+    BOOST_TEST_CONTEXT("an answer") {
+        auto id = submit(client, R"({"kind":"report","input":{"q":3}})");
+        wait_for_status(client, id, "succeeded");
+        BOOST_TEST(client.get("/operations/" + id).json() == json::parse(R"({"q":3})"));
+    }
+    BOOST_TEST_CONTEXT("an upstream that hangs: the timeout fails the attempt, which is retried") {
+        auto id = submit(client, R"({"kind":"hang"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(str(op.at("error").as_object(), "type") == "/problems/timeout");
+        BOOST_TEST(op.at("attempt").as_int64() == 2);
+        BOOST_TEST(up.requests("/hang") == 2);
+    }
+    BOOST_TEST_CONTEXT("a redirect fails the operation at once and is not followed") {
+        auto id = submit(client, R"({"kind":"redirect"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(op.at("attempt").as_int64() == 1);
+        auto detail = detail_of(op.at("error").as_object());
+        BOOST_TEST(detail.find("302") != std::string::npos, detail);
+        BOOST_TEST(detail.find("not followed") != std::string::npos, detail);
+        BOOST_TEST(up.requests("/redirect") == 1);
+    }
+    BOOST_TEST_CONTEXT("an upstream that closes in the middle of its body: retried") {
+        auto id = submit(client, R"({"kind":"truncated"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(op.at("attempt").as_int64() == 2);
+        BOOST_TEST(detail_of(op.at("error").as_object()) ==
+                   "upstream closed the connection in the middle of its answer");
+    }
+    BOOST_TEST_CONTEXT("a 4xx fails the operation at once, quoting status and body") {
+        auto id = submit(client, R"({"kind":"missing"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(op.at("attempt").as_int64() == 1);
+        BOOST_TEST(detail_of(op.at("error").as_object()) ==
+                   "upstream answered 404: no such report");
+        BOOST_TEST(up.requests("/missing") == 1);
+    }
+    BOOST_TEST_CONTEXT("a 5xx is retried") {
+        auto id = submit(client, R"({"kind":"unavailable"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(op.at("attempt").as_int64() == 2);
+        BOOST_TEST(detail_of(op.at("error").as_object()) == "upstream answered 503: overloaded");
+        BOOST_TEST(up.requests("/unavailable") == 2);
+    }
+    BOOST_TEST_CONTEXT("a 1 GiB answer stops at the 16 MiB bound") {
+        auto const start = std::chrono::steady_clock::now();
+        auto id = submit(client, R"({"kind":"huge"})");
+        auto op = wait_for_status(client, id, "failed");
+        BOOST_TEST(detail_of(op.at("error").as_object()) ==
+                   "upstream response body exceeds max_body (16777216 bytes)");
+        BOOST_TEST(seconds_since(start) < 20.0);
+        BOOST_TEST(up.huge_bytes_sent.load() < (1LL << 30));
+        BOOST_TEST_MESSAGE("server peak RSS " << status_kib(server.pid(), "VmHWM") << " KiB");
+    }
+    BOOST_TEST(client.get("/healthz").status == 200);
 }

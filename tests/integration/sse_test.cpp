@@ -1,12 +1,21 @@
 #define BOOST_TEST_MODULE integration_sse
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
+#include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 
 #include "integration/common.hpp"
 #include "support/sse_client.hpp"
 
 using namespace buzzer::test;
 namespace json = boost::json;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
 namespace {
@@ -21,6 +30,47 @@ std::vector<std::string> types_of(const std::vector<sse_event>& events) {
     std::vector<std::string> out;
     for (const auto& e : events) out.push_back(e.type);
     return out;
+}
+
+std::int64_t seq_of(const sse_event& e) {
+    BOOST_TEST_REQUIRE(e.id.has_value());
+    return std::stoll(*e.id);
+}
+
+std::vector<std::int64_t> ids_of(const std::vector<sse_event>& events) {
+    std::vector<std::int64_t> out;
+    for (const auto& e : events) out.push_back(seq_of(e));
+    return out;
+}
+
+// The ids of `events` greater than `after`, in order.
+std::vector<std::int64_t> ids_after(const std::vector<sse_event>& events, std::int64_t after) {
+    std::vector<std::int64_t> out;
+    for (const auto& e : events)
+        if (seq_of(e) > after) out.push_back(seq_of(e));
+    return out;
+}
+
+// The operation id in an event's data.
+std::string operation_of(const sse_event& e) {
+    return std::string(json::parse(e.data).as_object().at("id").as_string());
+}
+
+// Every stored event of `target` (whose operations have all ended), read from the start.
+std::vector<sse_event> full_replay(unsigned short port, const std::string& target) {
+    sse_stream s(port, target);
+    BOOST_TEST_REQUIRE(s.status() == 200);
+    auto events = s.read_until_end(15s);
+    BOOST_TEST_REQUIRE(s.ended(), "the replay of " << target << " did not end");
+    return events;
+}
+
+// A gauge or counter of /metrics (without labels), or -1 when absent.
+long long metric(http_client& c, std::string_view name) {
+    auto body = c.get("/metrics").body;
+    auto key = "\n" + std::string(name) + " ";
+    auto pos = body.find(key);
+    return pos == std::string::npos ? -1 : std::stoll(body.substr(pos + key.size()));
 }
 
 }  // namespace
@@ -131,8 +181,12 @@ BOOST_AUTO_TEST_CASE(one_stream_follows_many_operations) {
     auto c = submit(client, R"({"kind":"fail","max_attempts":1})");
     sse_stream s(server.port(), "/events?operation=" + a + "&operation=" + b + "&operation=" + c);
     BOOST_TEST(s.status() == 200);
+    BOOST_TEST(s.header("Content-Type").starts_with("text/event-stream"));
+    BOOST_TEST(s.header("Cache-Control") == "no-store");
+    BOOST_TEST(s.header("X-Accel-Buffering") == "no");
     auto events = s.read_until_end(15s);
     BOOST_TEST(s.ended());
+    BOOST_TEST(s.raw_text().starts_with("retry: 1500\n"));
     std::map<std::string, std::string> last;
     std::int64_t prev = 0;
     for (const auto& e : events) {
@@ -165,6 +219,162 @@ BOOST_AUTO_TEST_CASE(a_vanished_client_releases_its_stream) {
     }
     BOOST_TEST(wait_until([&] { return streams_open() == 0; }, 5s));
     client.post_json("/operations/" + id + "/cancel", "");
+}
+
+BOOST_AUTO_TEST_CASE(last_event_id_beyond_the_newest_event_replays_nothing_then_goes_live) {
+    // Past every id, and past the range of a 64-bit integer: both are non-negative integers.
+    for (std::string beyond : {"999999999999", "123456789012345678901234567890"}) {
+        BOOST_TEST_CONTEXT("Last-Event-ID: " << beyond) {
+            auto id = submit(client, R"({"kind":"sleep","input":{"seconds":2,"steps":4}})");
+            wait_for_status(client, id, "running");
+            // The newest id for now: the running event, second of a full stream.
+            sse_stream first(server.port(), "/operations/" + id + "/status");
+            std::int64_t newest = 0;
+            for (int i = 0; i < 2; ++i)
+                if (auto e = first.next_event(5s)) newest = seq_of(*e);
+            BOOST_TEST_REQUIRE(newest > 0);
+            sse_stream s(server.port(), "/operations/" + id + "/status", beyond);
+            BOOST_TEST_REQUIRE(s.status() == 200);
+            auto events = s.read_until_end(8s);
+            BOOST_TEST(s.ended(), "the stream did not go live, or did not end after the terminal");
+            BOOST_TEST_REQUIRE(!events.empty());
+            for (const auto& e : events) {
+                BOOST_TEST((e.type == "progress" || e.type == "completed"), "replayed " << e.type);
+                BOOST_TEST(seq_of(e) > newest);
+            }
+            BOOST_TEST(events.back().type == "completed");
+            // Past the terminal event now: 204.
+            sse_stream after(server.port(), "/operations/" + id + "/status", beyond);
+            BOOST_TEST(after.status() == 204);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(last_event_id_of_another_operation_replays_this_streams_later_events) {
+    auto a = submit(client, R"({"kind":"sleep","input":{"seconds":0.8,"steps":2}})");
+    wait_for_status(client, a, "running");
+    auto b = submit(client, R"({"kind":"echo","input":"b"})");
+    wait_for_status(client, b, "succeeded");
+    wait_for_status(client, a, "succeeded");
+    auto a_events = full_replay(server.port(), "/operations/" + a + "/status");
+    auto b_events = full_replay(server.port(), "/operations/" + b + "/status");
+    // B's terminal event came between A's first and last.
+    auto n = seq_of(b_events.back());
+    BOOST_TEST_REQUIRE(seq_of(a_events.front()) < n);
+    BOOST_TEST_REQUIRE(seq_of(a_events.back()) > n);
+    auto want = ids_after(a_events, n);
+    for (const std::string& target :
+         {"/operations/" + a + "/status", "/events?operation=" + a,
+          "/events?operation=" + a + "&last_event_id=" + std::to_string(n)}) {
+        BOOST_TEST_CONTEXT(target) {
+            auto header = target.find("last_event_id") == std::string::npos
+                              ? std::optional<std::string>(std::to_string(n))
+                              : std::nullopt;
+            sse_stream s(server.port(), target, header);
+            BOOST_TEST_REQUIRE(s.status() == 200);
+            auto got = s.read_until_end(10s);
+            BOOST_TEST(s.ended());
+            BOOST_TEST(ids_of(got) == want, boost::test_tools::per_element());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_reconnect_past_some_of_the_operations_gets_the_rest_and_ends) {
+    auto a = submit(client, R"({"kind":"echo","input":"a"})");
+    wait_for_status(client, a, "succeeded");
+    auto a_end = seq_of(full_replay(server.port(), "/operations/" + a + "/status").back());
+    auto b = submit(client, R"({"kind":"sleep","input":{"seconds":1,"steps":2}})");
+    std::string const target = "/events?operation=" + a + "&operation=" + b;
+    wait_for_status(client, b, "running");
+    BOOST_TEST_CONTEXT("past A's terminal event while B runs") {
+        // B's later events arrive live; once B ends, every operation has.
+        sse_stream s(server.port(), target, std::to_string(a_end));
+        BOOST_TEST_REQUIRE(s.status() == 200);
+        auto events = s.read_until_end(8s);
+        BOOST_TEST(s.ended(), "the stream stayed open after B had ended");
+        BOOST_TEST_REQUIRE(!events.empty());
+        for (const auto& e : events) BOOST_TEST(operation_of(e) == b);
+        BOOST_TEST(events.back().type == "completed");
+    }
+    wait_for_status(client, b, "succeeded");
+    auto all = full_replay(server.port(), target);
+    BOOST_TEST_REQUIRE(operation_of(all.back()) == b);
+    auto b_end = seq_of(all.back());
+    BOOST_TEST_CONTEXT("past A's terminal event, B ended") {
+        sse_stream s(server.port(), target, std::to_string(a_end));
+        BOOST_TEST_REQUIRE(s.status() == 200);
+        auto events = s.read_until_end(8s);
+        BOOST_TEST(s.ended(), "the stream stayed open after replaying B's terminal event");
+        BOOST_TEST(ids_of(events) == ids_after(all, a_end), boost::test_tools::per_element());
+    }
+    BOOST_TEST_CONTEXT("just before B's terminal event") {
+        sse_stream s(server.port(), target, std::to_string(b_end - 1));
+        BOOST_TEST_REQUIRE(s.status() == 200);
+        auto events = s.read_until_end(8s);
+        BOOST_TEST(s.ended());
+        BOOST_TEST((types_of(events) == std::vector<std::string>{"completed"}));
+    }
+    for (auto n : {b_end, b_end + 1000}) {
+        BOOST_TEST_CONTEXT("at or past every terminal event: " << n) {
+            sse_stream s(server.port(), target, std::to_string(n));
+            BOOST_TEST(s.status() == 204);
+        }
+    }
+    // The status monitor's event stream: 204 at its own terminal event, both answers vary on
+    // Accept.
+    sse_stream done(server.port(), "/operations/" + a + "/status", std::to_string(a_end));
+    BOOST_TEST(done.status() == 204);
+    BOOST_TEST(done.header("Vary").find("Accept") != std::string::npos, done.header("Vary"));
+    sse_stream rest(server.port(), "/operations/" + b + "/status", std::to_string(a_end));
+    BOOST_TEST(rest.status() == 200);
+    BOOST_TEST(rest.header("Vary").find("Accept") != std::string::npos, rest.header("Vary"));
+}
+
+BOOST_AUTO_TEST_CASE(resuming_while_events_are_written_loses_none_and_repeats_none) {
+    // Ten operations reporting progress: on one stream, an event every few milliseconds.
+    std::string target = "/events?";
+    for (int i = 0; i < 10; ++i)
+        target += (i ? "&" : "") + std::string("operation=") +
+                  submit(client, R"({"kind":"sleep","input":{"seconds":2.5,"steps":250}})");
+    sse_stream base(server.port(), target);
+    BOOST_TEST_REQUIRE(base.status() == 200);
+    std::vector<sse_event> seen;
+    struct resumed {
+        std::int64_t after;
+        std::unique_ptr<sse_stream> stream;
+    };
+    std::vector<resumed> streams;
+    // Reconnect every few events, as clients whose connections drop do; some connect fresh.
+    while (streams.size() < 24) {
+        auto e = base.next_event(5s);
+        if (!e) break;
+        seen.push_back(*e);
+        if (seen.size() % 4 != 0) continue;
+        bool fresh = streams.size() % 6 == 5;
+        streams.push_back({fresh ? 0 : seq_of(*e),
+                           std::make_unique<sse_stream>(
+                               server.port(), target,
+                               fresh ? std::nullopt : std::optional<std::string>(*e->id))});
+    }
+    BOOST_TEST_REQUIRE(streams.size() == 24u, "the operations ended too soon: " << seen.size());
+    auto rest = base.read_until_end(20s);
+    BOOST_TEST_REQUIRE(base.ended());
+    seen.insert(seen.end(), rest.begin(), rest.end());
+    // The stored history is the truth; every stream must be exactly its part after `after`.
+    auto all = ids_of(full_replay(server.port(), target));
+    BOOST_TEST(ids_of(seen) == all, boost::test_tools::per_element());
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+        BOOST_TEST_CONTEXT("stream " << i << " after " << streams[i].after) {
+            auto& s = *streams[i].stream;
+            BOOST_TEST_REQUIRE(s.status() == 200);
+            auto events = s.read_until_end(20s);
+            BOOST_TEST(s.ended());
+            std::vector<std::int64_t> want;
+            for (auto id : all)
+                if (id > streams[i].after) want.push_back(id);
+            BOOST_TEST(ids_of(events) == want, boost::test_tools::per_element());
+        }
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -206,4 +416,199 @@ BOOST_AUTO_TEST_CASE(streams_resume_across_a_kill9_restart) {
     sse_stream full(port, "/operations/" + id + "/status");
     auto all = full.read_until_end(10s);
     BOOST_TEST(all.size() == before.size() + after.size());
+}
+
+BOOST_AUTO_TEST_CASE(thousands_of_vanishing_clients_leave_no_stream_behind) {
+    // The default heartbeat (15 s): no write to a vanished client tells the server it has gone.
+    server_process server;
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":60}})");
+    std::string const request = "GET /operations/" + id +
+                                "/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                "Accept: text/event-stream\r\n\r\n";
+    asio::io_context io;
+    tcp::endpoint const at(asio::ip::address_v4::loopback(), server.port());
+    // A reset, no FIN: the client is simply gone.
+    auto vanish = [](tcp::socket& s) {
+        boost::system::error_code ignored;
+        s.set_option(asio::socket_base::linger(true, 0), ignored);
+        s.close(ignored);
+    };
+    int heads = 0;
+    constexpr int batches = 6, per_batch = 250;
+    for (int batch = 0; batch < batches; ++batch) {
+        std::vector<std::unique_ptr<tcp::socket>> socks;
+        for (int i = 0; i < per_batch; ++i) {
+            socks.push_back(std::make_unique<tcp::socket>(io));
+            socks.back()->connect(at);
+            asio::write(*socks.back(), asio::buffer(request));
+        }
+        // Half vanish at once, most before their stream's head is written; the other half once
+        // it has arrived.
+        std::vector<std::array<char, 512>> buffers(socks.size());
+        for (std::size_t i = 0; i < socks.size(); ++i) {
+            if (i % 2 == 0) {
+                vanish(*socks[i]);
+                continue;
+            }
+            socks[i]->async_read_some(asio::buffer(buffers[i]),
+                                      [&heads](boost::system::error_code ec, std::size_t n) {
+                                          if (!ec && n > 0) ++heads;
+                                      });
+        }
+        io.restart();
+        io.run_for(20s);
+        for (auto& s : socks) vanish(*s);
+    }
+    BOOST_TEST(heads == batches * per_batch / 2);
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_sse_streams") == 0; }, 5s),
+               "open streams: " << metric(client, "buzzer_sse_streams"));
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_sse_subscribers") == 0; }, 5s),
+               "hub subscribers: " << metric(client, "buzzer_sse_subscribers"));
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_http_connections") == 1; }, 5s),
+               "open connections: " << metric(client, "buzzer_http_connections"));
+    // Still serving, streams included.
+    BOOST_TEST(status_of(client, id).at("status").as_string() == "running");
+    sse_stream s(server.port(), "/operations/" + id + "/status");
+    BOOST_TEST_REQUIRE(s.status() == 200);
+    auto first = s.next_event(5s);
+    BOOST_TEST_REQUIRE(first.has_value());
+    BOOST_TEST(first->type == "pending");
+    client.post_json("/operations/" + id + "/cancel", "");
+    auto rest = s.read_until_end(10s);
+    BOOST_TEST_REQUIRE(!rest.empty());
+    BOOST_TEST(rest.back().type == "canceled");
+}
+
+// An exec kind that reports progress with 250 KB messages, ten times a second once coalesced.
+constexpr std::string_view chatty_script = R"sh(msg=$(head -c 250000 /dev/zero | tr '\0' x)
+i=0
+while [ $i -lt 1000 ]; do
+  echo "{\"progress\": {\"percent\": 1, \"message\": \"$i $msg\"}}"
+  sleep 0.05
+  i=$((i + 1))
+done
+)sh";
+
+BOOST_AUTO_TEST_CASE(a_client_that_never_reads_is_ended_past_its_backlog) {
+    temp_dir dir;
+    auto script = dir.write_file("chatty.sh", chatty_script);
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"chatty": {
+        "exec": {"argv": ["/bin/sh", ")" + script.string() +
+                                                    R"("], "max_output": 1000000000},
+        "timeout_s": 120}}})");
+    server_process server{server_options{
+        .args = {"--config", config.string(), "--sse-backlog", "4", "--sse-heartbeat", "0.3"}}};
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"chatty"})");
+    wait_for_status(client, id, "running");
+    std::string const target = "/operations/" + id + "/status";
+
+    // A client with a small receive window that sends its request and never reads.
+    asio::io_context io;
+    tcp::socket slow(io);
+    slow.open(tcp::v4());
+    slow.set_option(asio::socket_base::receive_buffer_size(4096));
+    slow.connect(tcp::endpoint(asio::ip::address_v4::loopback(), server.port()));
+    asio::write(slow, asio::buffer("GET " + target +
+                                   " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   "Accept: text/event-stream\r\n\r\n"));
+    // And one that reads, on an operation of its own: its events are small and keep coming.
+    auto other = submit(client, R"({"kind":"sleep","input":{"seconds":60,"steps":600}})");
+    sse_stream good(server.port(), "/operations/" + other + "/status");
+    BOOST_TEST_REQUIRE(good.status() == 200);
+    std::size_t good_events = 0;
+    auto read_good = [&] {
+        while (auto e = good.next_event(10ms)) ++good_events;
+    };
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            read_good();
+            return metric(client, "buzzer_sse_streams") == 2;
+        },
+        5s));
+    // Past 4 events queued for it, the slow stream ends; the other one goes on.
+    auto const start = std::chrono::steady_clock::now();
+    bool ended = wait_until(
+        [&] {
+            read_good();
+            return metric(client, "buzzer_sse_streams") == 1;
+        },
+        10s);
+    BOOST_TEST(ended, "the slow stream is still open after "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count()
+                          << " ms");
+    BOOST_TEST_MESSAGE("the slow stream ended after "
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count()
+                       << " ms, " << good_events << " events on the other one");
+    BOOST_TEST(metric(client, "buzzer_sse_subscribers") == 1);
+    auto before = good_events;
+    BOOST_TEST(wait_until(
+        [&] {
+            read_good();
+            return good_events >= before + 5;
+        },
+        5s));
+    BOOST_TEST(client.get("/healthz").status == 200);
+
+    // The slow client finds the connection ended once it reads.
+    std::array<char, 65536> buf{};
+    bool closed = false;
+    std::function<void()> drain = [&] {
+        slow.async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t) {
+            if (ec)
+                closed = true;
+            else
+                drain();
+        });
+    };
+    drain();
+    io.run_for(10s);
+    BOOST_TEST(closed, "the slow client's connection is still open");
+
+    client.post_json("/operations/" + id + "/cancel", "");
+    client.post_json("/operations/" + other + "/cancel", "");
+    auto rest = good.read_until_end(15s);
+    BOOST_TEST_REQUIRE(!rest.empty());
+    BOOST_TEST(rest.back().type == "canceled");
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_sse_streams") == 0; }, 5s));
+    BOOST_TEST(wait_until([&] { return metric(client, "buzzer_sse_subscribers") == 0; }, 5s));
+}
+
+BOOST_AUTO_TEST_CASE(sigterm_ends_open_streams_with_the_last_chunk_and_exits_0) {
+    server_process server;
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":60}})");
+    wait_for_status(client, id, "running");
+    std::vector<std::string> received;
+    std::vector<raw_connection> streams;
+    for (const std::string& target : {"/operations/" + id + "/status", "/events?operation=" + id}) {
+        streams.emplace_back(server.port());
+        BOOST_TEST_REQUIRE(!streams.back().send("GET " + target +
+                                                " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                "Accept: text/event-stream\r\n\r\n"));
+        std::string got;
+        BOOST_TEST(wait_until(
+            [&] {
+                got += streams.back().receive(50ms);
+                return got.find("event: running") != std::string::npos;
+            },
+            5s));
+        BOOST_TEST_REQUIRE(got.starts_with("HTTP/1.1 200"), got);
+        BOOST_TEST(got.find("Transfer-Encoding: chunked") != std::string::npos, got);
+        received.push_back(got);
+    }
+    BOOST_TEST(server.terminate(15s) == 0);
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+        BOOST_TEST_CONTEXT("stream " << i) {
+            received[i] += streams[i].receive_until_close(5s);
+            BOOST_TEST(streams[i].closed());
+            // The chunked body ends with its last chunk: a clean end, not a cut connection.
+            BOOST_TEST(received[i].ends_with("\r\n0\r\n\r\n"), received[i]);
+        }
+    }
 }

@@ -105,6 +105,38 @@ BOOST_AUTO_TEST_CASE(overflow_closes_it_and_wakes_the_waiter_with_false) {
     BOOST_TEST(box.empty());  // dropped: the reader resumes from the store by id
 }
 
+BOOST_AUTO_TEST_CASE(overflow_notifies_once_a_subscriber_that_is_not_waiting) {
+    // The subscriber may be stuck writing to its client: the notification reaches it anyway.
+    sse::mailbox box(2);
+    int notified = 0;
+    box.on_overflow([&notified] { ++notified; });
+    BOOST_TEST(box.push(shared_event(1)));
+    BOOST_TEST(box.push(shared_event(2)));
+    BOOST_TEST(!box.overflowed());
+    BOOST_TEST(notified == 0);
+    BOOST_TEST(!box.push(shared_event(3)));
+    BOOST_TEST(box.overflowed());
+    BOOST_TEST(notified == 1);
+    BOOST_TEST(!box.push(shared_event(4)));
+    BOOST_TEST(notified == 1);
+    // Registered after the overflow: called at once.
+    int late = 0;
+    box.on_overflow([&late] { ++late; });
+    BOOST_TEST(late == 1);
+}
+
+BOOST_AUTO_TEST_CASE(close_is_not_an_overflow) {
+    sse::mailbox box(2);
+    int notified = 0;
+    box.on_overflow([&notified] { ++notified; });
+    box.push(shared_event(1));
+    box.close();
+    BOOST_TEST(!box.push(shared_event(2)));
+    BOOST_TEST(!box.push(shared_event(3)));
+    BOOST_TEST(!box.overflowed());
+    BOOST_TEST(notified == 0);
+}
+
 BOOST_AUTO_TEST_CASE(close_wakes_a_suspended_waiter) {
     sse::mailbox box(8);
     bool open = true;
