@@ -100,9 +100,8 @@ asio::awaitable<std::optional<status_view>> await_terminal(
     std::optional<status_view> view;
     if (terminal) {
         // A terminal event carries the final representation: no read is needed.
-        auto state = terminal->type == "completed" ? core::status::succeeded
-                                                   : *core::parse_status(terminal->type);
-        view = status_view{std::move(id), state, 0, terminal->data};
+        auto state = *sse::event_state(terminal->type);
+        view = status_view{std::move(id), state, 0, sse::event_data(*terminal, ctx.base_url)};
         co_return view;
     }
     if (auto op = co_await load(ctx, id)) view = status_view::of(ctx, *op);

@@ -63,7 +63,7 @@ asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state&
         });
         std::string text;
         for (const auto& e : page) {
-            text += sse::format_event(e);
+            text += sse::format_event(e, ctx.base_url);
             st.saw(e);
         }
         if (!text.empty()) co_await out.write(text);

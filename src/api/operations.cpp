@@ -223,7 +223,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
     std::optional<std::string> replay_id;
     std::int64_t order = 0;
     // Rendered here, not on the store's one writer thread.
-    std::string pending_event = core::represent_text(s.op, ctx.base_url);
+    std::string pending_event = core::state_text(s.op);
     co_await ctx.db.write([&](store::write_context& w) {
         if (key) {
             if (auto found = store::find_key(w.db, *key)) {
@@ -257,6 +257,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             guard.emplace(ctx.hub, sub);
         }
         ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order});
+        core::append_links(pending_event, s.op.id, s.op.state, ctx.base_url);
         view = status_view{s.op.id, s.op.state, 0, std::move(pending_event)};
     }
 
@@ -394,7 +395,7 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
             op->finished_at = now;
             op->error = core::canceled_problem(id);
             store::save_operation(w.db, *op);
-            w.add_event(id, "canceled", core::represent_text(*op, ctx.base_url));
+            w.add_event(id, "canceled", core::state_text(*op));
             canceled = true;
         });
         if (!op) break;

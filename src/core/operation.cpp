@@ -117,13 +117,13 @@ json::object represent(const operation& op, std::string_view base_url) {
     return json::parse(represent_text(op, base_url)).as_object();
 }
 
-// Written out directly rather than through json::object: this runs three times per operation
+// Written out directly rather than through json::object: this runs for every state change
 // (the 202 and the pending, running and outcome events), some of them on the store's writer
 // thread. `progress` and `error` are stored as JSON text that this program wrote.
-std::string represent_text(const operation& op, std::string_view base_url) {
+std::string state_text(const operation& op) {
     std::string out;
-    out.reserve(448 + 4 * base_url.size() + op.kind.size() +
-                (op.progress ? op.progress->size() : 0) + (op.error ? op.error->size() : 0));
+    out.reserve(320 + op.kind.size() + (op.progress ? op.progress->size() : 0) +
+                (op.error ? op.error->size() : 0));
     out += R"({"id":)";
     append_json_string(out, op.id);
     out += R"(,"kind":)";
@@ -148,15 +148,27 @@ std::string represent_text(const operation& op, std::string_view base_url) {
     out += op.progress && !op.progress->empty() ? std::string_view(*op.progress) : "null";
     out += R"(,"error":)";
     out += op.error && !op.error->empty() ? std::string_view(*op.error) : "null";
-    out += R"(,"links":[)";
+    out += '}';
+    return out;
+}
+
+void append_links(std::string& text, std::string_view id, status s, std::string_view base_url) {
+    if (!text.empty() && text.back() == '}') text.pop_back();
+    text.reserve(text.size() + 300 + 4 * (base_url.size() + id.size()));
+    text += R"(,"links":[)";
     std::string base;
-    base.reserve(base_url.size() + 12 + op.id.size());
-    base.append(base_url).append("/operations/").append(op.id);
-    append_link(out, "status_check", base, "/status", "GET", true);
-    append_link(out, "status_stream", base, "/status", "EventSource");
-    if (!is_terminal(op.state)) append_link(out, "cancel", base, "/cancel", "POST");
-    if (op.state == status::succeeded) append_link(out, "result", base, "", "GET");
-    out += "]}";
+    base.reserve(base_url.size() + 12 + id.size());
+    base.append(base_url).append("/operations/").append(id);
+    append_link(text, "status_check", base, "/status", "GET", true);
+    append_link(text, "status_stream", base, "/status", "EventSource");
+    if (!is_terminal(s)) append_link(text, "cancel", base, "/cancel", "POST");
+    if (s == status::succeeded) append_link(text, "result", base, "", "GET");
+    text += "]}";
+}
+
+std::string represent_text(const operation& op, std::string_view base_url) {
+    std::string out = state_text(op);
+    append_links(out, op.id, op.state, base_url);
     return out;
 }
 

@@ -56,12 +56,12 @@ std::string make_ulid(millis t) {
     for (int i = 8; i < 16; ++i) low = low << 8 | bytes[static_cast<std::size_t>(i)];
     {
         // Ids of one process made in the same millisecond increase strictly: the next is the
-        // previous one plus a random step of 1 to 2^62, so it still cannot be guessed from its
+        // previous one plus a random step of 1 to 2^48, so it still cannot be guessed from its
         // neighbour.
         auto& last = newest();
         std::lock_guard lock(last.mutex);
         if (ts == last.time) {
-            const std::uint64_t step = (low >> 2) + 1;
+            const std::uint64_t step = (low >> 16) + 1;
             high = last.high;
             low = last.low + step;
             if (low < last.low && ++high == 0) ++ts;  // the random part overflowed: next ms

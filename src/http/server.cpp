@@ -1,5 +1,6 @@
 #include "http/server.hpp"
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -59,6 +60,37 @@ class chunk_writer final : public body_writer {
     beast::tcp_stream& stream_;
     std::chrono::milliseconds timeout_;
 };
+
+// Header values come from handlers and, for results, from executors: no line breaks.
+void append_header_text(std::string& out, std::string_view text) {
+    for (char c : text) out += (c == '\r' || c == '\n') ? ' ' : c;
+}
+
+// "HTTP/1.1 STATUS REASON", the fields, Content-Length (none for 204 and 304) and, when the
+// connection closes after it, "Connection: close".
+std::string response_head(const response& r, bool keep_alive) {
+    std::string out;
+    out.reserve(160 + 48 * r.headers.size());
+    out += "HTTP/1.1 ";
+    out += std::to_string(r.status);
+    out += ' ';
+    out += bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
+    out += "\r\n";
+    for (const auto& f : r.headers) {
+        append_header_text(out, f.name);
+        out += ": ";
+        append_header_text(out, f.value);
+        out += "\r\n";
+    }
+    if (r.status != 204 && r.status != 304) {
+        out += "Content-Length: ";
+        out += std::to_string(r.body.size());
+        out += "\r\n";
+    }
+    if (!keep_alive) out += "Connection: close\r\n";
+    out += "\r\n";
+    return out;
+}
 
 request to_request(bhttp::request<bhttp::string_body>&& in) {
     request r;
@@ -167,21 +199,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
     asio::awaitable<void> write_response(beast::tcp_stream& stream, response& r, bool keep_alive,
                                          bool head) {
-        bhttp::response<bhttp::string_body> out;
-        out.version(11);
-        out.result(static_cast<unsigned>(r.status));
-        for (auto& f : r.headers) out.insert(f.name, f.value);
-        out.keep_alive(keep_alive);
-        std::size_t length = r.body.size();
-        out.body() = std::move(r.body);
-        out.prepare_payload();
-        if (head) {
-            out.body().clear();
-            if (r.status != 204 && r.status != 304) out.content_length(length);
-        }
+        // The head is written out here and sent with the body in one gather write: Beast's
+        // serializer walks a concatenation of buffer sequences that costs more than the
+        // response itself for the small answers of this API.
+        std::string out = response_head(r, keep_alive);
         count(r.status);
         stream.expires_after(settings.write_timeout);
-        co_await bhttp::async_write(stream, out, use_awaitable);
+        const bool bodyless = head || r.status == 204 || r.status == 304;
+        std::array<asio::const_buffer, 2> buffers{
+            asio::buffer(out), bodyless ? asio::const_buffer() : asio::buffer(r.body)};
+        co_await asio::async_write(stream, buffers, use_awaitable);
     }
 
     // The head of a chunked response; its message and serializer are gone once it is sent.

@@ -412,7 +412,7 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
     try {
         co_await db_.write([&](store::write_context& w) {
             op = store::start_attempt(w.db, ctrl->id, core::now_ms());
-            if (op) w.add_event(op->id, "running", core::represent_text(*op, settings_.base_url));
+            if (op) w.add_event(op->id, "running", core::state_text(*op));
         });
     } catch (const std::exception& e) {
         core::log(core::level::error, "job " + ctrl->id + ": cannot start: " + e.what());
@@ -432,7 +432,7 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
 
     std::optional<store::queued> again;
     const std::string event = settle(out, *op);
-    std::string text = core::represent_text(*op, settings_.base_url);
+    std::string text = core::state_text(*op);
     const store::result_body result{std::move(out.body), std::move(out.media_type)};
     const bool succeeded = op->state == core::status::succeeded;
     try {

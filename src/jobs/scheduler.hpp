@@ -23,7 +23,6 @@ namespace buzzer::jobs {
 /// Settings of the scheduler.
 struct scheduler_settings {
     unsigned max_running = 256;
-    std::string base_url;
     double shutdown_grace_s = 10;
 };
 

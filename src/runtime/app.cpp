@@ -45,7 +45,7 @@ void raise_file_limit() {
 }
 
 // Operations a crash left running: run again while attempts remain, else failed.
-void recover(store::write_context& w, const std::string& base_url) {
+void recover(store::write_context& w) {
     auto now = core::now_ms();
     for (auto op : store::running_operations(w.db)) {
         op.error =
@@ -61,7 +61,7 @@ void recover(store::write_context& w, const std::string& base_url) {
         }
         store::save_operation(w.db, op);
         w.add_event(op.id, core::is_terminal(op.state) ? "failed" : "pending",
-                    core::represent_text(op, base_url));
+                    core::state_text(op));
     }
 }
 
@@ -139,16 +139,17 @@ void server::run() {
     store::store db({s.opts.database, s.opts.synchronous_full, 2, 4096});
     std::vector<store::queued> pending;
     db.open([&](store::write_context& w) {
-        recover(w, s.opts.public_url);
+        recover(w);
         pending = store::pending_operations(w.db);
     });
 
-    sse::hub hub(io.get_executor(), std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                        std::chrono::duration<double>(s.opts.sse_heartbeat_s)));
+    sse::hub hub(io.get_executor(),
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(s.opts.sse_heartbeat_s)),
+                 s.opts.public_url);
     db.on_commit = [&hub](std::vector<store::event> events) { hub.publish(std::move(events)); };
 
-    jobs::scheduler sched(io, db, s.kinds,
-                          {s.opts.max_running, s.opts.public_url, s.opts.shutdown_grace_s});
+    jobs::scheduler sched(io, db, s.kinds, {s.opts.max_running, s.opts.shutdown_grace_s});
     sched.load(pending);
 
     http::router routes;

@@ -1,15 +1,24 @@
 // The text/event-stream wire format.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "core/operation.hpp"
 #include "store/store.hpp"
 
 namespace buzzer::sse {
 
-/// "id: SEQ\nevent: TYPE\ndata: DATA\n\n" (data is one line of JSON).
-std::string format_event(const store::event& e);
+/// The state an event type records (`completed` is `succeeded`); none for `progress`.
+std::optional<core::status> event_state(std::string_view type);
+
+/// An event's JSON: a state event's stored representation with its links (under `base_url`)
+/// added; a progress event's data as stored.
+std::string event_data(const store::event& e, std::string_view base_url);
+
+/// "id: SEQ\nevent: TYPE\ndata: DATA\n\n" (data is one line of JSON, from `event_data`).
+std::string format_event(const store::event& e, std::string_view base_url);
 
 /// "retry: MS\n\n".
 std::string format_retry(unsigned ms);

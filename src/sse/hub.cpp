@@ -126,8 +126,11 @@ asio::awaitable<bool> mailbox::wait() {
 // ---------------------------------------------------------------------------------------------
 // hub
 
-hub::hub(asio::any_io_executor ex, clock::duration heartbeat)
-    : strand_(asio::make_strand(ex)), heartbeat_(heartbeat), ticker_(strand_) {}
+hub::hub(asio::any_io_executor ex, clock::duration heartbeat, std::string base_url)
+    : strand_(asio::make_strand(ex)),
+      heartbeat_(heartbeat),
+      base_url_(std::move(base_url)),
+      ticker_(strand_) {}
 
 asio::awaitable<std::shared_ptr<subscription>> hub::subscribe(
     std::vector<std::string> operation_ids, std::size_t capacity, bool heartbeat) {
@@ -176,7 +179,7 @@ void hub::publish(std::vector<store::event> events) {
         for (auto& e : events) {
             auto [first, last] = by_operation_.equal_range(e.operation_id);
             if (first == last) continue;
-            std::string frame = format_event(e);
+            std::string frame = format_event(e, base_url_);
             auto shared = std::make_shared<const live_event>(std::move(e), std::move(frame));
             // A full mailbox closes itself: a slow reader's stream ends; it resumes by id.
             for (auto it = first; it != last; ++it) it->second->box.push(shared);

@@ -104,8 +104,10 @@ struct subscription {
 /// Routes committed events to subscribers, and wakes idle streams for their heartbeat.
 class hub {
   public:
-    /// `heartbeat`: idle time after which a heartbeat subscriber gets a null entry.
-    hub(boost::asio::any_io_executor ex, std::chrono::steady_clock::duration heartbeat);
+    /// `heartbeat`: idle time after which a heartbeat subscriber gets a null entry;
+    /// `base_url`: the prefix of the links that events carry.
+    hub(boost::asio::any_io_executor ex, std::chrono::steady_clock::duration heartbeat,
+        std::string base_url = {});
 
     /// Registers a subscriber; once this returns, every later publish reaches it.
     boost::asio::awaitable<std::shared_ptr<subscription>> subscribe(
@@ -133,6 +135,7 @@ class hub {
 
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     std::chrono::steady_clock::duration heartbeat_;
+    std::string base_url_;
     boost::asio::steady_timer ticker_;
     bool ticking_ = false;
     /// Keys view the subscription's own ids, which it keeps while it is in the map.
