@@ -191,7 +191,8 @@ submission parse_submission(const context& ctx, const http::request& req) {
     s.op.max_attempts = max_attempts ? static_cast<int>(*max_attempts) : k->defaults.max_attempts;
     s.op.timeout_s = timeout ? *timeout : k->defaults.timeout_s;
     s.op.created_at = now;
-    write_canonical(body, s.canonical);
+    // Only an idempotent request compares bodies.
+    if (req.has_header("idempotency-key")) write_canonical(body, s.canonical);
     return s;
 }
 

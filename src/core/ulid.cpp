@@ -6,6 +6,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 
@@ -47,9 +48,35 @@ last_ulid& newest() {
     return l;
 }
 
+// Random bytes drawn from the OS CSPRNG 4 KiB at a time: one system call per ~400 ids.
+class random_pool {
+  public:
+    void take(std::uint8_t* out, std::size_t n) {
+        std::lock_guard lock(mutex_);
+        if (left_ < n) {
+            fill_random(buffer_.data(), buffer_.size());
+            left_ = buffer_.size();
+        }
+        std::memcpy(out, buffer_.data() + buffer_.size() - left_, n);
+        // Each byte is handed out once.
+        std::memset(buffer_.data() + buffer_.size() - left_, 0, n);
+        left_ -= n;
+    }
+
+  private:
+    std::mutex mutex_;
+    std::array<std::uint8_t, 4096> buffer_{};
+    std::size_t left_ = 0;
+};
+
+random_pool& pool() {
+    static random_pool p;
+    return p;
+}
+
 std::string make_ulid(millis t) {
     std::array<std::uint8_t, 16> bytes{};
-    fill_random(bytes.data() + 6, 10);
+    pool().take(bytes.data() + 6, 10);
     auto ts = static_cast<std::uint64_t>(std::max<millis>(t, 0));
     std::uint16_t high = static_cast<std::uint16_t>(bytes[6] << 8 | bytes[7]);
     std::uint64_t low = 0;

@@ -159,8 +159,8 @@ class store {
 
     // WAL frames (4 KiB pages) after which a checkpoint starts, and after which it waits for
     // the writer so that the WAL can start over.
-    static constexpr int checkpoint_frames = 1000;
-    static constexpr int restart_frames = 16000;
+    static constexpr int checkpoint_frames = 8000;
+    static constexpr int restart_frames = 32000;
     std::unique_ptr<connection> checkpoint_db_;
     std::mutex checkpoint_mutex_;
     std::condition_variable checkpoint_cv_;
