@@ -40,7 +40,7 @@ struct scheduler::job_control {
     std::string id;
     std::string kind;
     asio::strand<asio::io_context::executor_type> strand;
-    asio::steady_timer wake;  ///< fires (expires at min) when the job must stop
+    asio::steady_timer wake;  ///< fires at the attempt's deadline, or at once when stopped
     stop_reason reason = stop_reason::none;
 
     void stop(stop_reason r) {
@@ -341,11 +341,12 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
         }
         co_return o;
     };
-    asio::steady_timer deadline(ctrl->strand, seconds(op.timeout_s));
-    auto r = co_await (body(k, a) || deadline.async_wait(tuple_awaitable) ||
-                       ctrl->wake.async_wait(tuple_awaitable));
+    // One timer for both ends: it expires at the attempt's deadline, or at once when the job
+    // is stopped (which also sets the reason).
+    ctrl->wake.expires_after(seconds(op.timeout_s));
+    auto r = co_await (body(k, a) || ctrl->wake.async_wait(tuple_awaitable));
     if (r.index() == 0) co_return std::get<0>(std::move(r));
-    if (r.index() == 1) {
+    if (ctrl->reason == stop_reason::none) {
         out.type = "/problems/timeout";
         out.detail = "the attempt did not finish within timeout_s (" +
                      json::serialize(core::json_number(op.timeout_s)) + " s)";
