@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <ranges>
+#include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -925,6 +927,37 @@ asio::awaitable<json::value> run_exec(std::shared_ptr<const exec_spec> spec, job
 job_function make_exec_job(exec_spec spec) {
     auto shared = std::make_shared<const exec_spec>(std::move(spec));
     return [shared](job& j) { return run_exec(shared, j); };
+}
+
+}  // namespace buzzer::jobs
+
+namespace buzzer::jobs {
+
+int end_orphans(const std::vector<std::string>& operation_ids) {
+    if (operation_ids.empty()) return 0;
+    std::set<std::string, std::less<>> wanted;
+    for (const auto& id : operation_ids) wanted.insert("BUZZER_OPERATION_ID=" + id);
+    const pid_t self = ::getpid();
+    const uid_t uid = ::getuid();
+    int killed = 0;
+    DIR* proc = ::opendir("/proc");
+    if (!proc) return 0;
+    while (dirent* entry = ::readdir(proc)) {
+        char* end = nullptr;
+        long pid = std::strtol(entry->d_name, &end, 10);
+        if (*end != '\0' || pid <= 1 || pid == self) continue;
+        const std::string dir = std::string("/proc/") + entry->d_name;
+        struct stat st {};
+        if (::stat(dir.c_str(), &st) != 0 || st.st_uid != uid) continue;
+        // The environment as the process was started: NUL-separated NAME=VALUE entries.
+        std::ifstream env(dir + "/environ", std::ios::binary);
+        bool match = false;
+        for (std::string var; !match && std::getline(env, var, '\0');)
+            match = wanted.count(var) > 0;
+        if (match && ::kill(static_cast<pid_t>(pid), SIGKILL) == 0) ++killed;
+    }
+    ::closedir(proc);
+    return killed;
 }
 
 }  // namespace buzzer::jobs

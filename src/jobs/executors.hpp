@@ -21,6 +21,11 @@ struct exec_spec {
 /// A job function that runs `spec` per attempt: input JSON on stdin, JSON Lines on stdout.
 job_function make_exec_job(exec_spec spec);
 
+/// Kills (SIGKILL) every process of this user whose environment names one of `operation_ids`
+/// in BUZZER_OPERATION_ID: what attempts of a server that was killed left running (a command's
+/// direct child dies with the server, its own children do not). Returns how many were killed.
+int end_orphans(const std::vector<std::string>& operation_ids);
+
 /// How to call an upstream per attempt.
 struct http_spec {
     std::string url;  ///< http://host[:port]/path

@@ -18,6 +18,7 @@
 #include "api/context.hpp"
 #include "core/log.hpp"
 #include "http/server.hpp"
+#include "jobs/executors.hpp"
 #include "jobs/kinds.hpp"
 #include "jobs/scheduler.hpp"
 #include "sse/hub.hpp"
@@ -44,10 +45,13 @@ void raise_file_limit() {
     }
 }
 
-// Operations a crash left running: run again while attempts remain, else failed.
-void recover(store::write_context& w) {
+// Operations a crash left running: run again while attempts remain, else failed. Returns
+// their ids.
+std::vector<std::string> recover(store::write_context& w) {
     auto now = core::now_ms();
+    std::vector<std::string> ids;
     for (auto op : store::running_operations(w.db)) {
+        ids.push_back(op.id);
         op.error =
             core::operation_problem("/problems/abandoned", "Attempt abandoned", 500,
                                     "the server stopped while the attempt was running", op.id);
@@ -63,6 +67,7 @@ void recover(store::write_context& w) {
         w.add_event(op.id, core::is_terminal(op.state) ? "failed" : "pending",
                     core::state_text(op));
     }
+    return ids;
 }
 
 }  // namespace
@@ -138,10 +143,16 @@ void server::run() {
 
     store::store db({s.opts.database, s.opts.synchronous_full, 2, 4096});
     std::vector<store::queued> pending;
+    std::vector<std::string> abandoned;
     db.open([&](store::write_context& w) {
-        recover(w);
+        abandoned = recover(w);
         pending = store::pending_operations(w.db);
     });
+    // Commands those attempts started that outlived the server: not a second copy alongside
+    // the attempt that runs again.
+    if (int n = jobs::end_orphans(abandoned))
+        core::log(core::level::warn, "killed " + std::to_string(n) +
+                                         " leftover processes of attempts of a stopped server");
 
     sse::hub hub(io.get_executor(),
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(

@@ -10,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -372,6 +373,53 @@ BOOST_AUTO_TEST_CASE(exec_commands_that_fail_ignore_sigterm_or_flood_stdout) {
         });
     }
     BOOST_TEST(client.get("/healthz").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(commands_left_running_by_a_killed_server_are_ended_at_its_restart) {
+    temp_dir dir;
+    auto db = dir / "orphans.db";
+    auto pidfile = dir / "grandchild.pid";
+    // The shell is the command's process; the sleep it starts is a grandchild of the server,
+    // which PR_SET_PDEATHSIG does not cover.
+    auto config =
+        dir.write_file("buzzer.json", R"({"kinds": {"spawner": {"exec": {"argv":
+        ["/bin/sh", "-c", "sleep 300 & echo $! > )" +
+                                          pidfile.string() + R"(.tmp; mv )" + pidfile.string() +
+                                          R"(.tmp )" + pidfile.string() + R"(; wait"]},
+        "max_attempts": 1}}})");
+    pid_t grandchild = 0;
+    std::string id;
+    {
+        server_process server{
+            server_options{.database = db, .args = {"--config", config.string()}}};
+        http_client client{server.port()};
+        id = submit(client, R"({"kind":"spawner"})");
+        wait_for_status(client, id, "running");
+        auto limit = std::chrono::steady_clock::now() + 10s;
+        while (!std::filesystem::exists(pidfile) && std::chrono::steady_clock::now() < limit)
+            std::this_thread::sleep_for(10ms);
+        BOOST_TEST_REQUIRE(std::filesystem::exists(pidfile));
+        std::ifstream(pidfile) >> grandchild;
+        BOOST_TEST_REQUIRE(grandchild > 1);
+        server.kill9();
+    }
+    struct reap_guard {
+        pid_t& pid;
+        ~reap_guard() {
+            if (pid > 1) ::kill(pid, SIGKILL);
+        }
+    } guard{grandchild};
+    BOOST_TEST_REQUIRE(running(grandchild));  // it outlived the server
+
+    server_process server{server_options{.database = db, .args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto limit = std::chrono::steady_clock::now() + 10s;
+    while (running(grandchild) && std::chrono::steady_clock::now() < limit)
+        std::this_thread::sleep_for(10ms);
+    BOOST_TEST(!running(grandchild));
+    // Its attempt was the last one: abandoned.
+    auto op = wait_for_status(client, id, "failed");
+    BOOST_TEST(op.at("error").as_object().at("type").as_string() == "/problems/abandoned");
 }
 
 BOOST_AUTO_TEST_CASE(http_upstreams_that_hang_redirect_break_flood_or_refuse) {
