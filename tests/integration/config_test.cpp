@@ -30,22 +30,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The state letter of /proc/PID/stat ('R', 'S', 'Z', ...); 0 when there is no such process.
-char process_state(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string s;
-    std::getline(f, s);
-    auto close = s.rfind(')');
-    if (close == std::string::npos || close + 2 >= s.size()) return 0;
-    return s[close + 2];
-}
-
-// Whether the process runs (a zombie does not).
-bool running(pid_t pid) {
-    char state = process_state(pid);
-    return state != 0 && state != 'Z' && state != 'X';
-}
-
 // A field of /proc/PID/status in KiB (VmRSS, VmHWM), or -1.
 long long status_kib(pid_t pid, const std::string& field) {
     std::ifstream f("/proc/" + std::to_string(pid) + "/status");
@@ -293,8 +277,8 @@ std::pair<pid_t, pid_t> reported_pids(http_client& c, const std::string& id) {
     pid_t a = 0, b = 0;
     in >> a >> b;
     BOOST_TEST_REQUIRE((a > 0 && b > 0), message);
-    BOOST_TEST_REQUIRE(running(a));
-    BOOST_TEST_REQUIRE(running(b));
+    BOOST_TEST_REQUIRE(process_running(a));
+    BOOST_TEST_REQUIRE(process_running(b));
     return {a, b};
 }
 
@@ -353,8 +337,8 @@ BOOST_AUTO_TEST_CASE(exec_commands_that_fail_ignore_sigterm_or_flood_stdout) {
         BOOST_TEST(client.post_json("/operations/" + id + "/cancel", "").status == 202);
         first_terminal(client, id, [&](const json::object& op) {
             // Canceled only once the whole group is gone: SIGKILL after the grace of 1 s.
-            BOOST_TEST(!running(child));
-            BOOST_TEST(!running(grandchild));
+            BOOST_TEST(!process_running(child));
+            BOOST_TEST(!process_running(grandchild));
             BOOST_TEST(str(op, "status") == "canceled");
             BOOST_TEST(seconds_since(asked) >= 0.9);
         });
@@ -364,8 +348,8 @@ BOOST_AUTO_TEST_CASE(exec_commands_that_fail_ignore_sigterm_or_flood_stdout) {
         auto [child, grandchild] = reported_pids(client, id);
         auto const seen = std::chrono::steady_clock::now();
         first_terminal(client, id, [&](const json::object& op) {
-            BOOST_TEST(!running(child));
-            BOOST_TEST(!running(grandchild));
+            BOOST_TEST(!process_running(child));
+            BOOST_TEST(!process_running(grandchild));
             BOOST_TEST(str(op, "status") == "failed");
             BOOST_TEST(str(op.at("error").as_object(), "type") == "/problems/timeout");
             // 1.5 s of timeout, then 1 s of grace after the SIGTERM that the command ignores.
@@ -409,14 +393,14 @@ BOOST_AUTO_TEST_CASE(commands_left_running_by_a_killed_server_are_ended_at_its_r
             if (pid > 1) ::kill(pid, SIGKILL);
         }
     } guard{grandchild};
-    BOOST_TEST_REQUIRE(running(grandchild));  // it outlived the server
+    BOOST_TEST_REQUIRE(process_running(grandchild));  // it outlived the server
 
     server_process server{server_options{.database = db, .args = {"--config", config.string()}}};
     http_client client{server.port()};
     auto limit = std::chrono::steady_clock::now() + 10s;
-    while (running(grandchild) && std::chrono::steady_clock::now() < limit)
+    while (process_running(grandchild) && std::chrono::steady_clock::now() < limit)
         std::this_thread::sleep_for(10ms);
-    BOOST_TEST(!running(grandchild));
+    BOOST_TEST(!process_running(grandchild));
     // Its attempt was the last one: abandoned.
     auto op = wait_for_status(client, id, "failed");
     BOOST_TEST(op.at("error").as_object().at("type").as_string() == "/problems/abandoned");

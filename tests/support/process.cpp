@@ -531,4 +531,18 @@ std::optional<int> server_process::wait_exit(std::chrono::milliseconds deadline)
     return exit_code(*status_);
 }
 
+char process_state(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string s;
+    std::getline(f, s);
+    auto close = s.rfind(')');
+    if (close == std::string::npos || close + 2 >= s.size()) return 0;
+    return s[close + 2];
+}
+
+bool process_running(pid_t pid) {
+    char state = process_state(pid);
+    return state != 0 && state != 'Z' && state != 'X';
+}
+
 }  // namespace buzzer::test

@@ -150,4 +150,10 @@ class server_process {
     std::thread drain_;          // copies the child's stdout to the log after startup
 };
 
+// The state letter of /proc/PID/stat ('R', 'S', 'Z', ...); 0 when there is no such process.
+char process_state(pid_t pid);
+
+// Whether the process runs (a zombie does not).
+bool process_running(pid_t pid);
+
 }  // namespace buzzer::test

@@ -86,21 +86,6 @@ asio::awaitable<bool> cancel_at_first_progress(job_function fn, fake_job* j,
     co_return r.index() == 1;
 }
 
-// The state letter of /proc/PID/stat ('R', 'S', 'Z', ...); 0 when there is no such process.
-char process_state(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string s;
-    std::getline(f, s);
-    auto close = s.rfind(')');
-    if (close == std::string::npos || close + 2 >= s.size()) return 0;
-    return s[close + 2];
-}
-
-bool running(pid_t pid) {
-    char state = process_state(pid);
-    return state != 0 && state != 'Z' && state != 'X';
-}
-
 // "PID1 PID2" from a progress message.
 std::pair<pid_t, pid_t> two_pids(const std::string& message) {
     std::istringstream in(message);
@@ -394,7 +379,7 @@ echo "{\"result\": $!}")"),
     BOOST_TEST(seconds_since(start) < 5.0);
     BOOST_TEST_REQUIRE(result.is_int64());
     // What the command left behind is stopped with it.
-    BOOST_TEST(!running(static_cast<pid_t>(result.as_int64())));
+    BOOST_TEST(!test::process_running(static_cast<pid_t>(result.as_int64())));
 }
 
 BOOST_AUTO_TEST_CASE(cancel_sigkills_a_group_that_ignores_sigterm_after_the_grace) {
@@ -415,8 +400,8 @@ BOOST_AUTO_TEST_CASE(cancel_sigkills_a_group_that_ignores_sigterm_after_the_grac
     BOOST_TEST(took < 5.0);
     // The child is reaped (not even a zombie); the grandchild does not run any more (an
     // orphan's zombie belongs to init).
-    BOOST_TEST(process_state(child) == 0);
-    BOOST_TEST(!running(grandchild));
+    BOOST_TEST(test::process_state(child) == 0);
+    BOOST_TEST(!test::process_running(grandchild));
 }
 
 BOOST_AUTO_TEST_CASE(cancel_of_a_cooperative_command_does_not_wait_for_the_grace) {
@@ -438,8 +423,8 @@ while :; do sleep 0.1; done
     BOOST_TEST(seconds_since(asked) < 5.0);
     BOOST_TEST_REQUIRE(j.reports.size() == 1u);
     auto [child, grandchild] = two_pids(j.reports[0].second);
-    BOOST_TEST(process_state(child) == 0);
-    BOOST_TEST(!running(grandchild));
+    BOOST_TEST(test::process_state(child) == 0);
+    BOOST_TEST(!test::process_running(grandchild));
 }
 
 BOOST_AUTO_TEST_CASE(cancel_with_a_subreaper_leaves_no_process_of_the_group) {
@@ -455,8 +440,8 @@ BOOST_AUTO_TEST_CASE(cancel_with_a_subreaper_leaves_no_process_of_the_group) {
     BOOST_TEST(cancelled);
     BOOST_TEST_REQUIRE(j.reports.size() == 1u);
     auto [child, grandchild] = two_pids(j.reports[0].second);
-    BOOST_TEST(process_state(child) == 0);
-    BOOST_TEST(process_state(grandchild) == 0);
+    BOOST_TEST(test::process_state(child) == 0);
+    BOOST_TEST(test::process_state(grandchild) == 0);
     errno = 0;
     BOOST_TEST(::kill(-child, 0) == -1);
     BOOST_TEST(errno == ESRCH);
