@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "integration/common.hpp"
+#include "support/loopback_server.hpp"
 
 using namespace buzzer::test;
 namespace json = boost::json;
@@ -72,24 +73,11 @@ json::object first_terminal(http_client& c, const std::string& id, F at_once,
 //   /unavailable 503   anything else 200 with the request body
 class upstream_server {
   public:
-    upstream_server() {
-        acceptor_.open(tcp::v4());
-        acceptor_.bind(tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-        acceptor_.listen();
-        port_ = acceptor_.local_endpoint().port();
-        asio::co_spawn(io_, accept_loop(), [](const std::exception_ptr&) {});
-        thread_ = std::thread([this] { io_.run(); });
-    }
-    ~upstream_server() {
-        io_.stop();
-        thread_.join();
-    }
+    upstream_server() = default;
     upstream_server(const upstream_server&) = delete;
     upstream_server& operator=(const upstream_server&) = delete;
 
-    std::string url(const std::string& path) const {
-        return "http://127.0.0.1:" + std::to_string(port_) + path;
-    }
+    std::string url(const std::string& path) const { return listener_.url(path); }
     // How many requests came for `path`.
     int requests(const std::string& path) const {
         std::lock_guard lock(mutex_);
@@ -100,14 +88,6 @@ class upstream_server {
 
   private:
     static constexpr auto tuple = asio::as_tuple(asio::use_awaitable);
-
-    asio::awaitable<void> accept_loop() {
-        for (;;) {
-            auto [ec, sock] = co_await acceptor_.async_accept(tuple);
-            if (ec) co_return;
-            asio::co_spawn(io_, serve(std::move(sock)), [](const std::exception_ptr&) {});
-        }
-    }
 
     asio::awaitable<void> serve(tcp::socket sock) {
         boost::beast::flat_buffer buffer;
@@ -164,12 +144,9 @@ class upstream_server {
         }
     }
 
-    asio::io_context io_;
-    tcp::acceptor acceptor_{io_};
-    unsigned short port_ = 0;
-    std::thread thread_;
     mutable std::mutex mutex_;
     std::map<std::string, int> requests_;
+    loopback_server listener_{[this](tcp::socket s) { return serve(std::move(s)); }};
 };
 
 }  // namespace

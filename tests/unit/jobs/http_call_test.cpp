@@ -23,6 +23,7 @@
 
 #include "jobs/executors.hpp"
 #include "support/fake_job.hpp"
+#include "support/loopback_server.hpp"
 #include "support/run_coroutine.hpp"
 #include "support/wait.hpp"
 
@@ -56,47 +57,24 @@ struct seen_request {
 // closes a connection on its second request without answering; /close says Connection: close.
 class upstream_server {
   public:
-    upstream_server() {
-        tcp::endpoint at(asio::ip::make_address("127.0.0.1"), 0);
-        acceptor_.open(at.protocol());
-        acceptor_.bind(at);
-        acceptor_.listen();
-        port_ = acceptor_.local_endpoint().port();
-        asio::co_spawn(io_, accept_loop(), [](const std::exception_ptr&) {});
-        thread_ = std::thread([this] { io_.run(); });
-    }
-    ~upstream_server() {
-        io_.stop();
-        thread_.join();
-    }
+    upstream_server() = default;
     upstream_server(const upstream_server&) = delete;
     upstream_server& operator=(const upstream_server&) = delete;
 
-    std::string url(const std::string& target) const {
-        return "http://127.0.0.1:" + std::to_string(port_) + target;
-    }
-    unsigned short port() const { return port_; }
+    std::string url(const std::string& target) const { return listener_.url(target); }
+    unsigned short port() const { return listener_.port(); }
+    int accepted() const { return listener_.accepted(); }
 
     std::vector<seen_request> seen() const {
         std::lock_guard lock(mutex_);
         return seen_;
     }
 
-    std::atomic<int> accepted{0};          ///< connections accepted
     std::atomic<int> requests{0};          ///< requests read
     std::atomic<int> closed_by_client{0};  ///< /hang connections the client closed
     std::atomic<int> closed_idle{0};       ///< /close-idle connections closed after answering
 
   private:
-    asio::awaitable<void> accept_loop() {
-        for (;;) {
-            auto r = co_await acceptor_.async_accept(tuple_awaitable);
-            if (std::get<0>(r)) co_return;
-            ++accepted;
-            asio::co_spawn(io_, serve(std::move(std::get<1>(r))), [](const std::exception_ptr&) {});
-        }
-    }
-
     void record(const bhttp::request<bhttp::string_body>& req) {
         std::lock_guard lock(mutex_);
         seen_.push_back(
@@ -173,12 +151,9 @@ class upstream_server {
         }
     }
 
-    asio::io_context io_;
-    tcp::acceptor acceptor_{io_};
-    unsigned short port_ = 0;
-    std::thread thread_;
     mutable std::mutex mutex_;
     std::vector<seen_request> seen_;
+    test::loopback_server listener_{[this](tcp::socket s) { return serve(std::move(s)); }};
 };
 
 // How one attempt ended.
@@ -350,7 +325,7 @@ BOOST_AUTO_TEST_CASE(a_fresh_connection_closed_before_answering_is_retryable_and
     BOOST_TEST(!r.succeeded);
     BOOST_TEST(r.retryable);
     BOOST_TEST(r.error == "upstream closed the connection before answering");
-    BOOST_TEST(up.accepted == 1);
+    BOOST_TEST(up.accepted() == 1);
 }
 
 BOOST_AUTO_TEST_CASE(a_refused_connection_is_retryable) {
@@ -408,7 +383,7 @@ BOOST_AUTO_TEST_CASE(cancellation_aborts_a_hanging_exchange_and_closes_the_conne
         // The connection is closed, not kept: the upstream sees it go, and the next attempt
         // needs a new one.
         BOOST_TEST(test::wait_until([&] { return up.closed_by_client == round; }, 2000ms));
-        BOOST_TEST(up.accepted == round);
+        BOOST_TEST(up.accepted() == round);
     }
 }
 
@@ -420,7 +395,7 @@ BOOST_AUTO_TEST_CASE(keep_alive_reuses_one_connection_across_attempts_and_copies
     BOOST_TEST_REQUIRE(run(fn).succeeded);
     BOOST_TEST_REQUIRE(run(copy).succeeded);
     BOOST_TEST(up.requests == 3);
-    BOOST_TEST(up.accepted == 1);
+    BOOST_TEST(up.accepted() == 1);
 }
 
 BOOST_AUTO_TEST_CASE(connection_close_answers_are_not_pooled) {
@@ -428,7 +403,7 @@ BOOST_AUTO_TEST_CASE(connection_close_answers_are_not_pooled) {
     auto fn = make_job(up.url("/close"));
     BOOST_TEST_REQUIRE(run(fn).succeeded);
     BOOST_TEST_REQUIRE(run(fn).succeeded);
-    BOOST_TEST(up.accepted == 2);
+    BOOST_TEST(up.accepted() == 2);
 }
 
 BOOST_AUTO_TEST_CASE(a_pooled_connection_closed_by_the_upstream_is_replaced) {
@@ -438,7 +413,7 @@ BOOST_AUTO_TEST_CASE(a_pooled_connection_closed_by_the_upstream_is_replaced) {
     BOOST_TEST_REQUIRE(test::wait_until([&] { return up.closed_idle == 1; }, 2000ms));
     auto r = run(fn);
     BOOST_TEST_REQUIRE(r.succeeded, r.error);
-    BOOST_TEST(up.accepted == 2);
+    BOOST_TEST(up.accepted() == 2);
     BOOST_TEST(up.requests == 2);
 }
 
@@ -450,7 +425,7 @@ BOOST_AUTO_TEST_CASE(a_pooled_connection_dropped_before_answering_is_retried_on_
     auto r = run(fn, j);
     BOOST_TEST_REQUIRE(r.succeeded, r.error);
     BOOST_TEST(j.raw_body.value_or("") == R"({"n":2})");
-    BOOST_TEST(up.accepted == 2);
+    BOOST_TEST(up.accepted() == 2);
     BOOST_TEST(up.requests == 3);
 }
 
@@ -458,9 +433,9 @@ BOOST_AUTO_TEST_CASE(the_pool_keeps_at_most_16_idle_connections) {
     upstream_server up;
     auto fn = make_job(up.url("/slow"));
     run_parallel(fn, 20);
-    BOOST_TEST(up.accepted == 20);
+    BOOST_TEST(up.accepted() == 20);
     run_parallel(fn, 20);
-    BOOST_TEST(up.accepted == 24);
+    BOOST_TEST(up.accepted() == 24);
 }
 
 BOOST_AUTO_TEST_CASE(bad_specs_are_rejected_at_configuration) {
