@@ -114,11 +114,14 @@ void store::open(const write_fn& startup) {
     }
     checkpoint_db_ = std::make_unique<connection>(settings_.path);
     checkpoint_db_->exec("PRAGMA busy_timeout = 5000");
+    // A connection learns that the database is in WAL mode (and opens the WAL) on its first
+    // read; until then a checkpoint through it does nothing.
+    checkpoint_db_->exec("SELECT count(*) FROM sqlite_master");
     writer_db_->on_wal_commit([this](int frames) {
         // Frames since the last checkpoint (the WAL starts over after a complete one).
         int base = checkpointed_frames_.load(std::memory_order_relaxed);
         if (frames < base) base = 0;
-        if (frames - base < checkpoint_frames) return;
+        if (frames - base < settings_.checkpoint_frames) return;
         {
             std::lock_guard lock(checkpoint_mutex_);
             wal_frames_ = frames;
@@ -356,7 +359,7 @@ void store::run_checkpointer() {
             // PASSIVE copies what it can while the writer goes on. Under steady writes the WAL
             // is never wholly copied at the moment a transaction starts, so it is not started
             // anew and keeps growing: past a bound, one checkpoint waits for the writer.
-            int log = checkpoint_db_->checkpoint(frames >= restart_frames);
+            int log = checkpoint_db_->checkpoint(frames >= settings_.restart_frames);
             checkpointed_frames_.store(log, std::memory_order_relaxed);
             stats_.checkpoints.fetch_add(1, std::memory_order_relaxed);
         } catch (const std::exception& e) {

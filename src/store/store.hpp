@@ -72,6 +72,11 @@ class store {
         bool synchronous_full = true;
         unsigned readers = 2;
         std::size_t max_batch = 4096;
+        /// WAL frames (4 KiB pages) written since the last checkpoint that start the next one,
+        /// and the WAL size past which a checkpoint waits for the writer so that the WAL
+        /// starts over.
+        int checkpoint_frames = 1000;
+        int restart_frames = 16000;
     };
     using write_fn = std::function<void(write_context&)>;
     using read_fn = std::function<void(connection&)>;
@@ -157,10 +162,6 @@ class store {
     bool sync_stopping_ = false;
     int wal_fd_ = -1;
 
-    // WAL frames (4 KiB pages) after which a checkpoint starts, and after which it waits for
-    // the writer so that the WAL can start over.
-    static constexpr int checkpoint_frames = 8000;
-    static constexpr int restart_frames = 32000;
     std::unique_ptr<connection> checkpoint_db_;
     std::mutex checkpoint_mutex_;
     std::condition_variable checkpoint_cv_;
