@@ -83,15 +83,20 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
     sse::subscription_guard guard(ctx.hub, sub);
     // A slow reader's mailbox overflows while its stream may be stuck in a write that the
     // client does not take: then end the connection at once; the client resumes by id.
-    auto alive = std::make_shared<bool>(true);
+    // One allocation: the hook's function holds only this pointer (no heap of its own).
+    struct abort_hook {
+        asio::any_io_executor ex;
+        http::body_writer* out;
+        bool alive = true;
+    };
+    auto hook = std::make_shared<abort_hook>(co_await asio::this_coro::executor, &out);
     struct alive_guard {
-        std::shared_ptr<bool> flag;
-        ~alive_guard() { *flag = false; }
-    } alive_until_return{alive};
-    auto ex = co_await asio::this_coro::executor;
-    sub->box.on_overflow([ex, alive, &out] {
-        asio::post(ex, [alive, &out] {
-            if (*alive) out.abort();
+        std::shared_ptr<abort_hook> hook;
+        ~alive_guard() { hook->alive = false; }
+    } alive_until_return{hook};
+    sub->box.on_overflow([hook] {
+        asio::post(hook->ex, [hook] {
+            if (hook->alive) hook->out->abort();
         });
     });
     // Operations whose terminal event the client had seen count as sent.
