@@ -23,6 +23,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
@@ -48,6 +49,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "core/run_on.hpp"
 #include "jobs/executors.hpp"
 
 extern char** environ;
@@ -243,6 +245,14 @@ pid_t start_child(const child_plan& plan) {
     errno = err;
     return pid;
 #endif
+}
+
+/// The threads that start children: until the child's execve, clone(CLONE_VFORK) (and fork,
+/// for its page tables) holds the thread that calls it, which must not be an I/O thread. They
+/// live as long as the process, as PR_SET_PDEATHSIG ties each child to its thread.
+asio::any_io_executor spawner() {
+    static asio::thread_pool pool(2);
+    return pool.get_executor();
 }
 
 /// Strings and the pointer arrays execve wants.
@@ -444,7 +454,7 @@ class exec_attempt {
     asio::awaitable<json::value> run();
 
   private:
-    void spawn();
+    asio::awaitable<void> spawn();
     asio::awaitable<void> check_exec();
     asio::awaitable<void> pump();
     asio::awaitable<void> feed_stdin();
@@ -493,7 +503,7 @@ class exec_attempt {
     bool bad_result_file_ = false;
 };
 
-void exec_attempt::spawn() {
+asio::awaitable<void> exec_attempt::spawn() {
     if (spec_.argv.empty() || spec_.argv.front().empty())
         throw job_error("the exec kind has no command (argv is empty)", false);
     const std::string& program = spec_.argv.front();
@@ -524,8 +534,15 @@ void exec_attempt::spawn() {
     plan.stderr_fd = err.write.get();
     plan.report_fd = report.write.get();
 
-    pid_t pid = start_child(plan);
-    if (pid < 0) throw fail("clone", errno);
+    // The plan and the pipes stay in this frame until the child has exec'd or failed.
+    // Named: g++ 12 destroys capturing lambda temporaries of a co_await expression twice.
+    auto start = [&plan] {
+        pid_t started = start_child(plan);
+        return std::pair<pid_t, int>{started, started < 0 ? errno : 0};
+    };
+    const std::pair<pid_t, int> started = co_await core::run_on(spawner(), std::move(start));
+    const pid_t pid = started.first;
+    if (pid < 0) throw fail("clone", started.second);
     pid_ = pid;
     // Also from here: the group must exist before anything signals it.
     ::setpgid(pid, pid);
@@ -559,7 +576,7 @@ asio::awaitable<json::value> exec_attempt::run() {
 
     std::exception_ptr failure;
     try {
-        spawn();
+        co_await spawn();
         co_await check_exec();
         // Output and exit together; the stop timer ends it early (output limit, failed report).
         co_await (pump() || watch_exit() || stop_.async_wait(tuple_awaitable));
