@@ -56,10 +56,12 @@ std::int64_t parse_last_event_id(const http::request& req,
 // The `retry:` line and the stored events after `st.last`, page by page.
 asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state& st) {
     co_await out.write(sse::format_retry(ctx.settings.sse_retry_ms));
+    // Only what is durable: later commits reach the subscription live, after their fsync.
+    const std::int64_t upto = ctx.db.published_seq();
     for (;;) {
         std::vector<store::event> page;
         co_await ctx.db.read([&](store::connection& db) {
-            page = store::read_events(db, st.ids, st.last, replay_page);
+            page = store::read_events(db, st.ids, st.last, upto, replay_page);
         });
         std::string text;
         for (const auto& e : page) {
@@ -157,10 +159,9 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     // Which operations exist, and which of them have ended at or before `after`.
     std::optional<std::string> missing;
     std::set<std::string> ended;
-    std::int64_t newest = 0;
+    // Read before the stream subscribes: every event published later has a greater id.
+    const std::int64_t newest = ctx.db.published_seq();
     co_await ctx.db.read([&](store::connection& db) {
-        // Read before the stream subscribes: every event committed later has a greater id.
-        newest = store::newest_event(db);
         for (const auto& id : ids) {
             auto op = store::load_operation(db, id);
             if (!op) {

@@ -197,24 +197,25 @@ void insert_key(connection& db, std::string_view key, std::string_view request,
 }
 
 std::vector<event> read_events(connection& db, const std::vector<std::string>& operation_ids,
-                               std::int64_t after, int limit) {
+                               std::int64_t after, std::int64_t upto, int limit) {
     std::vector<event> out;
     if (operation_ids.size() == 1) {
         auto s = db.cached(
             "SELECT seq, operation_id, type, data FROM events "
-            "WHERE operation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
-        s->bind(1, operation_ids[0]).bind(2, after).bind(3, limit);
+            "WHERE operation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4");
+        s->bind(1, operation_ids[0]).bind(2, after).bind(3, upto).bind(4, limit);
         while (s->step())
             out.push_back(event{s->get_int(0), s->get_text(1), s->get_text(2), s->get_text(3)});
         return out;
     }
     std::string sql = "SELECT seq, operation_id, type, data FROM events WHERE operation_id IN (";
     for (std::size_t i = 0; i < operation_ids.size(); ++i) sql += i ? ",?" : "?";
-    sql += ") AND seq > ? ORDER BY seq LIMIT ?";
+    sql += ") AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
     statement s(db, sql);
     int i = 1;
     for (const auto& id : operation_ids) s.bind(i++, id);
     s.bind(i++, after);
+    s.bind(i++, upto);
     s.bind(i, limit);
     while (s.step())
         out.push_back(event{s.get_int(0), s.get_text(1), s.get_text(2), s.get_text(3)});

@@ -87,9 +87,9 @@ std::optional<idempotency_entry> find_key(connection& db, std::string_view key);
 void insert_key(connection& db, std::string_view key, std::string_view request,
                 std::string_view operation_id, core::millis now);
 
-/// Events of the given operations with `seq > after`, oldest first, at most `limit`.
+/// Events of the given operations with `after < seq <= upto`, oldest first, at most `limit`.
 std::vector<event> read_events(connection& db, const std::vector<std::string>& operation_ids,
-                               std::int64_t after, int limit);
+                               std::int64_t after, std::int64_t upto, int limit);
 
 /// The newest event id ever handed out: the newest stored one, or the high-water mark that
 /// deletions of events record, whichever is larger (0 for a new database).

@@ -129,6 +129,7 @@ void store::open(const write_fn& startup) {
         checkpoint_cv_.notify_one();
     });
     checkpointer_ = std::thread([this] { run_checkpointer(); });
+    published_seq_.store(last_seq_);
     open_ = true;
     writer_ = std::thread([this] { run_writer(); });
     for (unsigned i = 0; i < std::max(1u, settings_.readers); ++i) {
@@ -371,7 +372,12 @@ void store::run_checkpointer() {
 void store::deliver(committed& c) {
     const auto now = std::chrono::steady_clock::now();
     for (auto& e : c.events) e.committed = now;
-    if (!c.events.empty() && on_commit) on_commit(std::move(c.events));
+    if (!c.events.empty()) {
+        // Before the hub has them: a replay that reads up to here and a subscription made
+        // before it together see every event once.
+        published_seq_.store(c.events.back().seq, std::memory_order_release);
+        if (on_commit) on_commit(std::move(c.events));
+    }
     auto error_of = [&c](std::size_t i) { return c.commit_error ? c.commit_error : c.errors[i]; };
     if (c.waiters.size() == 1) {
         c.waiters[0](error_of(0));

@@ -108,6 +108,10 @@ class store {
     /// Called on the writer thread after each commit with its events, in commit order.
     std::function<void(std::vector<event>)> on_commit;
 
+    /// The newest event id that is durable and handed to `on_commit`. A reader sees commits
+    /// that their fsync has not covered yet; replays stop here, and what follows comes live.
+    std::int64_t published_seq() const { return published_seq_.load(std::memory_order_acquire); }
+
     /// Writer and reader counters.
     const store_stats& stats() const { return stats_; }
 
@@ -144,6 +148,7 @@ class store {
     settings settings_;
     std::unique_ptr<connection> writer_db_;
     std::int64_t last_seq_ = 0;  ///< the newest event id handed out; writer thread only
+    std::atomic<std::int64_t> published_seq_{0};
     store_stats stats_;
 
     std::mutex write_mutex_;

@@ -1,5 +1,6 @@
 #include "store/store.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -9,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/test/unit_test.hpp>
 #include <filesystem>
+#include <mutex>
 
 #include "store/operations.hpp"
 #include "support/process.hpp"
@@ -103,8 +105,9 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
         BOOST_TEST(one.has_value());
         BOOST_TEST(!two.has_value());
         std::vector<store::event> events;
-        co_await db.read(
-            [&](store::connection& c) { events = store::read_events(c, {id_of(2)}, 0, 10); });
+        co_await db.read([&](store::connection& c) {
+            events = store::read_events(c, {id_of(2)}, 0, INT64_MAX, 10);
+        });
         BOOST_TEST(events.empty());
     });
     BOOST_TEST(second_failed);
@@ -187,6 +190,36 @@ BOOST_AUTO_TEST_CASE(every_commit_is_synced_and_the_wal_is_checkpointed_and_rest
     // instead of holding all 600 writes (over 3,000 frames).
     auto wal = std::filesystem::file_size(path + "-wal");
     BOOST_TEST(wal < 1000u * 4120u);
+}
+
+BOOST_AUTO_TEST_CASE(events_are_published_in_order_and_counted_before_the_writer_resumes) {
+    test::temp_dir dir;
+    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    std::vector<std::int64_t> published;
+    std::mutex m;
+    db.on_commit = [&](std::vector<store::event> events) {
+        std::lock_guard lock(m);
+        for (const auto& e : events) {
+            // The counter already covers what on_commit is handed.
+            BOOST_TEST(db.published_seq() >= e.seq);
+            published.push_back(e.seq);
+        }
+    };
+    db.open();
+    BOOST_TEST(db.published_seq() == 0);
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 50; ++i) {
+            std::int64_t seq = 0;
+            co_await db.write([&](store::write_context& w) {
+                store::insert_operation(w.db, make_op(id_of(i)));
+                seq = w.add_event(id_of(i), "pending", "{}");
+            });
+            BOOST_TEST_REQUIRE(db.published_seq() >= seq);
+        }
+    });
+    std::lock_guard lock(m);
+    BOOST_TEST(published.size() == 50u);
+    BOOST_TEST(std::is_sorted(published.begin(), published.end()));
 }
 
 BOOST_AUTO_TEST_CASE(without_synchronous_full_nothing_is_synced) {
