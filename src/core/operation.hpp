@@ -3,6 +3,7 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +42,7 @@ struct operation {
     millis run_after = 0;                 ///< earliest start of the next attempt (backoff)
     std::optional<std::string> progress;  ///< serialized {"percent","message"}
     std::optional<std::string> error;     ///< serialized problem object
+    std::int64_t row = 0;                 ///< the store's row id; 0 when not known
 };
 
 /// A JSON number: an integer when `v` is whole (so 60 prints as 60, not 6E1).

@@ -33,11 +33,16 @@ std::chrono::steady_clock::duration seconds(double s) {
 enum class stop_reason { none, cancel, shutdown };
 
 struct scheduler::job_control {
-    job_control(std::string id, std::string kind, asio::io_context& io)
-        : id(std::move(id)), kind(std::move(kind)), strand(asio::make_strand(io)), wake(strand) {
+    job_control(std::string id, std::int64_t row, std::string kind, asio::io_context& io)
+        : id(std::move(id)),
+          row(row),
+          kind(std::move(kind)),
+          strand(asio::make_strand(io)),
+          wake(strand) {
         wake.expires_at(std::chrono::steady_clock::time_point::max());
     }
     std::string id;
+    std::int64_t row;  ///< the operation's row in the store
     std::string kind;
     asio::strand<asio::io_context::executor_type> strand;
     asio::steady_timer wake;  ///< fires at the attempt's deadline, or at once when stopped
@@ -220,7 +225,7 @@ void scheduler::pump() {
         index_.erase(e.id);
         stats_.pending.store(static_cast<std::int64_t>(index_.size()));
 
-        auto ctrl = std::make_shared<job_control>(e.id, kind, io_);
+        auto ctrl = std::make_shared<job_control>(e.id, e.order, kind, io_);
         running_.emplace(e.id, ctrl);
         ++running_by_kind_[kind];
         stats_.running.store(static_cast<std::int64_t>(running_.size()));
@@ -412,7 +417,7 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
     std::optional<core::operation> op;
     try {
         co_await db_.write([&](store::write_context& w) {
-            op = store::start_attempt(w.db, ctrl->id, core::now_ms());
+            op = store::start_attempt(w.db, ctrl->row, ctrl->id, core::now_ms());
             if (op) w.add_event(op->id, "running", core::state_text(*op));
         });
     } catch (const std::exception& e) {
@@ -441,13 +446,8 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
             a.flush_progress(w);
             store::save_operation(w.db, *op, succeeded ? &result : nullptr);
             w.add_event(op->id, event, text);
-            if (op->state == core::status::pending) {
-                std::int64_t order = 0;
-                auto s = w.db.cached("SELECT rowid FROM operations WHERE id = ?1");
-                s->bind(1, op->id);
-                if (s->step()) order = s->get_int(0);
-                again = store::queued{op->id, op->kind, op->priority, op->run_after, order};
-            }
+            if (op->state == core::status::pending)
+                again = store::queued{op->id, op->kind, op->priority, op->run_after, op->row};
         });
     } catch (const std::exception& e) {
         core::log(core::level::error,

@@ -1,5 +1,6 @@
 #include "store/operations.hpp"
 
+#include <algorithm>
 #include <string>
 
 namespace buzzer::store {
@@ -7,7 +8,7 @@ namespace {
 
 #define BUZZER_OP_COLUMNS                                                               \
     "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, " \
-    "started_at, finished_at, run_after, progress, error"
+    "started_at, finished_at, run_after, progress, error, rowid"
 
 core::operation row_to_operation(statement& s) {
     core::operation op;
@@ -25,6 +26,7 @@ core::operation row_to_operation(statement& s) {
     op.run_after = s.get_int(11);
     op.progress = s.get_opt_text(12);
     op.error = s.get_opt_text(13);
+    op.row = s.get_int(14);
     return op;
 }
 
@@ -56,16 +58,23 @@ std::optional<core::operation> load_operation(connection& db, std::string_view i
 }
 
 void save_operation(connection& db, const core::operation& op, const result_body* result) {
-    auto s = result ? db.cached(
-                          "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
-                          "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8, "
-                          "result = ?9, result_type = ?10 WHERE id = ?1")
-                    : db.cached(
-                          "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, "
-                          "finished_at = ?5, run_after = ?6, progress = ?7, error = ?8 "
-                          "WHERE id = ?1");
-    s->bind(1, op.id)
-        .bind(2, core::to_string(op.state))
+    // By row id when it is known: one index look-up fewer than by `id`.
+#define BUZZER_SAVE_COLUMNS                                                                \
+    "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, finished_at = ?5, " \
+    "run_after = ?6, progress = ?7, error = ?8"
+    const bool by_row = op.row > 0;
+    auto s = result ? (by_row ? db.cached(BUZZER_SAVE_COLUMNS
+                                          ", result = ?9, result_type = ?10 WHERE rowid = ?1")
+                              : db.cached(BUZZER_SAVE_COLUMNS
+                                          ", result = ?9, result_type = ?10 WHERE id = ?1"))
+                    : (by_row ? db.cached(BUZZER_SAVE_COLUMNS " WHERE rowid = ?1")
+                              : db.cached(BUZZER_SAVE_COLUMNS " WHERE id = ?1"));
+#undef BUZZER_SAVE_COLUMNS
+    if (by_row)
+        s->bind(1, op.row);
+    else
+        s->bind(1, op.id);
+    s->bind(2, core::to_string(op.state))
         .bind(3, op.attempt)
         .bind(4, op.started_at)
         .bind(5, op.finished_at)
@@ -76,16 +85,19 @@ void save_operation(connection& db, const core::operation& op, const result_body
     s->exec();
 }
 
-std::optional<core::operation> start_attempt(connection& db, std::string_view id,
+std::optional<core::operation> start_attempt(connection& db, std::int64_t row, std::string_view id,
                                              core::millis now) {
     // An UPDATE and a SELECT of the same row: RETURNING materialises its rows in a temporary
     // table first and cost more than both together.
     auto u = db.cached(
-        "UPDATE operations SET status = 'running', attempt = attempt + 1, started_at = ?2, "
-        "progress = NULL, error = NULL WHERE id = ?1 AND status = 'pending'");
-    u->bind(1, id).bind(2, now).exec();
+        "UPDATE operations SET status = 'running', attempt = attempt + 1, started_at = ?3, "
+        "progress = NULL, error = NULL WHERE rowid = ?1 AND id = ?2 AND status = 'pending'");
+    u->bind(1, row).bind(2, id).bind(3, now).exec();
     if (db.changes() == 0) return std::nullopt;
-    return load_operation(db, id);
+    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE rowid = ?1");
+    s->bind(1, row);
+    if (!s->step()) return std::nullopt;
+    return row_to_operation(*s);
 }
 
 void save_result(connection& db, std::string_view id, const result_body& r) {
@@ -107,6 +119,10 @@ std::vector<core::operation> list_operations(connection& db, const list_query& q
         sql += " AND status IN (";
         for (std::size_t i = 0; i < q.statuses.size(); ++i) sql += i ? ",?" : "?";
         sql += ")";
+        // The status index leaves succeeded operations out (migration 0004).
+        if (std::find(q.statuses.begin(), q.statuses.end(), core::status::succeeded) ==
+            q.statuses.end())
+            sql += " AND status <> 'succeeded'";
     }
     if (q.kind) sql += " AND kind = ?";
     if (q.before) sql += " AND id < ?";
@@ -157,8 +173,9 @@ void purge_keys(connection& db, core::millis cutoff) {
 }
 
 std::vector<core::operation> running_operations(connection& db) {
-    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS
-                       " FROM operations WHERE status = 'running' ORDER BY rowid");
+    auto s = db.cached(
+        "SELECT " BUZZER_OP_COLUMNS
+        " FROM operations WHERE status = 'running' AND status <> 'succeeded' ORDER BY rowid");
     std::vector<core::operation> out;
     while (s->step()) out.push_back(row_to_operation(*s));
     return out;
@@ -166,7 +183,8 @@ std::vector<core::operation> running_operations(connection& db) {
 
 std::vector<queued> pending_operations(connection& db) {
     auto s = db.cached(
-        "SELECT id, kind, priority, run_after, rowid FROM operations WHERE status = 'pending' "
+        "SELECT id, kind, priority, run_after, rowid FROM operations "
+        "WHERE status = 'pending' AND status <> 'succeeded' "
         "ORDER BY priority DESC, rowid");
     std::vector<queued> out;
     while (s->step())
@@ -176,7 +194,8 @@ std::vector<queued> pending_operations(connection& db) {
 }
 
 std::int64_t count_pending(connection& db) {
-    auto s = db.cached("SELECT count(*) FROM operations WHERE status = 'pending'");
+    auto s = db.cached(
+        "SELECT count(*) FROM operations WHERE status = 'pending' AND status <> 'succeeded'");
     s->step();
     return s->get_int(0);
 }
