@@ -113,6 +113,68 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
     BOOST_TEST(second_failed);
 }
 
+BOOST_AUTO_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves) {
+    test::temp_dir dir;
+    store::store db({(dir / "s.db").string(), true, 2, 4096});
+    db.open();
+    std::vector<store::event> published;
+    std::mutex m;
+    db.on_commit = [&](std::vector<store::event> events) {
+        std::lock_guard lock(m);
+        for (auto& e : events) published.push_back(std::move(e));
+    };
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        co_await db.write(
+            [&](store::write_context& w) { store::insert_operation(w.db, make_op(id_of(0))); });
+    });
+    // Every third request inserts an id that exists, after an event and an insert of its own.
+    constexpr int n = 300;
+    std::atomic<int> ok{0}, failed{0};
+    test::run_coroutine(
+        [&]() -> asio::awaitable<void> {
+            auto ex = co_await asio::this_coro::executor;
+            for (int i = 1; i <= n; ++i) {
+                asio::co_spawn(
+                    asio::make_strand(ex),
+                    [&, i]() -> asio::awaitable<void> {
+                        try {
+                            co_await db.write([&](store::write_context& w) {
+                                store::insert_operation(w.db, make_op(id_of(i)));
+                                w.add_event(id_of(i), "pending", "{}");
+                                if (i % 3 == 0) store::insert_operation(w.db, make_op(id_of(0)));
+                            });
+                            ++ok;
+                        } catch (const store::sqlite_error&) {
+                            ++failed;
+                        }
+                    },
+                    asio::detached);
+            }
+            co_return;
+        },
+        2);
+    BOOST_TEST(ok.load() == n - n / 3);
+    BOOST_TEST(failed.load() == n / 3);
+    // Batches were shared, so some ran again request by request.
+    BOOST_TEST(db.stats().batches.load() < static_cast<std::uint64_t>(n));
+    std::vector<std::string> kept, events_of_failed;
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        co_await db.read([&](store::connection& c) {
+            for (int i = 1; i <= n; ++i)
+                if (store::load_operation(c, id_of(i))) kept.push_back(id_of(i));
+            for (int i = 3; i <= n; i += 3)
+                for (auto& e : store::read_events(c, {id_of(i)}, 0, INT64_MAX, 10))
+                    events_of_failed.push_back(e.operation_id);
+        });
+    });
+    BOOST_TEST(kept.size() == static_cast<std::size_t>(n - n / 3));
+    BOOST_TEST(events_of_failed.empty());
+    std::lock_guard lock(m);
+    BOOST_TEST(published.size() == static_cast<std::size_t>(n - n / 3));
+    for (std::size_t i = 1; i < published.size(); ++i)
+        BOOST_TEST_REQUIRE(published[i].seq > published[i - 1].seq);
+}
+
 BOOST_AUTO_TEST_CASE(data_survives_reopening) {
     test::temp_dir dir;
     auto path = (dir / "s.db").string();
