@@ -378,14 +378,29 @@ asio::awaitable<http::response> delete_operation(context& ctx, http::request& re
     co_return r;
 }
 
+// The 409 of a cancel that comes too late.
+http_error finished_problem(const core::operation& op) {
+    json::object extra;
+    extra["operation_status"] = core::to_string(op.state);
+    return http_error{409, "operation-finished",
+                      "the operation is already " + std::string(core::to_string(op.state)),
+                      std::move(extra)};
+}
+
 asio::awaitable<http::response> cancel_operation(context& ctx, http::request& req) {
     const auto& id = req.params[0];
     require_id(id);
     for (int round = 0; round < 2; ++round) {
         auto found = co_await ctx.scheduler.cancel(id);
-        if (found == jobs::scheduler::cancel_state::cancelling) {
+        if (found != jobs::scheduler::cancel_state::not_active) {
             auto op = co_await load(ctx, id);
             if (!op) break;
+            // Its job may have recorded an outcome that the scheduler has not heard of yet:
+            // then the stored state decides, except that the cancel which stopped the job is
+            // answered 202 however fast the job ended.
+            const bool ours = found == jobs::scheduler::cancel_state::cancelling &&
+                              op->state == core::status::canceled;
+            if (core::is_terminal(op->state) && !ours) throw finished_problem(*op);
             http::response r = json_response(202, core::represent_text(*op, ctx.base_url));
             r.set("Location", status_url(ctx, id));
             co_return r;
@@ -405,13 +420,7 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
         });
         if (!op) break;
         if (canceled) co_return json_response(200, core::represent_text(*op, ctx.base_url));
-        if (core::is_terminal(op->state)) {
-            json::object extra;
-            extra["operation_status"] = core::to_string(op->state);
-            throw http_error{409, "operation-finished",
-                             "the operation is already " + std::string(core::to_string(op->state)),
-                             std::move(extra)};
-        }
+        if (core::is_terminal(op->state)) throw finished_problem(*op);
         // Running in the store but not yet seen by the scheduler: ask it again.
     }
     throw http_error{404, "not-found", "no operation with id " + id};

@@ -25,9 +25,10 @@ constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-// What stop() may touch of a live connection; only used on the connection's strand.
+// What stop() may touch of a live connection; only used on the connection's executor (one
+// thread runs it).
 struct connection_state {
-    asio::any_io_executor strand;
+    asio::any_io_executor executor;
     beast::tcp_stream* stream = nullptr;
     bool idle = true;
     bool closing = false;
@@ -109,14 +110,18 @@ request to_request(bhttp::request<bhttp::string_body>&& in) {
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<impl> {
-    impl(asio::io_context& io, const router& routes, server_settings s)
+    impl(asio::io_context& io, std::vector<asio::io_context*> contexts, const router& routes,
+         server_settings s)
         : io(io),
+          contexts(std::move(contexts)),
           routes(routes),
           settings(s),
           accept_strand(asio::make_strand(io)),
           acceptor(accept_strand) {}
 
     asio::io_context& io;
+    std::vector<asio::io_context*> contexts;  ///< where connections run, in turn
+    std::size_t next_context = 0;             ///< on the accept strand
     const router& routes;
     server_settings settings;
     server_stats stats;
@@ -139,8 +144,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
     asio::awaitable<void> accept_loop() {
         for (;;) {
-            auto [ec, socket] =
-                co_await acceptor.async_accept(asio::make_strand(io), tuple_awaitable);
+            auto [ec, socket] = co_await acceptor.async_accept(
+                contexts[next_context]->get_executor(), tuple_awaitable);
+            next_context = (next_context + 1) % contexts.size();
             if (stopping) co_return;
             if (ec) {
                 if (ec == asio::error::operation_aborted) co_return;
@@ -157,7 +163,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             boost::system::error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
             auto state = std::make_shared<connection_state>();
-            state->strand = socket.get_executor();
+            state->executor = socket.get_executor();
             {
                 std::lock_guard lock(mutex);
                 live.insert(state);
@@ -419,8 +425,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
 };
 
-server::server(asio::io_context& io, const router& routes, server_settings settings)
-    : impl_(std::make_shared<impl>(io, routes, settings)) {}
+server::server(asio::io_context& io, std::vector<asio::io_context*> connection_contexts,
+               const router& routes, server_settings settings)
+    : impl_(std::make_shared<impl>(io,
+                                   connection_contexts.empty() ? std::vector<asio::io_context*>{&io}
+                                                               : std::move(connection_contexts),
+                                   routes, settings)) {}
 
 server::~server() = default;
 
@@ -475,7 +485,7 @@ void server::stop() {
     // Idle connections close now; busy ones see `closing` after their current response.
     std::lock_guard lock(impl_->mutex);
     for (const auto& state : impl_->live) {
-        asio::post(state->strand, [state] {
+        asio::post(state->executor, [state] {
             state->closing = true;
             if (state->idle && state->stream) {
                 boost::system::error_code ignored;
@@ -488,7 +498,7 @@ void server::stop() {
 void server::close_all() {
     std::lock_guard lock(impl_->mutex);
     for (const auto& state : impl_->live) {
-        asio::post(state->strand, [state] {
+        asio::post(state->executor, [state] {
             state->closing = true;
             if (state->stream) {
                 boost::system::error_code ignored;

@@ -1,4 +1,5 @@
-// The HTTP/1.1 front: an acceptor and one coroutine per connection, each on its own strand.
+// The HTTP/1.1 front: an acceptor and one coroutine per connection. Connections are spread
+// over I/O contexts that one thread each runs, so a connection's handlers need no strand.
 #pragma once
 
 #include <atomic>
@@ -7,6 +8,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "http/router.hpp"
 
@@ -36,7 +38,10 @@ struct server_settings {
 /// Accepts connections and serves them with a router.
 class server {
   public:
-    server(boost::asio::io_context& io, const router& routes, server_settings settings);
+    /// `io` runs the acceptor; connections go to `connection_contexts` in turn, each of which
+    /// must be run by exactly one thread.
+    server(boost::asio::io_context& io, std::vector<boost::asio::io_context*> connection_contexts,
+           const router& routes, server_settings settings);
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;

@@ -47,6 +47,7 @@ struct scheduler::job_control {
     asio::strand<asio::io_context::executor_type> strand;
     asio::steady_timer wake;  ///< fires at the attempt's deadline, or at once when stopped
     stop_reason reason = stop_reason::none;
+    bool cancel_asked = false;  ///< on the scheduler's strand: a cancel request came
 
     void stop(stop_reason r) {
         if (reason == stop_reason::none) reason = r;
@@ -262,6 +263,7 @@ asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
     auto on_strand = [this, id] {
         if (auto r = running_.find(id); r != running_.end()) {
             auto ctrl = r->second;
+            if (std::exchange(ctrl->cancel_asked, true)) return cancel_state::already_cancelling;
             asio::post(ctrl->strand, [ctrl] { ctrl->stop(stop_reason::cancel); });
             return cancel_state::cancelling;
         }

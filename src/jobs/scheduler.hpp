@@ -57,8 +57,9 @@ class scheduler {
 
     /// What a cancel request found.
     enum class cancel_state {
-        not_active,  ///< not running; removed from the queue if it was there
-        cancelling   ///< running: its job is being stopped
+        not_active,         ///< not running; removed from the queue if it was there
+        cancelling,         ///< running: this call asked its job to stop
+        already_cancelling  ///< running, and an earlier cancel asked its job to stop
     };
 
     /// Cancels a running job, or takes a queued operation out of the queue.

@@ -137,9 +137,19 @@ void server::run() {
     }
     unsigned threads =
         s.opts.threads ? s.opts.threads : std::max(1u, std::thread::hardware_concurrency());
-    s.io = std::make_unique<asio::io_context>(static_cast<int>(threads));
+    // One io_context per I/O thread, each run by that thread alone (no locking inside it, no
+    // strand per connection). The first also runs the hub, the scheduler and the acceptor.
+    s.io = std::make_unique<asio::io_context>(1);
     auto& io = *s.io;
     auto work = asio::make_work_guard(io);
+    std::vector<std::unique_ptr<asio::io_context>> extra;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> extra_work;
+    std::vector<asio::io_context*> contexts{&io};
+    for (unsigned i = 1; i < threads; ++i) {
+        extra.push_back(std::make_unique<asio::io_context>(1));
+        extra_work.push_back(asio::make_work_guard(*extra.back()));
+        contexts.push_back(extra.back().get());
+    }
 
     store::store db({s.opts.database, s.opts.synchronous_full, 2, 4096});
     std::vector<store::queued> pending;
@@ -170,7 +180,7 @@ void server::run() {
     hs.header_timeout =
         std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
     hs.idle_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.idle_timeout_s * 1000));
-    http::server front(io, routes, hs);
+    http::server front(io, contexts, routes, hs);
     api::context ctx{
         db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
     api::add_routes(routes, ctx);
@@ -206,13 +216,14 @@ void server::run() {
         boost::system::error_code ignored;
         signals.cancel(ignored);
         work.reset();
-        // Whatever still holds the io_context after this (a job that ignores cancellation)
+        for (auto& w : extra_work) w.reset();
+        // Whatever still holds an io_context after this (a job that ignores cancellation)
         // is abandoned.
         watchdog = std::thread([&] {
             std::unique_lock lock(exit_mutex);
             if (!exit_cv.wait_for(lock, std::chrono::seconds(5), [&] { return exited; })) {
                 forced = true;
-                io.stop();
+                for (auto* c : contexts) c->stop();
             }
         });
     };
@@ -240,7 +251,7 @@ void server::run() {
     core::log(core::level::info, "buzzer listening on " + bound + ", database " + s.opts.database);
 
     std::vector<std::thread> pool;
-    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+    for (auto& c : extra) pool.emplace_back([ctx = c.get()] { ctx->run(); });
     io.run();
     for (auto& t : pool) t.join();
     {
@@ -259,6 +270,7 @@ void server::run() {
         // Handlers left in the queue refer to the objects of this scope: never run their
         // destructors after those objects are gone.
         (void)s.io.release();
+        for (auto& c : extra) (void)c.release();
         core::log(core::level::warn, "buzzer stopped with work still running");
     }
     core::log(core::level::info, "buzzer stopped");
