@@ -138,7 +138,9 @@ void server::run() {
     unsigned threads =
         s.opts.threads ? s.opts.threads : std::max(1u, std::thread::hardware_concurrency());
     // One io_context per I/O thread, each run by that thread alone (no locking inside it, no
-    // strand per connection). The first also runs the hub, the scheduler and the acceptor.
+    // strand per connection). The first runs the hub, the scheduler, the jobs and the
+    // acceptor; connections go to the others (to the first too when it is the only one), so
+    // that requests never wait behind the work of the rest.
     s.io = std::make_unique<asio::io_context>(1);
     auto& io = *s.io;
     auto work = asio::make_work_guard(io);
@@ -180,7 +182,9 @@ void server::run() {
     hs.header_timeout =
         std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
     hs.idle_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.idle_timeout_s * 1000));
-    http::server front(io, contexts, routes, hs);
+    std::vector<asio::io_context*> connection_contexts(contexts.begin() + (contexts.size() > 1),
+                                                       contexts.end());
+    http::server front(io, connection_contexts, routes, hs);
     api::context ctx{
         db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
     api::add_routes(routes, ctx);
