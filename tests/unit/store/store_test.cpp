@@ -36,20 +36,27 @@ std::string id_of(int i) {
     return "01JDB6Q6X8Z3M9J1V7Q" + std::string(7 - s.size(), '0') + s;
 }
 
+// A store on a temporary database (two readers) that keeps every event it publishes.
+struct recording_store {
+    test::temp_dir dir;
+    std::vector<store::event> published;
+    std::mutex m;
+    store::store db{{(dir / "s.db").string(), true, 2, 4096}};  // closed before the above go
+
+    recording_store() {
+        db.open();
+        db.on_commit = [this](std::vector<store::event> events) {
+            std::lock_guard lock(m);
+            for (auto& e : events) published.push_back(std::move(e));
+        };
+    }
+};
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(store_executor)
 
-BOOST_AUTO_TEST_CASE(concurrent_writes_share_commits) {
-    test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 2, 4096});
-    db.open();
-    std::vector<store::event> published;
-    std::mutex m;
-    db.on_commit = [&](std::vector<store::event> events) {
-        std::lock_guard lock(m);
-        for (auto& e : events) published.push_back(std::move(e));
-    };
+BOOST_FIXTURE_TEST_CASE(concurrent_writes_share_commits, recording_store) {
     constexpr int n = 400;
     std::atomic<int> done{0};
     test::run_coroutine(
@@ -113,16 +120,7 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
     BOOST_TEST(second_failed);
 }
 
-BOOST_AUTO_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves) {
-    test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 2, 4096});
-    db.open();
-    std::vector<store::event> published;
-    std::mutex m;
-    db.on_commit = [&](std::vector<store::event> events) {
-        std::lock_guard lock(m);
-        for (auto& e : events) published.push_back(std::move(e));
-    };
+BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves, recording_store) {
     test::run_coroutine([&]() -> asio::awaitable<void> {
         co_await db.write(
             [&](store::write_context& w) { store::insert_operation(w.db, make_op(id_of(0))); });
