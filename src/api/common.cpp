@@ -58,23 +58,27 @@ status_view status_view::of(const context& ctx, const core::operation& op) {
     return {op.id, op.state, op.run_after, core::represent_text(op, ctx.base_url)};
 }
 
+namespace {
+
+// The view of the operation as stored now; empty when there is none.
+asio::awaitable<std::optional<status_view>> load_view(context& ctx, std::string id) {
+    std::optional<status_view> view;
+    if (auto op = co_await load(ctx, std::move(id))) view = status_view::of(ctx, *op);
+    co_return view;
+}
+
+}  // namespace
+
 asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, std::string id,
                                                           int seconds) {
-    std::optional<status_view> view;
-    if (seconds <= 0) {
-        if (auto op = co_await load(ctx, id)) view = status_view::of(ctx, *op);
-        co_return view;
-    }
+    if (seconds <= 0) co_return co_await load_view(ctx, std::move(id));
     // Subscribe before reading, so that no terminal event can slip between the two.
     std::vector<std::string> ids{id};
     auto sub = co_await ctx.hub.subscribe(std::move(ids), 64);
     sse::subscription_guard guard(ctx.hub, sub);
 
-    auto op = co_await load(ctx, id);
-    if (!op || core::is_terminal(op->state)) {
-        if (op) view = status_view::of(ctx, *op);
-        co_return view;
-    }
+    auto view = co_await load_view(ctx, id);
+    if (!view || core::is_terminal(view->state)) co_return view;
     co_return co_await await_terminal(ctx, sub, std::move(id), seconds);
 }
 
@@ -97,14 +101,12 @@ asio::awaitable<std::optional<status_view>> await_terminal(
             if (ev && ev->operation_id == id && sse::is_terminal_event(ev->type)) terminal = ev;
     }
     deadline.cancel();
-    std::optional<status_view> view;
-    if (terminal) {
-        // A terminal event carries the final representation: no read is needed.
-        auto state = *sse::event_state(terminal->type);
-        view = status_view{std::move(id), state, 0, sse::event_data(*terminal, ctx.base_url)};
-        co_return view;
-    }
-    if (auto op = co_await load(ctx, id)) view = status_view::of(ctx, *op);
+    if (!terminal) co_return co_await load_view(ctx, std::move(id));
+    // A terminal event carries the final representation: no read is needed.
+    auto state = *sse::event_state(terminal->type);
+    std::optional<status_view> view(
+        std::in_place,
+        status_view{std::move(id), state, 0, sse::event_data(*terminal, ctx.base_url)});
     co_return view;
 }
 
@@ -112,10 +114,6 @@ std::string retry_after_for(core::status state, core::millis run_after) {
     if (state == core::status::pending && run_after > core::now_ms())
         return std::to_string(std::max<core::millis>((run_after - core::now_ms() + 999) / 1000, 1));
     return "1";
-}
-
-std::string retry_after_for(const core::operation& op) {
-    return retry_after_for(op.state, op.run_after);
 }
 
 http::response status_response(const context& ctx, const status_view& v) {
@@ -129,10 +127,6 @@ http::response status_response(const context& ctx, const status_view& v) {
         r.set("Retry-After", retry_after_for(v.state, v.run_after));
     }
     return r;
-}
-
-http::response status_response(const context& ctx, const core::operation& op) {
-    return status_response(ctx, status_view::of(ctx, op));
 }
 
 }  // namespace buzzer::api

@@ -60,13 +60,8 @@ boost::asio::awaitable<std::optional<status_view>> await_terminal(
 /// The status monitor's answer (200 with Retry-After, or 303 to the result).
 http::response status_response(const context& ctx, const status_view& v);
 
-/// The status monitor's answer for `op`.
-http::response status_response(const context& ctx, const core::operation& op);
-
-/// The Retry-After value (seconds) suggested while an operation is active.
-std::string retry_after_for(const core::operation& op);
-
-/// The same for a state and the earliest start of its next attempt.
+/// The Retry-After value (seconds) suggested while an operation in `state` is active, given the
+/// earliest start of its next attempt.
 std::string retry_after_for(core::status state, core::millis run_after);
 
 }  // namespace buzzer::api

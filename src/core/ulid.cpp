@@ -6,7 +6,6 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <mutex>
 #include <stdexcept>
 
@@ -33,70 +32,61 @@ void fill_random(std::uint8_t* p, std::size_t n) {
     }
 }
 
-}  // namespace
-
-// The newest ULID made by this process: its time and its 80 random bits (high 16, low 64).
-struct last_ulid {
+// What make_ulid keeps between calls, under one lock: random bytes drawn from the OS CSPRNG
+// 4 KiB at a time (one system call per ~400 ids, each byte handed out once), and the time and
+// 80 random bits (high 16, low 64) of the newest id.
+struct generator {
     std::mutex mutex;
+    std::array<std::uint8_t, 4096> pool{};
+    std::size_t left = 0;
     std::uint64_t time = 0;
     std::uint16_t high = 0;
     std::uint64_t low = 0;
-};
 
-last_ulid& newest() {
-    static last_ulid l;
-    return l;
-}
-
-// Random bytes drawn from the OS CSPRNG 4 KiB at a time: one system call per ~400 ids.
-class random_pool {
-  public:
-    void take(std::uint8_t* out, std::size_t n) {
-        std::lock_guard lock(mutex_);
-        if (left_ < n) {
-            fill_random(buffer_.data(), buffer_.size());
-            left_ = buffer_.size();
+    std::uint64_t take(std::size_t n) {
+        if (left < n) {
+            fill_random(pool.data(), pool.size());
+            left = pool.size();
         }
-        std::memcpy(out, buffer_.data() + buffer_.size() - left_, n);
-        // Each byte is handed out once.
-        std::memset(buffer_.data() + buffer_.size() - left_, 0, n);
-        left_ -= n;
+        std::uint64_t v = 0;
+        for (std::uint8_t* p = pool.data() + pool.size() - left; n > 0; --n, --left, ++p) {
+            v = v << 8 | *p;
+            *p = 0;
+        }
+        return v;
     }
-
-  private:
-    std::mutex mutex_;
-    std::array<std::uint8_t, 4096> buffer_{};
-    std::size_t left_ = 0;
 };
 
-random_pool& pool() {
-    static random_pool p;
-    return p;
+generator& state() {
+    static generator g;
+    return g;
 }
+
+}  // namespace
 
 std::string make_ulid(millis t) {
-    std::array<std::uint8_t, 16> bytes{};
-    pool().take(bytes.data() + 6, 10);
     auto ts = static_cast<std::uint64_t>(std::max<millis>(t, 0));
-    std::uint16_t high = static_cast<std::uint16_t>(bytes[6] << 8 | bytes[7]);
+    std::uint16_t high = 0;
     std::uint64_t low = 0;
-    for (int i = 8; i < 16; ++i) low = low << 8 | bytes[static_cast<std::size_t>(i)];
     {
+        auto& g = state();
+        std::lock_guard lock(g.mutex);
+        high = static_cast<std::uint16_t>(g.take(2));
+        low = g.take(8);
         // Ids of one process made in the same millisecond increase strictly: the next is the
         // previous one plus a random step of 1 to 2^48, so it still cannot be guessed from its
         // neighbour.
-        auto& last = newest();
-        std::lock_guard lock(last.mutex);
-        if (ts == last.time) {
+        if (ts == g.time) {
             const std::uint64_t step = (low >> 16) + 1;
-            high = last.high;
-            low = last.low + step;
-            if (low < last.low && ++high == 0) ++ts;  // the random part overflowed: next ms
+            high = g.high;
+            low = g.low + step;
+            if (low < g.low && ++high == 0) ++ts;  // the random part overflowed: next ms
         }
-        last.time = ts;
-        last.high = high;
-        last.low = low;
+        g.time = ts;
+        g.high = high;
+        g.low = low;
     }
+    std::array<std::uint8_t, 16> bytes{};
     // 128 bits: 48 of time, 80 of randomness, written 5 bits at a time from the top.
     for (int i = 5; i >= 0; --i) {
         bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ts & 0xff);

@@ -1,6 +1,7 @@
 #include "store/operations.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 
 namespace buzzer::store {
@@ -58,22 +59,16 @@ std::optional<core::operation> load_operation(connection& db, std::string_view i
 }
 
 void save_operation(connection& db, const core::operation& op, const result_body* result) {
-    // By row id when it is known: one index look-up fewer than by `id`.
+    // By row id: one index look-up fewer than by `id`. Every operation saved was loaded first.
+    if (op.row <= 0) throw std::logic_error("save_operation: operation " + op.id + " has no row");
 #define BUZZER_SAVE_COLUMNS                                                                \
     "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, finished_at = ?5, " \
     "run_after = ?6, progress = ?7, error = ?8"
-    const bool by_row = op.row > 0;
-    auto s = result ? (by_row ? db.cached(BUZZER_SAVE_COLUMNS
-                                          ", result = ?9, result_type = ?10 WHERE rowid = ?1")
-                              : db.cached(BUZZER_SAVE_COLUMNS
-                                          ", result = ?9, result_type = ?10 WHERE id = ?1"))
-                    : (by_row ? db.cached(BUZZER_SAVE_COLUMNS " WHERE rowid = ?1")
-                              : db.cached(BUZZER_SAVE_COLUMNS " WHERE id = ?1"));
+    auto s =
+        result ? db.cached(BUZZER_SAVE_COLUMNS ", result = ?9, result_type = ?10 WHERE rowid = ?1")
+               : db.cached(BUZZER_SAVE_COLUMNS " WHERE rowid = ?1");
 #undef BUZZER_SAVE_COLUMNS
-    if (by_row)
-        s->bind(1, op.row);
-    else
-        s->bind(1, op.id);
+    s->bind(1, op.row);
     s->bind(2, core::to_string(op.state))
         .bind(3, op.attempt)
         .bind(4, op.started_at)
@@ -98,11 +93,6 @@ std::optional<core::operation> start_attempt(connection& db, std::int64_t row, s
     s->bind(1, row);
     if (!s->step()) return std::nullopt;
     return row_to_operation(*s);
-}
-
-void save_result(connection& db, std::string_view id, const result_body& r) {
-    auto s = db.cached("UPDATE operations SET result = ?2, result_type = ?3 WHERE id = ?1");
-    s->bind(1, id).bind_blob(2, r.body).bind(3, r.media_type).exec();
 }
 
 std::optional<result_body> load_result(connection& db, std::string_view id) {

@@ -46,17 +46,14 @@ std::int64_t insert_operation(connection& db, const core::operation& op);
 /// Loads one operation.
 std::optional<core::operation> load_operation(connection& db, std::string_view id);
 
-/// Writes every mutable column of `op` (at `op.row` when known, else by id), and its result
-/// when `result` is given (one UPDATE).
+/// Writes every mutable column of the loaded operation `op` (at `op.row`), and its result when
+/// `result` is given (one UPDATE).
 void save_operation(connection& db, const core::operation& op, const result_body* result = nullptr);
 
 /// Moves the pending operation at `row` (whose id is `id`) to running and counts the attempt;
 /// nullopt when it is not pending.
 std::optional<core::operation> start_attempt(connection& db, std::int64_t row, std::string_view id,
                                              core::millis now);
-
-/// Sets an operation's result.
-void save_result(connection& db, std::string_view id, const result_body& r);
 
 /// Loads an operation's result.
 std::optional<result_body> load_result(connection& db, std::string_view id);

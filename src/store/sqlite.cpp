@@ -154,8 +154,7 @@ int connection::checkpoint(bool restart) {
     int log = 0, done = 0;
     int rc = sqlite3_wal_checkpoint_v2(
         db_, nullptr, restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-    if (rc == SQLITE_BUSY) return log;  // tried again after the next commits
-    check(rc, "checkpoint");
+    if (rc != SQLITE_BUSY) check(rc, "checkpoint");  // busy: tried again after later commits
     return log;
 }
 

@@ -104,11 +104,11 @@ void store::open(const write_fn& startup) {
     if (settings_.synchronous_full) {
         // The WAL exists now (the migrations wrote to it): open it for the syncer, and make
         // its directory entry and everything so far durable before anything is accepted.
-        wal_fd_ = ::open((settings_.path + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+        wal_path_ = settings_.path + "-wal";
+        wal_fd_ = ::open(wal_path_.c_str(), O_RDONLY | O_CLOEXEC);
         if (wal_fd_ < 0)
-            throw std::runtime_error("cannot open " + settings_.path +
-                                     "-wal: " + std::strerror(errno));
-        sync_file(wal_fd_, settings_.path + "-wal");
+            throw std::runtime_error("cannot open " + wal_path_ + ": " + std::strerror(errno));
+        sync_file(wal_fd_, wal_path_);
         sync_directory(settings_.path);
         syncer_ = std::thread([this] { run_syncer(); });
     }
@@ -328,7 +328,7 @@ void store::run_syncer() {
         // the writer made during the previous fsync share this one.
         std::exception_ptr error;
         try {
-            sync_file(wal_fd_, settings_.path + "-wal");
+            sync_file(wal_fd_, wal_path_);
         } catch (...) {
             error = std::current_exception();
             stats_.write_errors.fetch_add(1, std::memory_order_relaxed);

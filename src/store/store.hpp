@@ -165,6 +165,7 @@ class store {
     std::condition_variable sync_cv_;
     std::vector<committed> sync_queue_;
     bool sync_stopping_ = false;
+    std::string wal_path_;  ///< the WAL file the syncer fsyncs, and its descriptor
     int wal_fd_ = -1;
 
     std::unique_ptr<connection> checkpoint_db_;
