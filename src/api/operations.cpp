@@ -261,7 +261,8 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             sub = co_await ctx.hub.subscribe(std::move(ids), 64);
             guard.emplace(ctx.hub, sub);
         }
-        ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order});
+        auto here = co_await asio::this_coro::executor;
+        ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order}, here);
         core::append_links(pending_event, s.op.id, s.op.state, ctx.base_url);
         view = status_view{s.op.id, s.op.state, 0, std::move(pending_event)};
     }

@@ -117,6 +117,9 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
            static_cast<double>(d.writes.load()));
     metric(out, "buzzer_store_reads_total", "counter", "Reads served",
            static_cast<double>(d.reads.load()));
+    d.write_latency.render(out, "buzzer_store_write_seconds",
+                           "Writes: queued to durable (queue wait, group commit, fsync)");
+    d.sync_latency.render(out, "buzzer_store_sync_seconds", "fdatasyncs of the WAL");
     ctx.hub.delivery.render(out, "buzzer_sse_delivery_seconds",
                             "Live events: commit to written to the subscriber's socket (the "
                             "oldest event of each write)");

@@ -2,6 +2,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/defer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -154,11 +155,27 @@ void scheduler::start() {
     });
 }
 
-void scheduler::enqueue(store::queued q) {
-    asio::post(strand_, [this, q = std::move(q)]() mutable {
-        add(std::move(q));
-        pump();
-    });
+void scheduler::enqueue(store::queued q, const asio::any_io_executor& caller) {
+    bool first = false;
+    {
+        std::lock_guard lock(incoming_mutex_);
+        first = incoming_.empty();
+        incoming_.push_back(std::move(q));
+    }
+    // Handed over once the caller's thread has run the handlers queued with this one (the
+    // other submissions of the same group commit), not once per operation.
+    if (first)
+        asio::defer(caller, [this] { asio::post(strand_, [this] { take_incoming(); }); });
+}
+
+void scheduler::take_incoming() {
+    std::vector<store::queued> batch;
+    {
+        std::lock_guard lock(incoming_mutex_);
+        batch.swap(incoming_);
+    }
+    for (auto& q : batch) add(std::move(q));
+    pump();
 }
 
 void scheduler::add(store::queued q) {

@@ -10,6 +10,7 @@
 #include <boost/asio/strand.hpp>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -52,8 +53,10 @@ class scheduler {
     /// Starts claiming work.
     void start();
 
-    /// Queues a newly committed pending operation; callable from any thread.
-    void enqueue(store::queued q);
+    /// Queues a newly committed pending operation; callable from any thread. `caller` is the
+    /// executor the call runs on: the operations queued by the handlers it runs in a row reach
+    /// the scheduler together, with one wake-up of the scheduler's thread.
+    void enqueue(store::queued q, const boost::asio::any_io_executor& caller);
 
     /// What a cancel request found.
     enum class cancel_state {
@@ -93,6 +96,7 @@ class scheduler {
     class attempt_context;
 
     void add(store::queued q);
+    void take_incoming();
     void pump();
     void arm_delay_timer();
     void release_due();
@@ -113,6 +117,8 @@ class scheduler {
     std::unordered_map<std::string, queued_info> index_;
     std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
     std::map<std::string, unsigned, std::less<>> running_by_kind_;
+    std::mutex incoming_mutex_;
+    std::vector<store::queued> incoming_;  ///< enqueued, not yet seen by the strand
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;

@@ -177,6 +177,7 @@ void store::push_write(write_request r) {
     {
         std::lock_guard lock(write_mutex_);
         if (!write_stopping_ && open_) {
+            r.queued = std::chrono::steady_clock::now();
             write_queue_.push_back(std::move(r));
             write_cv_.notify_one();
             return;
@@ -302,7 +303,11 @@ void store::commit_batch(std::vector<write_request>& batch) {
     stats_.writes.fetch_add(batch.size(), std::memory_order_relaxed);
     if (c.commit_error) stats_.write_errors.fetch_add(batch.size(), std::memory_order_relaxed);
     c.waiters.reserve(batch.size());
-    for (auto& r : batch) c.waiters.push_back(std::move(r.done));
+    c.queued.reserve(batch.size());
+    for (auto& r : batch) {
+        c.waiters.push_back(std::move(r.done));
+        c.queued.push_back(r.queued);
+    }
     if (!settings_.synchronous_full || c.commit_error) {
         deliver(c);
         return;
@@ -327,12 +332,14 @@ void store::run_syncer() {
         // One fsync covers every commit queued before it started: under load, commits that
         // the writer made during the previous fsync share this one.
         std::exception_ptr error;
+        const auto started = std::chrono::steady_clock::now();
         try {
             sync_file(wal_fd_, wal_path_);
         } catch (...) {
             error = std::current_exception();
             stats_.write_errors.fetch_add(1, std::memory_order_relaxed);
         }
+        stats_.sync_latency.observe(std::chrono::steady_clock::now() - started);
         stats_.syncs.fetch_add(1, std::memory_order_relaxed);
         for (auto& c : ready) {
             if (error) {
@@ -372,6 +379,7 @@ void store::run_checkpointer() {
 void store::deliver(committed& c) {
     const auto now = std::chrono::steady_clock::now();
     for (auto& e : c.events) e.committed = now;
+    for (auto t : c.queued) stats_.write_latency.observe(now - t);
     if (!c.events.empty()) {
         // Before the hub has them: a replay that reads up to here and a subscription made
         // before it together see every event once.

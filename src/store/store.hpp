@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/histogram.hpp"
 #include "store/sqlite.hpp"
 
 namespace buzzer::store {
@@ -54,6 +55,11 @@ struct store_stats {
     std::atomic<std::uint64_t> write_errors{0};
     std::atomic<std::uint64_t> syncs{0};
     std::atomic<std::uint64_t> checkpoints{0};
+    /// A write from its arrival in the queue to its caller being resumed (queue wait, the
+    /// group commit and the fsync that covers it).
+    core::histogram write_latency;
+    /// One fdatasync of the WAL.
+    core::histogram sync_latency;
 };
 
 /// How a store thread resumes a waiting coroutine; `resume` must run on `executor`.
@@ -119,6 +125,7 @@ class store {
     struct write_request {
         write_fn fn;
         completion done;
+        std::chrono::steady_clock::time_point queued{};
     };
     struct read_request {
         read_fn fn;
@@ -132,6 +139,7 @@ class store {
     struct committed {
         std::vector<event> events;
         std::vector<completion> waiters;
+        std::vector<std::chrono::steady_clock::time_point> queued;
         std::vector<std::exception_ptr> errors;
         std::exception_ptr commit_error;
     };
