@@ -1,6 +1,8 @@
 #include "jobs/scheduler.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/defer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -116,10 +118,10 @@ class scheduler::attempt_context final : public job {
         w.add_event(id, "progress", json::serialize(data));
     }
 
-    /// Writes a coalesced report that was not written yet (inside the final write, which may
-    /// run more than once: nothing changes here).
-    void flush_progress(store::write_context& w) const {
-        if (unwritten_ && op_.progress) write_progress(w, op_.id, *op_.progress);
+    /// The coalesced report that was not written yet, if any.
+    std::optional<std::string> unwritten_progress() const {
+        if (unwritten_ && op_.progress) return op_.progress;
+        return std::nullopt;
     }
 
     std::optional<std::string> raw_result_;
@@ -221,6 +223,7 @@ void scheduler::release_due() {
 
 void scheduler::pump() {
     if (!started_ || stopping_) return;
+    std::vector<std::shared_ptr<job_control>> claimed;
     while (running_.size() < settings_.max_running) {
         // The best head among kinds that have room: priority, then age.
         std::set<entry>* best = nullptr;
@@ -236,7 +239,7 @@ void scheduler::pump() {
                 best_kind = kind;
             }
         }
-        if (!best) return;
+        if (!best) break;
         entry e = *best->begin();
         best->erase(best->begin());
         std::string kind(best_kind);
@@ -247,14 +250,61 @@ void scheduler::pump() {
         running_.emplace(e.id, ctrl);
         ++running_by_kind_[kind];
         stats_.running.store(static_cast<std::int64_t>(running_.size()));
-        asio::co_spawn(ctrl->strand, run_job(ctrl), [id = e.id](std::exception_ptr ex) {
-            if (!ex) return;
-            try {
-                std::rethrow_exception(ex);
-            } catch (const std::exception& x) {
-                core::log(core::level::error, "job " + id + ": " + x.what());
-            }
+        claimed.push_back(std::move(ctrl));
+    }
+    start_claimed(claimed);
+}
+
+void scheduler::start_claimed(std::vector<std::shared_ptr<job_control>>& claimed) {
+    if (claimed.empty()) return;
+    asio::co_spawn(strand_, start_jobs(std::move(claimed)), [](std::exception_ptr ex) {
+        if (!ex) return;
+        try {
+            std::rethrow_exception(ex);
+        } catch (const std::exception& x) {
+            core::log(core::level::error, std::string("starting jobs: ") + x.what());
+        }
+    });
+    claimed.clear();
+}
+
+asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_control>> ctrls) {
+    // One write per attempt (one failing leaves the others alone), all in one round trip.
+    std::vector<std::optional<core::operation>> ops(ctrls.size());
+    std::vector<store::store::write_fn> writes;
+    writes.reserve(ctrls.size());
+    const auto now = core::now_ms();
+    for (std::size_t i = 0; i < ctrls.size(); ++i) {
+        writes.push_back([&ops, &ctrls, i, now](store::write_context& w) {
+            ops[i] = store::start_attempt(w.db, ctrls[i]->row, ctrls[i]->id, now);
+            if (ops[i]) w.add_event(ops[i]->id, "running", core::state_text(*ops[i]));
         });
+    }
+    auto errors = co_await db_.write_each(std::move(writes));
+    for (std::size_t i = 0; i < ctrls.size(); ++i) {
+        auto& ctrl = ctrls[i];
+        if (errors[i]) {
+            try {
+                std::rethrow_exception(errors[i]);
+            } catch (const std::exception& e) {
+                core::log(core::level::error, "job " + ctrl->id + ": cannot start: " + e.what());
+            }
+            ops[i].reset();
+        }
+        if (!ops[i]) {
+            finished(ctrl, std::nullopt);
+            continue;
+        }
+        stats_.attempts.fetch_add(1, std::memory_order_relaxed);
+        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(*ops[i])),
+                       [id = ctrl->id](std::exception_ptr ex) {
+                           if (!ex) return;
+                           try {
+                               std::rethrow_exception(ex);
+                           } catch (const std::exception& x) {
+                               core::log(core::level::error, "job " + id + ": " + x.what());
+                           }
+                       });
     }
 }
 
@@ -366,10 +416,27 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
         co_return o;
     };
     // One timer for both ends: it expires at the attempt's deadline, or at once when the job
-    // is stopped (which also sets the reason).
+    // is stopped (which also sets the reason). Whichever comes first, the body's end or the
+    // timer's, decides; the timer cancels the body, which is awaited to its end either way.
+    struct race {
+        asio::cancellation_signal signal;
+        bool body_done = false;
+        bool timer_first = false;
+    };
+    auto rc = std::make_shared<race>();
     ctrl->wake.expires_after(seconds(op.timeout_s));
-    auto r = co_await (body(k, a) || ctrl->wake.async_wait(tuple_awaitable));
-    if (r.index() == 0) co_return std::get<0>(std::move(r));
+    ctrl->wake.async_wait([rc](boost::system::error_code) {
+        if (rc->body_done) return;
+        rc->timer_first = true;
+        rc->signal.emit(asio::cancellation_type::all);
+    });
+    outcome result = co_await asio::co_spawn(
+        ctrl->strand, body(k, a), asio::bind_cancellation_slot(rc->signal.slot(), asio::use_awaitable));
+    rc->body_done = true;
+    if (!rc->timer_first) {
+        ctrl->wake.cancel();
+        co_return result;
+    }
     if (ctrl->reason == stop_reason::none) {
         out.type = "/problems/timeout";
         out.detail = "the attempt did not finish within timeout_s (" +
@@ -432,64 +499,94 @@ std::string scheduler::settle(const outcome& out, core::operation& op) const {
     return event;
 }
 
-asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl) {
-    std::optional<core::operation> op;
-    try {
-        co_await db_.write([&](store::write_context& w) {
-            op = store::start_attempt(w.db, ctrl->row, ctrl->id, core::now_ms());
-            if (op) w.add_event(op->id, "running", core::state_text(*op));
-        });
-    } catch (const std::exception& e) {
-        core::log(core::level::error, "job " + ctrl->id + ": cannot start: " + e.what());
-        op.reset();
-    }
-    if (!op) {
-        finished(ctrl, std::nullopt);
-        co_return;
-    }
-    stats_.attempts.fetch_add(1, std::memory_order_relaxed);
-
-    attempt_context a(db_, *op);
-    outcome out = co_await run_attempt(ctrl, *op, a);
+asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core::operation op) {
+    attempt_context a(db_, op);
+    outcome out = co_await run_attempt(ctrl, op, a);
     // A cancel that arrived while the body was finishing still wins over its result.
     if (ctrl->reason == stop_reason::cancel && out.kind != outcome::cancel)
         out.kind = outcome::cancel;
 
-    std::optional<store::queued> again;
-    const std::string event = settle(out, *op);
-    std::string text = core::state_text(*op);
-    const store::result_body result{std::move(out.body), std::move(out.media_type)};
-    const bool succeeded = op->state == core::status::succeeded;
-    try {
-        co_await db_.write([&](store::write_context& w) {
-            a.flush_progress(w);
-            store::save_operation(w.db, *op, succeeded ? &result : nullptr);
-            w.add_event(op->id, event, text);
-            if (op->state == core::status::pending)
-                again = store::queued{op->id, op->kind, op->priority, op->run_after, op->row};
+    settled s;
+    s.event = settle(out, op);
+    s.text = core::state_text(op);
+    s.result = store::result_body{std::move(out.body), std::move(out.media_type)};
+    s.progress = a.unwritten_progress();
+    s.failed_attempt = out.kind == outcome::failure;
+    s.op = std::move(op);
+    s.ctrl = std::move(ctrl);
+    record(std::move(s));
+}
+
+void scheduler::record(settled s) {
+    bool first = false;
+    {
+        std::lock_guard lock(settled_mutex_);
+        first = settled_.empty();
+        settled_.push_back(std::move(s));
+    }
+    // The outcomes of the jobs that end while this thread runs its queued handlers are written
+    // together.
+    if (first)
+        asio::defer(io_.get_executor(), [this] {
+            asio::co_spawn(strand_, write_outcomes(), [](std::exception_ptr ex) {
+                if (!ex) return;
+                try {
+                    std::rethrow_exception(ex);
+                } catch (const std::exception& x) {
+                    core::log(core::level::error, std::string("recording outcomes: ") + x.what());
+                }
+            });
         });
-    } catch (const std::exception& e) {
-        core::log(core::level::error,
-                  "job " + ctrl->id + ": cannot record the outcome: " + e.what());
-        again.reset();
+}
+
+asio::awaitable<void> scheduler::write_outcomes() {
+    std::vector<settled> batch;
+    {
+        std::lock_guard lock(settled_mutex_);
+        batch.swap(settled_);
     }
-    switch (op->state) {
-        case core::status::succeeded:
-            stats_.succeeded.fetch_add(1);
-            break;
-        case core::status::failed:
-            stats_.failed.fetch_add(1);
-            break;
-        case core::status::canceled:
-            stats_.canceled.fetch_add(1);
-            break;
-        case core::status::pending:
-            if (out.kind == outcome::failure) stats_.retried.fetch_add(1);
-            break;
-        default:
-            break;
+    std::vector<store::store::write_fn> writes;
+    writes.reserve(batch.size());
+    for (const auto& s : batch) {
+        writes.push_back([&s](store::write_context& w) {
+            if (s.progress) attempt_context::write_progress(w, s.op.id, *s.progress);
+            const bool succeeded = s.op.state == core::status::succeeded;
+            store::save_operation(w.db, s.op, succeeded ? &s.result : nullptr);
+            w.add_event(s.op.id, s.event, s.text);
+        });
     }
-    finished(ctrl, std::move(again));
+    auto errors = co_await db_.write_each(std::move(writes));
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto& s = batch[i];
+        std::optional<store::queued> again;
+        if (errors[i]) {
+            try {
+                std::rethrow_exception(errors[i]);
+            } catch (const std::exception& e) {
+                core::log(core::level::error,
+                          "job " + s.op.id + ": cannot record the outcome: " + e.what());
+            }
+        } else if (s.op.state == core::status::pending) {
+            again = store::queued{s.op.id, s.op.kind, s.op.priority, s.op.run_after, s.op.row};
+        }
+        switch (s.op.state) {
+            case core::status::succeeded:
+                stats_.succeeded.fetch_add(1);
+                break;
+            case core::status::failed:
+                stats_.failed.fetch_add(1);
+                break;
+            case core::status::canceled:
+                stats_.canceled.fetch_add(1);
+                break;
+            case core::status::pending:
+                if (s.failed_attempt) stats_.retried.fetch_add(1);
+                break;
+            default:
+                break;
+        }
+        finished(s.ctrl, std::move(again));
+    }
 }
 
 }  // namespace buzzer::jobs

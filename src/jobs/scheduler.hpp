@@ -101,7 +101,21 @@ class scheduler {
     void arm_delay_timer();
     void release_due();
     void finished(const std::shared_ptr<job_control>& ctrl, std::optional<store::queued> again);
-    boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl);
+    // An attempt's outcome, to be written.
+    struct settled {
+        std::shared_ptr<job_control> ctrl;
+        core::operation op;  ///< after the outcome
+        std::string event;   ///< its event type and text
+        std::string text;
+        store::result_body result;
+        std::optional<std::string> progress;  ///< a report not written yet
+        bool failed_attempt = false;
+    };
+    void start_claimed(std::vector<std::shared_ptr<job_control>>& claimed);
+    boost::asio::awaitable<void> start_jobs(std::vector<std::shared_ptr<job_control>> ctrls);
+    boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl, core::operation op);
+    void record(settled s);
+    boost::asio::awaitable<void> write_outcomes();
     boost::asio::awaitable<outcome> run_attempt(std::shared_ptr<job_control> ctrl,
                                                 core::operation& op, attempt_context& a);
     std::string settle(const outcome& out, core::operation& op) const;
@@ -119,6 +133,8 @@ class scheduler {
     std::map<std::string, unsigned, std::less<>> running_by_kind_;
     std::mutex incoming_mutex_;
     std::vector<store::queued> incoming_;  ///< enqueued, not yet seen by the strand
+    std::mutex settled_mutex_;
+    std::vector<settled> settled_;  ///< outcomes not yet handed to the store
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;

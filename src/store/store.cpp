@@ -186,6 +186,22 @@ void store::push_write(write_request r) {
     r.done(std::make_exception_ptr(std::runtime_error("the store is closed")));
 }
 
+void store::push_writes(std::vector<write_request> rs) {
+    {
+        std::lock_guard lock(write_mutex_);
+        if (!write_stopping_ && open_) {
+            const auto now = std::chrono::steady_clock::now();
+            for (auto& r : rs) {
+                r.queued = now;
+                write_queue_.push_back(std::move(r));
+            }
+            write_cv_.notify_one();
+            return;
+        }
+    }
+    for (auto& r : rs) r.done(std::make_exception_ptr(std::runtime_error("the store is closed")));
+}
+
 void store::push_read(read_request r) {
     {
         std::lock_guard lock(read_mutex_);
@@ -203,6 +219,38 @@ asio::awaitable<void> store::write(write_fn fn) {
         push_write(write_request{std::move(fn), completion_for(std::move(handler))});
     };
     co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr)>(
+        initiate, asio::use_awaitable);
+}
+
+asio::awaitable<std::vector<std::exception_ptr>> store::write_each(std::vector<write_fn> fns) {
+    using result = std::vector<std::exception_ptr>;
+    if (fns.empty()) co_return result{};
+    auto initiate = [this, &fns](auto handler) {
+        // The requests complete one by one on the caller's executor (one thread at a time);
+        // the last one resumes the caller with everybody's errors.
+        using handler_type = std::decay_t<decltype(handler)>;
+        struct shared {
+            handler_type handler;
+            result errors;
+            std::size_t remaining;
+        };
+        auto ex = asio::prefer(asio::get_associated_executor(handler),
+                               asio::execution::outstanding_work.tracked);
+        auto state =
+            std::make_shared<shared>(shared{std::move(handler), result(fns.size()), fns.size()});
+        std::vector<write_request> requests;
+        requests.reserve(fns.size());
+        for (std::size_t i = 0; i < fns.size(); ++i) {
+            completion part{ex, [state, i](std::exception_ptr e) {
+                                state->errors[i] = e;
+                                if (--state->remaining == 0)
+                                    std::move(state->handler)(std::move(state->errors));
+                            }};
+            requests.push_back(write_request{std::move(fns[i]), std::move(part)});
+        }
+        push_writes(std::move(requests));
+    };
+    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(result)>(
         initiate, asio::use_awaitable);
 }
 

@@ -105,6 +105,11 @@ class store {
     /// so it must not change anything but the database and its own outputs.
     boost::asio::awaitable<void> write(write_fn fn);
 
+    /// Runs every function of `fns` as a write of its own (one failing does not undo the
+    /// others) and resumes the caller once, when all are durable, with the exception of each
+    /// (null for those that succeeded).
+    boost::asio::awaitable<std::vector<std::exception_ptr>> write_each(std::vector<write_fn> fns);
+
     /// Runs `fn` on a reader connection (a consistent WAL snapshot per call).
     boost::asio::awaitable<void> read(read_fn fn);
 
@@ -151,6 +156,7 @@ class store {
     bool run_batch(std::vector<write_request>& batch, std::vector<event>& events,
                    std::vector<std::exception_ptr>& errors, bool isolate);
     void push_write(write_request r);
+    void push_writes(std::vector<write_request> rs);
     void push_read(read_request r);
 
     settings settings_;
