@@ -279,44 +279,76 @@ asio::awaitable<bool> store::writable() {
 }
 
 void store::run_writer() {
-    std::vector<write_request> batch;
+    // Requests run as they arrive, in a transaction that stays open while the syncer is busy
+    // with the fsync of the previous commit, and is committed when the syncer is free: under
+    // load one commit per fsync, each as large as the fsync before it was long.
+    std::vector<write_request> batch;  // run in the open transaction
+    std::vector<event> events;
+    std::optional<transaction> tx;
+    std::exception_ptr failure;  // of a request of the open transaction
+    std::int64_t first_seq = last_seq_;
+    std::vector<write_request> incoming;
     for (;;) {
+        bool stopping = false;
         {
             std::unique_lock lock(write_mutex_);
-            write_cv_.wait(lock, [this] { return write_stopping_ || !write_queue_.empty(); });
-            if (write_queue_.empty()) return;  // stopping, and everything is written
-            while (!write_queue_.empty() && batch.size() < settings_.max_batch) {
-                batch.push_back(std::move(write_queue_.front()));
-                write_queue_.pop_front();
+            write_cv_.wait(lock, [&] {
+                if (write_stopping_) return true;
+                if (!batch.empty() && (!sync_busy_ || restart_pending_)) return true;
+                return !write_queue_.empty() && !restart_pending_;
+            });
+            stopping = write_stopping_;
+            if (stopping && write_queue_.empty() && batch.empty()) return;
+            if (!restart_pending_ || stopping) {
+                while (!write_queue_.empty() && batch.size() + incoming.size() < settings_.max_batch) {
+                    incoming.push_back(std::move(write_queue_.front()));
+                    write_queue_.pop_front();
+                }
             }
         }
-        commit_batch(batch);
-        batch.clear();
+        if (!incoming.empty()) {
+            if (!tx) {
+                try {
+                    tx.emplace(*writer_db_);
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                first_seq = last_seq_;
+                events.clear();
+            }
+            if (!failure) {
+                write_context ctx(*writer_db_, events, last_seq_);
+                for (auto& r : incoming) {
+                    try {
+                        r.fn(ctx);
+                    } catch (...) {
+                        failure = std::current_exception();
+                        break;
+                    }
+                }
+            }
+            for (auto& r : incoming) batch.push_back(std::move(r));
+            incoming.clear();
+        }
+        if (batch.empty()) continue;
+        const bool sync_free = !settings_.synchronous_full || !sync_busy_.load();
+        if (failure || sync_free || restart_pending_.load() || stopping ||
+            batch.size() >= settings_.max_batch) {
+            commit_batch(batch, events, tx, failure, first_seq);
+            batch.clear();
+            events.clear();
+            failure = nullptr;
+        }
     }
 }
 
-bool store::run_batch(std::vector<write_request>& batch, std::vector<event>& events,
-                      std::vector<std::exception_ptr>& errors, bool isolate) {
+void store::run_isolated(std::vector<write_request>& batch, std::vector<event>& events,
+                         std::vector<std::exception_ptr>& errors) {
     connection& db = *writer_db_;
-    const std::int64_t first_seq = last_seq_;
     events.clear();
     transaction tx(db);
     write_context ctx(db, events, last_seq_);
     for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (!isolate) {
-            try {
-                batch[i].fn(ctx);
-            } catch (...) {
-                // Nothing of this transaction is kept (the destructor rolls it back), so its
-                // event ids can be handed out again.
-                last_seq_ = first_seq;
-                events.clear();
-                if (batch.size() > 1) return false;
-                errors[0] = std::current_exception();
-                return true;
-            }
-            continue;
-        }
         // A savepoint per request: one failing request does not undo the others.
         std::size_t mark = events.size();
         db.cached("SAVEPOINT w")->exec();
@@ -331,19 +363,32 @@ bool store::run_batch(std::vector<write_request>& batch, std::vector<event>& eve
         }
     }
     tx.commit();
-    return true;
 }
 
-void store::commit_batch(std::vector<write_request>& batch) {
+void store::commit_batch(std::vector<write_request>& batch, std::vector<event>& events,
+                         std::optional<transaction>& tx, std::exception_ptr failure,
+                         std::int64_t first_seq) {
     committed c;
     c.errors.resize(batch.size());
     try {
-        // Requests rarely fail, and a savepoint per request costs a statement journal that
-        // copies every page it touches: the batch runs without them first, and only when a
-        // request fails is it run again, each request in a savepoint of its own.
-        if (!run_batch(batch, c.events, c.errors, false))
-            run_batch(batch, c.events, c.errors, true);
+        if (failure) {
+            // Requests rarely fail, and a savepoint per request costs a statement journal that
+            // copies every page it touches: the batch ran without them, and now that one
+            // failed it is rolled back and run again, each request in a savepoint of its own.
+            // The ids of the rolled-back events are handed out again.
+            tx.reset();
+            last_seq_ = first_seq;
+            if (batch.size() == 1)
+                c.errors[0] = failure;
+            else
+                run_isolated(batch, c.events, c.errors);
+        } else {
+            tx->commit();
+            tx.reset();
+            c.events = std::move(events);
+        }
     } catch (...) {
+        tx.reset();
         c.commit_error = std::current_exception();
         c.events.clear();
     }
@@ -362,6 +407,7 @@ void store::commit_batch(std::vector<write_request>& batch) {
     }
     {
         std::lock_guard lock(sync_mutex_);
+        sync_busy_ = true;
         sync_queue_.push_back(std::move(c));
     }
     sync_cv_.notify_one();
@@ -398,6 +444,19 @@ void store::run_syncer() {
             deliver(c);
         }
         ready.clear();
+        bool idle = false;
+        {
+            std::lock_guard lock(sync_mutex_);
+            idle = sync_queue_.empty();
+        }
+        if (idle) {
+            // The writer commits what it has run meanwhile: its fsync starts now.
+            {
+                std::lock_guard lock(write_mutex_);
+                sync_busy_ = false;
+            }
+            write_cv_.notify_one();
+        }
     }
 }
 
@@ -415,7 +474,28 @@ void store::run_checkpointer() {
             // PASSIVE copies what it can while the writer goes on. Under steady writes the WAL
             // is never wholly copied at the moment a transaction starts, so it is not started
             // anew and keeps growing: past a bound, one checkpoint waits for the writer.
-            int log = checkpoint_db_->checkpoint(frames >= settings_.restart_frames);
+            const bool restart = frames >= settings_.restart_frames;
+            if (restart) {
+                // The writer commits what it has and opens no transaction until this is done.
+                {
+                    std::lock_guard lock(write_mutex_);
+                    restart_pending_ = true;
+                }
+                write_cv_.notify_one();
+            }
+            struct resume_writer {
+                store& s;
+                bool active;
+                ~resume_writer() {
+                    if (!active) return;
+                    {
+                        std::lock_guard lock(s.write_mutex_);
+                        s.restart_pending_ = false;
+                    }
+                    s.write_cv_.notify_one();
+                }
+            } resume{*this, restart};
+            int log = checkpoint_db_->checkpoint(restart);
             checkpointed_frames_.store(log, std::memory_order_relaxed);
             stats_.checkpoints.fetch_add(1, std::memory_order_relaxed);
         } catch (const std::exception& e) {

@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -149,12 +150,14 @@ class store {
         std::exception_ptr commit_error;
     };
 
-    void commit_batch(std::vector<write_request>& batch);
+    void commit_batch(std::vector<write_request>& batch, std::vector<event>& events,
+                      std::optional<transaction>& tx, std::exception_ptr failure,
+                      std::int64_t first_seq);
     void run_syncer();
     void run_checkpointer();
     void deliver(committed& c);
-    bool run_batch(std::vector<write_request>& batch, std::vector<event>& events,
-                   std::vector<std::exception_ptr>& errors, bool isolate);
+    void run_isolated(std::vector<write_request>& batch, std::vector<event>& events,
+                      std::vector<std::exception_ptr>& errors);
     void push_write(write_request r);
     void push_writes(std::vector<write_request> rs);
     void push_read(read_request r);
@@ -172,6 +175,10 @@ class store {
     std::condition_variable read_cv_;
     std::deque<read_request> read_queue_;
     bool write_stopping_ = false;
+    /// An fsync is running or queued: the writer keeps its transaction open meanwhile.
+    std::atomic<bool> sync_busy_{false};
+    /// A checkpoint waits for the writer lock: no new transaction until it is done.
+    std::atomic<bool> restart_pending_{false};
     bool read_stopping_ = false;
     bool open_ = false;
 
