@@ -173,6 +173,41 @@ BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves,
         BOOST_TEST_REQUIRE(published[i].seq > published[i - 1].seq);
 }
 
+BOOST_FIXTURE_TEST_CASE(write_each_reports_each_error_and_keeps_the_others, recording_store) {
+    std::vector<std::exception_ptr> errors;
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        std::vector<store::store::write_fn> fns;
+        for (int i = 1; i <= 3; ++i) {
+            fns.push_back([i](store::write_context& w) {
+                store::insert_operation(w.db, make_op(id_of(i)));
+                w.add_event(id_of(i), "pending", "{}");
+                if (i == 2) throw std::runtime_error("second");
+            });
+        }
+        errors = co_await db.write_each(std::move(fns));
+        std::optional<core::operation> one, two, three;
+        co_await db.read([&](store::connection& c) {
+            one = store::load_operation(c, id_of(1));
+            two = store::load_operation(c, id_of(2));
+            three = store::load_operation(c, id_of(3));
+        });
+        BOOST_TEST(one.has_value());
+        BOOST_TEST(!two.has_value());
+        BOOST_TEST(three.has_value());
+        // Nothing given: nothing written, and the caller still resumes.
+        auto none = co_await db.write_each({});
+        BOOST_TEST(none.empty());
+    });
+    BOOST_REQUIRE_EQUAL(errors.size(), 3u);
+    BOOST_TEST(!errors[0]);
+    BOOST_TEST(!!errors[1]);
+    BOOST_TEST(!errors[2]);
+    std::lock_guard lock(m);
+    BOOST_REQUIRE_EQUAL(published.size(), 2u);
+    BOOST_TEST(published[0].operation_id == id_of(1));
+    BOOST_TEST(published[1].operation_id == id_of(3));
+}
+
 BOOST_AUTO_TEST_CASE(data_survives_reopening) {
     test::temp_dir dir;
     auto path = (dir / "s.db").string();
