@@ -231,12 +231,12 @@ std::filesystem::path fake_binary(const temp_dir& dir, std::string_view body) {
 }
 
 // Prints its arguments and environment to stderr, listens, and exits 3 on SIGTERM.
-constexpr std::string_view well_behaved = R"(echo "starting up"
+constexpr std::string_view well_behaved = R"(trap 'echo "got TERM" >&2; exit 3' TERM
+echo "starting up"
 echo "args: $*" >&2
 echo "env: $SELFTEST_VAR" >&2
 echo "listening on http://127.0.0.1:4242"
 echo "after listening"
-trap 'echo "got TERM" >&2; exit 3' TERM
 while true; do sleep 1 >/dev/null 2>&1 & wait $!; done
 )";
 
