@@ -419,8 +419,7 @@ class connection {
         std::size_t head_end = std::string_view::npos;
         std::size_t total = 0;
         for (;;) {
-            std::string_view text(static_cast<const char*>(buffer_.data().data()),
-                                  buffer_.size());
+            std::string_view text(static_cast<const char*>(buffer_.data().data()), buffer_.size());
             if (head_end == std::string_view::npos) {
                 head_end = text.find("\r\n\r\n");
                 if (head_end != std::string_view::npos) {
@@ -435,8 +434,8 @@ class connection {
                 buffer_.consume(total);
                 co_return error_code{};
             }
-            auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(16 * 1024),
-                                                            tuple_awaitable);
+            auto [ec, n] =
+                co_await stream_.async_read_some(buffer_.prepare(16 * 1024), tuple_awaitable);
             if (ec) co_return ec;
             buffer_.commit(n);
         }
@@ -490,7 +489,8 @@ class connection {
             auto value = field.substr(colon + 1);
             while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
             if (is(name, "content-length"))
-                length = static_cast<std::size_t>(std::strtoull(std::string(value).c_str(), nullptr, 10));
+                length = static_cast<std::size_t>(
+                    std::strtoull(std::string(value).c_str(), nullptr, 10));
             else if (is(name, "connection"))
                 out.keep_alive = !is(value, "close");
             else if (is(name, "location"))
@@ -533,11 +533,10 @@ void run_workers(asio::io_context& io, unsigned threads, std::size_t n, Make mak
         // strand, and copies of a plain executor are cheaper.
         auto ex = threads > 1 ? asio::any_io_executor(asio::make_strand(io))
                               : asio::any_io_executor(io.get_executor());
-        asio::co_spawn(
-            ex, make(ex, i), [&failed](const std::exception_ptr& e) {
-                if (e && failed++ == 0)
-                    std::cerr << "buzzer-bench: a worker failed: " << describe(e) << "\n";
-            });
+        asio::co_spawn(ex, make(ex, i), [&failed](const std::exception_ptr& e) {
+            if (e && failed++ == 0)
+                std::cerr << "buzzer-bench: a worker failed: " << describe(e) << "\n";
+        });
     }
     std::vector<std::thread> pool;
     for (unsigned t = 1; t < threads; ++t) pool.emplace_back([&io] { io.run(); });

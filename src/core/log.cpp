@@ -21,4 +21,17 @@ void log(level l, std::string_view message) {
     (void)rc;
 }
 
+void log_failure(const std::exception_ptr& failure, std::string_view context) {
+    if (!failure) return;
+    std::string message(context);
+    try {
+        std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+        message += e.what();
+    } catch (...) {
+        message += "unknown error";
+    }
+    log(level::error, message);
+}
+
 }  // namespace buzzer::core

@@ -1,6 +1,8 @@
 // Minimal logging to standard error, one line per message.
 #pragma once
 
+#include <exception>
+#include <string>
 #include <string_view>
 
 namespace buzzer::core {
@@ -10,5 +12,13 @@ enum class level { debug, info, warn, error };
 
 /// Writes "LEVEL message" to standard error (thread-safe, one write per line).
 void log(level l, std::string_view message);
+
+/// Logs `failure`, if set, as an error: `context` followed by its message.
+void log_failure(const std::exception_ptr& failure, std::string_view context);
+
+/// A completion handler for `co_spawn` that logs the coroutine's failure after `context`.
+inline auto log_failures(std::string context) {
+    return [context = std::move(context)](const std::exception_ptr& e) { log_failure(e, context); };
+}
 
 }  // namespace buzzer::core

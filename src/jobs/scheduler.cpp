@@ -166,8 +166,7 @@ void scheduler::enqueue(store::queued q, const asio::any_io_executor& caller) {
     }
     // Handed over once the caller's thread has run the handlers queued with this one (the
     // other submissions of the same group commit), not once per operation.
-    if (first)
-        asio::defer(caller, [this] { asio::post(strand_, [this] { take_incoming(); }); });
+    if (first) asio::defer(caller, [this] { asio::post(strand_, [this] { take_incoming(); }); });
 }
 
 void scheduler::take_incoming() {
@@ -257,14 +256,7 @@ void scheduler::pump() {
 
 void scheduler::start_claimed(std::vector<std::shared_ptr<job_control>>& claimed) {
     if (claimed.empty()) return;
-    asio::co_spawn(strand_, start_jobs(std::move(claimed)), [](std::exception_ptr ex) {
-        if (!ex) return;
-        try {
-            std::rethrow_exception(ex);
-        } catch (const std::exception& x) {
-            core::log(core::level::error, std::string("starting jobs: ") + x.what());
-        }
-    });
+    asio::co_spawn(strand_, start_jobs(std::move(claimed)), core::log_failures("starting jobs: "));
     claimed.clear();
 }
 
@@ -284,11 +276,7 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
     for (std::size_t i = 0; i < ctrls.size(); ++i) {
         auto& ctrl = ctrls[i];
         if (errors[i]) {
-            try {
-                std::rethrow_exception(errors[i]);
-            } catch (const std::exception& e) {
-                core::log(core::level::error, "job " + ctrl->id + ": cannot start: " + e.what());
-            }
+            core::log_failure(errors[i], "job " + ctrl->id + ": cannot start: ");
             ops[i].reset();
         }
         if (!ops[i]) {
@@ -297,14 +285,7 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
         }
         stats_.attempts.fetch_add(1, std::memory_order_relaxed);
         asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(*ops[i])),
-                       [id = ctrl->id](std::exception_ptr ex) {
-                           if (!ex) return;
-                           try {
-                               std::rethrow_exception(ex);
-                           } catch (const std::exception& x) {
-                               core::log(core::level::error, "job " + id + ": " + x.what());
-                           }
-                       });
+                       core::log_failures("job " + ctrl->id + ": "));
     }
 }
 
@@ -431,7 +412,8 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
         rc->signal.emit(asio::cancellation_type::all);
     });
     outcome result = co_await asio::co_spawn(
-        ctrl->strand, body(k, a), asio::bind_cancellation_slot(rc->signal.slot(), asio::use_awaitable));
+        ctrl->strand, body(k, a),
+        asio::bind_cancellation_slot(rc->signal.slot(), asio::use_awaitable));
     rc->body_done = true;
     if (!rc->timer_first) {
         ctrl->wake.cancel();
@@ -528,14 +510,7 @@ void scheduler::record(settled s) {
     // together.
     if (first)
         asio::defer(io_.get_executor(), [this] {
-            asio::co_spawn(strand_, write_outcomes(), [](std::exception_ptr ex) {
-                if (!ex) return;
-                try {
-                    std::rethrow_exception(ex);
-                } catch (const std::exception& x) {
-                    core::log(core::level::error, std::string("recording outcomes: ") + x.what());
-                }
-            });
+            asio::co_spawn(strand_, write_outcomes(), core::log_failures("recording outcomes: "));
         });
 }
 
@@ -560,12 +535,7 @@ asio::awaitable<void> scheduler::write_outcomes() {
         auto& s = batch[i];
         std::optional<store::queued> again;
         if (errors[i]) {
-            try {
-                std::rethrow_exception(errors[i]);
-            } catch (const std::exception& e) {
-                core::log(core::level::error,
-                          "job " + s.op.id + ": cannot record the outcome: " + e.what());
-            }
+            core::log_failure(errors[i], "job " + s.op.id + ": cannot record the outcome: ");
         } else if (s.op.state == core::status::pending) {
             again = store::queued{s.op.id, s.op.kind, s.op.priority, s.op.run_after, s.op.row};
         }

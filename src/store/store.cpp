@@ -300,7 +300,8 @@ void store::run_writer() {
             stopping = write_stopping_;
             if (stopping && write_queue_.empty() && batch.empty()) return;
             if (!restart_pending_ || stopping) {
-                while (!write_queue_.empty() && batch.size() + incoming.size() < settings_.max_batch) {
+                while (!write_queue_.empty() &&
+                       batch.size() + incoming.size() < settings_.max_batch) {
                     incoming.push_back(std::move(write_queue_.front()));
                     write_queue_.pop_front();
                 }
