@@ -1,6 +1,7 @@
-// The store executor: one writer thread that group-commits everything queued, and reader
-// threads with their own connections. Coroutines co_await both; nothing here runs on an
-// I/O thread.
+// The store executor: one writer thread that runs writes as they arrive and group-commits
+// them (one commit per fsync under load), a syncer thread that fsyncs the WAL before anybody
+// is told, a checkpointer, and reader threads with their own connections. Coroutines co_await
+// writes and reads; nothing here runs on an I/O thread.
 #pragma once
 
 #include <atomic>
@@ -78,7 +79,7 @@ class store {
         std::string path;
         bool synchronous_full = true;
         unsigned readers = 2;
-        std::size_t max_batch = 4096;
+        std::size_t max_batch = 4096;  ///< writes in one commit at most
         /// WAL frames (4 KiB pages) written since the last checkpoint that start the next one,
         /// and the WAL size past which a checkpoint waits for the writer so that the WAL
         /// starts over.
