@@ -392,9 +392,7 @@ class connection {
 
     // Writes request() and reads response(); the error (if any) is returned, not thrown.
     asio::awaitable<error_code> exchange(steady::duration timeout = io_timeout) {
-        stream_.expires_after(timeout);
-        auto w = co_await asio::async_write(stream_, asio::buffer(wire()), tuple_awaitable);
-        if (std::get<0>(w)) co_return std::get<0>(w);
+        if (auto ec = co_await send(timeout)) co_return ec;
         res_ = {};
         auto r = co_await bhttp::async_read(stream_, buffer_, res_, tuple_awaitable);
         co_return std::get<0>(r);
@@ -412,9 +410,7 @@ class connection {
     // an allocation per header field, cost the bench as much CPU again as the rest of a
     // request, CPU that the server under test then lacked.
     asio::awaitable<error_code> exchange_lean(steady::duration timeout, lean_response& out) {
-        stream_.expires_after(timeout);
-        auto w = co_await asio::async_write(stream_, asio::buffer(wire()), tuple_awaitable);
-        if (std::get<0>(w)) co_return std::get<0>(w);
+        if (auto ec = co_await send(timeout)) co_return ec;
         out = {};
         std::size_t head_end = std::string_view::npos;
         std::size_t total = 0;
@@ -450,16 +446,19 @@ class connection {
     }
 
   private:
-    // req_ as sent, written out by hand: Beast's serializer costs more CPU than the rest of a
-    // request, and this CPU is taken from the server under test.
-    const std::string& wire() {
+    // Arms the deadline of the exchange and writes req_, written out by hand: Beast's
+    // serializer costs more CPU than the rest of a request, and this CPU is taken from the
+    // server under test.
+    asio::awaitable<error_code> send(steady::duration timeout) {
         wire_.clear();
         wire_.append(req_.method_string()).append(" ").append(req_.target());
         wire_.append(" HTTP/1.1\r\n");
         for (const auto& f : req_)
             wire_.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
         wire_.append("\r\n").append(req_.body());
-        return wire_;
+        stream_.expires_after(timeout);
+        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(wire_), tuple_awaitable);
+        co_return ec;
     }
 
     // Parses a response head (without its blank line); returns the body's length, nullopt if
@@ -472,13 +471,6 @@ class connection {
         if (line.substr(0, 8) == "HTTP/1.0") out.keep_alive = false;
         std::optional<std::size_t> length;
         if (out.status == 204 || out.status == 304 || out.status < 200) length = 0;
-        auto is = [](std::string_view a, std::string_view b) {
-            return a.size() == b.size() &&
-                   std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-                       return std::tolower(static_cast<unsigned char>(x)) ==
-                              std::tolower(static_cast<unsigned char>(y));
-                   });
-        };
         while (eol != std::string_view::npos) {
             auto start = eol + 2;
             eol = head.find("\r\n", start);
@@ -488,14 +480,14 @@ class connection {
             auto name = field.substr(0, colon);
             auto value = field.substr(colon + 1);
             while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-            if (is(name, "content-length"))
+            if (beast::iequals(name, "content-length"))
                 length = static_cast<std::size_t>(
                     std::strtoull(std::string(value).c_str(), nullptr, 10));
-            else if (is(name, "connection"))
-                out.keep_alive = !is(value, "close");
-            else if (is(name, "location"))
+            else if (beast::iequals(name, "connection"))
+                out.keep_alive = !beast::iequals(value, "close");
+            else if (beast::iequals(name, "location"))
                 out.location = std::string(value);
-            else if (is(name, "transfer-encoding"))
+            else if (beast::iequals(name, "transfer-encoding"))
                 return std::nullopt;  // not sent by the endpoints the loops measure
         }
         return length;

@@ -454,11 +454,14 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
     bool more = rows.size() > static_cast<std::size_t>(q.limit);
     if (more) rows.resize(static_cast<std::size_t>(q.limit));
 
-    json::array items;
-    items.reserve(rows.size());
-    for (const auto& op : rows) items.push_back(core::represent(op, ctx.base_url));
-    json::object body;
-    body["operations"] = std::move(items);
+    // The representations are JSON text already: the page is joined from them, not parsed
+    // and serialized again.
+    std::string body = R"({"operations":[)";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        if (i) body += ',';
+        body += core::represent_text(rows[i], ctx.base_url);
+    }
+    body += R"(],"next":)";
     if (more) {
         std::string next = ctx.base_url + "/operations?" + filters;
         if (q.kind) {
@@ -476,11 +479,12 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
             next += "kind=" + enc + "&";
         }
         next += "limit=" + std::to_string(q.limit) + "&before=" + rows.back().id;
-        body["next"] = next;
+        core::append_json_string(body, next);
     } else {
-        body["next"] = nullptr;
+        body += "null";
     }
-    co_return json_response(200, json::serialize(body));
+    body += '}';
+    co_return json_response(200, std::move(body));
 }
 
 }  // namespace

@@ -82,10 +82,6 @@ void append_link(std::string& out, std::string_view rel, std::string_view base,
 
 }  // namespace
 
-json::object represent(const operation& op, std::string_view base_url) {
-    return json::parse(represent_text(op, base_url)).as_object();
-}
-
 // Written out directly rather than through json::object: this runs for every state change
 // (the 202 and the pending, running and outcome events), some of them on the store's writer
 // thread. `progress` and `error` are stored as JSON text that this program wrote.

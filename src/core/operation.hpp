@@ -59,9 +59,6 @@ std::string operation_problem(std::string_view type, std::string_view title, int
 /// The `error` of an operation canceled on request.
 std::string canceled_problem(std::string_view id);
 
-/// The public representation: fields and links; hrefs are prefixed with `base_url`.
-boost::json::object represent(const operation& op, std::string_view base_url);
-
 /// The representation without its links, as JSON text: what the event log stores, so that
 /// stored events follow the public URL the server has when they are sent.
 std::string state_text(const operation& op);
@@ -69,7 +66,8 @@ std::string state_text(const operation& op);
 /// Adds the links of operation `id` in state `s` to a `state_text` (before its closing brace).
 void append_links(std::string& text, std::string_view id, status s, std::string_view base_url);
 
-/// The representation as JSON text (what `represent()` parses).
+/// The public representation as JSON text: fields and links; hrefs are prefixed with
+/// `base_url`.
 std::string represent_text(const operation& op, std::string_view base_url);
 
 /// Appends `text` as a JSON string literal (quotes, escapes; UTF-8 passes through).

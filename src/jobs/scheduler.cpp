@@ -158,24 +158,14 @@ void scheduler::start() {
 }
 
 void scheduler::enqueue(store::queued q, const asio::any_io_executor& caller) {
-    bool first = false;
-    {
-        std::lock_guard lock(incoming_mutex_);
-        first = incoming_.empty();
-        incoming_.push_back(std::move(q));
-    }
     // Handed over once the caller's thread has run the handlers queued with this one (the
     // other submissions of the same group commit), not once per operation.
-    if (first) asio::defer(caller, [this] { asio::post(strand_, [this] { take_incoming(); }); });
+    if (incoming_.push(std::move(q)))
+        asio::defer(caller, [this] { asio::post(strand_, [this] { take_incoming(); }); });
 }
 
 void scheduler::take_incoming() {
-    std::vector<store::queued> batch;
-    {
-        std::lock_guard lock(incoming_mutex_);
-        batch.swap(incoming_);
-    }
-    for (auto& q : batch) add(std::move(q));
+    for (auto& q : incoming_.take()) add(std::move(q));
     pump();
 }
 
@@ -251,13 +241,9 @@ void scheduler::pump() {
         stats_.running.store(static_cast<std::int64_t>(running_.size()));
         claimed.push_back(std::move(ctrl));
     }
-    start_claimed(claimed);
-}
-
-void scheduler::start_claimed(std::vector<std::shared_ptr<job_control>>& claimed) {
-    if (claimed.empty()) return;
-    asio::co_spawn(strand_, start_jobs(std::move(claimed)), core::log_failures("starting jobs: "));
-    claimed.clear();
+    if (!claimed.empty())
+        asio::co_spawn(strand_, start_jobs(std::move(claimed)),
+                       core::log_failures("starting jobs: "));
 }
 
 asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_control>> ctrls) {
@@ -500,26 +486,16 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
 }
 
 void scheduler::record(settled s) {
-    bool first = false;
-    {
-        std::lock_guard lock(settled_mutex_);
-        first = settled_.empty();
-        settled_.push_back(std::move(s));
-    }
     // The outcomes of the jobs that end while this thread runs its queued handlers are written
     // together.
-    if (first)
+    if (settled_.push(std::move(s)))
         asio::defer(io_.get_executor(), [this] {
             asio::co_spawn(strand_, write_outcomes(), core::log_failures("recording outcomes: "));
         });
 }
 
 asio::awaitable<void> scheduler::write_outcomes() {
-    std::vector<settled> batch;
-    {
-        std::lock_guard lock(settled_mutex_);
-        batch.swap(settled_);
-    }
+    std::vector<settled> batch = settled_.take();
     std::vector<store::store::write_fn> writes;
     writes.reserve(batch.size());
     for (const auto& s : batch) {

@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "jobs/kinds.hpp"
 #include "store/operations.hpp"
@@ -36,6 +37,30 @@ struct scheduler_stats {
     std::atomic<std::uint64_t> canceled{0};
     std::atomic<std::int64_t> running{0};
     std::atomic<std::int64_t> pending{0};
+};
+
+/// Items handed to one consumer from any thread: whoever adds the first item after a take
+/// is told so, and schedules the next take; the items added meanwhile go with it.
+template <class T>
+class handoff {
+  public:
+    /// Adds `item`; true when the list was empty (a take is due).
+    bool push(T item) {
+        std::lock_guard lock(mutex_);
+        items_.push_back(std::move(item));
+        return items_.size() == 1;
+    }
+    /// Everything added since the last take.
+    std::vector<T> take() {
+        std::vector<T> out;
+        std::lock_guard lock(mutex_);
+        out.swap(items_);
+        return out;
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<T> items_;
 };
 
 /// Runs pending operations.
@@ -111,7 +136,6 @@ class scheduler {
         std::optional<std::string> progress;  ///< a report not written yet
         bool failed_attempt = false;
     };
-    void start_claimed(std::vector<std::shared_ptr<job_control>>& claimed);
     boost::asio::awaitable<void> start_jobs(std::vector<std::shared_ptr<job_control>> ctrls);
     boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl, core::operation op);
     void record(settled s);
@@ -131,10 +155,8 @@ class scheduler {
     std::unordered_map<std::string, queued_info> index_;
     std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
     std::map<std::string, unsigned, std::less<>> running_by_kind_;
-    std::mutex incoming_mutex_;
-    std::vector<store::queued> incoming_;  ///< enqueued, not yet seen by the strand
-    std::mutex settled_mutex_;
-    std::vector<settled> settled_;  ///< outcomes not yet handed to the store
+    handoff<store::queued> incoming_;  ///< enqueued, not yet seen by the strand
+    handoff<settled> settled_;         ///< outcomes not yet handed to the store
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;

@@ -33,6 +33,11 @@ completion completion_for(Handler&& handler) {
     return {ex, [h](std::exception_ptr e) { std::move (*h)(e); }};
 }
 
+// What a request to a closed store completes with.
+std::exception_ptr closed_error() {
+    return std::make_exception_ptr(std::runtime_error("the store is closed"));
+}
+
 void sync_file(int fd, const std::string& name) {
     int rc;
     do {
@@ -173,19 +178,6 @@ void store::close() {
     open_ = false;
 }
 
-void store::push_write(write_request r) {
-    {
-        std::lock_guard lock(write_mutex_);
-        if (!write_stopping_ && open_) {
-            r.queued = std::chrono::steady_clock::now();
-            write_queue_.push_back(std::move(r));
-            write_cv_.notify_one();
-            return;
-        }
-    }
-    r.done(std::make_exception_ptr(std::runtime_error("the store is closed")));
-}
-
 void store::push_writes(std::vector<write_request> rs) {
     {
         std::lock_guard lock(write_mutex_);
@@ -199,7 +191,7 @@ void store::push_writes(std::vector<write_request> rs) {
             return;
         }
     }
-    for (auto& r : rs) r.done(std::make_exception_ptr(std::runtime_error("the store is closed")));
+    for (auto& r : rs) r.done(closed_error());
 }
 
 void store::push_read(read_request r) {
@@ -211,12 +203,14 @@ void store::push_read(read_request r) {
             return;
         }
     }
-    r.done(std::make_exception_ptr(std::runtime_error("the store is closed")));
+    r.done(closed_error());
 }
 
 asio::awaitable<void> store::write(write_fn fn) {
     auto initiate = [this, &fn](auto handler) {
-        push_write(write_request{std::move(fn), completion_for(std::move(handler))});
+        std::vector<write_request> one;
+        one.push_back(write_request{std::move(fn), completion_for(std::move(handler))});
+        push_writes(std::move(one));
     };
     co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr)>(
         initiate, asio::use_awaitable);
@@ -315,7 +309,6 @@ void store::run_writer() {
                     failure = std::current_exception();
                 }
                 first_seq = last_seq_;
-                events.clear();
             }
             if (!failure) {
                 write_context ctx(*writer_db_, events, last_seq_);

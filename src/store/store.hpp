@@ -159,7 +159,6 @@ class store {
     void deliver(committed& c);
     void run_isolated(std::vector<write_request>& batch, std::vector<event>& events,
                       std::vector<std::exception_ptr>& errors);
-    void push_write(write_request r);
     void push_writes(std::vector<write_request> rs);
     void push_read(read_request r);
 

@@ -65,14 +65,6 @@ std::vector<sse_event> full_replay(unsigned short port, const std::string& targe
     return events;
 }
 
-// A gauge or counter of /metrics (without labels), or -1 when absent.
-long long metric(http_client& c, std::string_view name) {
-    auto body = c.get("/metrics").body;
-    auto key = "\n" + std::string(name) + " ";
-    auto pos = body.find(key);
-    return pos == std::string::npos ? -1 : std::stoll(body.substr(pos + key.size()));
-}
-
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(event_stream, server_fixture)

@@ -358,6 +358,13 @@ void raw_connection::close() noexcept {
 
 tcp::socket& raw_connection::socket() noexcept { return impl_->socket; }
 
+long long metric(http_client& c, std::string_view name) {
+    auto body = c.get("/metrics").body;
+    auto key = "\n" + std::string(name) + " ";
+    auto pos = body.find(key);
+    return pos == std::string::npos ? -1 : std::stoll(body.substr(pos + key.size()));
+}
+
 raw_connection raw_connect(unsigned short port) { return raw_connection(port); }
 
 std::string raw_exchange(unsigned short port, std::string bytes,

@@ -123,6 +123,10 @@ class raw_connection {
     std::unique_ptr<impl> impl_;
 };
 
+// A sample of /metrics without labels (a gauge, a counter, a histogram's NAME_count), or -1
+// when absent.
+long long metric(http_client& c, std::string_view name);
+
 // Opens a new connection to 127.0.0.1:`port` (for slow-client tests).
 raw_connection raw_connect(unsigned short port);
 

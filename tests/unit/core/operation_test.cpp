@@ -22,6 +22,11 @@ operation sample(status s) {
     return op;
 }
 
+// The representation as the client reads it.
+json::object represent(const operation& op, std::string_view base_url) {
+    return json::parse(represent_text(op, base_url)).as_object();
+}
+
 std::vector<std::string> rels(const json::object& o) {
     std::vector<std::string> out;
     for (const auto& l : o.at("links").as_array())

@@ -36,6 +36,20 @@ std::string id_of(int i) {
     return "01JDB6Q6X8Z3M9J1V7Q" + std::string(7 - s.size(), '0') + s;
 }
 
+// Runs `body(i)` for every i in [first, last] at once, each coroutine on a strand of its own,
+// over two threads; returns when all have ended.
+template <class Body>
+void run_concurrently(int first, int last, Body body) {
+    test::run_coroutine(
+        [&]() -> asio::awaitable<void> {
+            auto ex = co_await asio::this_coro::executor;
+            for (int i = first; i <= last; ++i)
+                asio::co_spawn(asio::make_strand(ex), body(i), asio::detached);
+            co_return;
+        },
+        2);
+}
+
 // A store on a temporary database (two readers) that keeps every event it publishes.
 struct recording_store {
     test::temp_dir dir;
@@ -59,25 +73,14 @@ BOOST_AUTO_TEST_SUITE(store_executor)
 BOOST_FIXTURE_TEST_CASE(concurrent_writes_share_commits, recording_store) {
     constexpr int n = 400;
     std::atomic<int> done{0};
-    test::run_coroutine(
-        [&]() -> asio::awaitable<void> {
-            auto ex = co_await asio::this_coro::executor;
-            for (int i = 0; i < n; ++i) {
-                asio::co_spawn(
-                    asio::make_strand(ex),
-                    [&, i]() -> asio::awaitable<void> {
-                        auto op = make_op(id_of(i));
-                        co_await db.write([&](store::write_context& w) {
-                            store::insert_operation(w.db, op);
-                            w.add_event(op.id, "pending", "{}");
-                        });
-                        ++done;
-                    },
-                    asio::detached);
-            }
-            co_return;
-        },
-        2);
+    run_concurrently(0, n - 1, [&](int i) -> asio::awaitable<void> {
+        auto op = make_op(id_of(i));
+        co_await db.write([&](store::write_context& w) {
+            store::insert_operation(w.db, op);
+            w.add_event(op.id, "pending", "{}");
+        });
+        ++done;
+    });
     BOOST_TEST(done.load() == n);
     // Every write was durable before it resumed, and most rode a shared commit.
     BOOST_TEST(db.stats().writes.load() == static_cast<std::uint64_t>(n));
@@ -128,29 +131,18 @@ BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves,
     // Every third request inserts an id that exists, after an event and an insert of its own.
     constexpr int n = 300;
     std::atomic<int> ok{0}, failed{0};
-    test::run_coroutine(
-        [&]() -> asio::awaitable<void> {
-            auto ex = co_await asio::this_coro::executor;
-            for (int i = 1; i <= n; ++i) {
-                asio::co_spawn(
-                    asio::make_strand(ex),
-                    [&, i]() -> asio::awaitable<void> {
-                        try {
-                            co_await db.write([&](store::write_context& w) {
-                                store::insert_operation(w.db, make_op(id_of(i)));
-                                w.add_event(id_of(i), "pending", "{}");
-                                if (i % 3 == 0) store::insert_operation(w.db, make_op(id_of(0)));
-                            });
-                            ++ok;
-                        } catch (const store::sqlite_error&) {
-                            ++failed;
-                        }
-                    },
-                    asio::detached);
-            }
-            co_return;
-        },
-        2);
+    run_concurrently(1, n, [&](int i) -> asio::awaitable<void> {
+        try {
+            co_await db.write([&](store::write_context& w) {
+                store::insert_operation(w.db, make_op(id_of(i)));
+                w.add_event(id_of(i), "pending", "{}");
+                if (i % 3 == 0) store::insert_operation(w.db, make_op(id_of(0)));
+            });
+            ++ok;
+        } catch (const store::sqlite_error&) {
+            ++failed;
+        }
+    });
     BOOST_TEST(ok.load() == n - n / 3);
     BOOST_TEST(failed.load() == n / 3);
     // Batches were shared, so some ran again request by request.
@@ -298,31 +290,20 @@ BOOST_AUTO_TEST_CASE(checkpoints_restart_the_wal_while_writers_never_pause) {
     constexpr int writers = 32, each = 40;
     std::atomic<int> done{0};
     std::atomic<std::uint64_t> max_wal{0};
-    test::run_coroutine(
-        [&]() -> asio::awaitable<void> {
-            auto ex = co_await asio::this_coro::executor;
-            for (int w = 0; w < writers; ++w) {
-                asio::co_spawn(
-                    asio::make_strand(ex),
-                    [&, w]() -> asio::awaitable<void> {
-                        for (int i = 0; i < each; ++i) {
-                            auto op = make_op(id_of(w * each + i));
-                            op.input = blob;
-                            co_await db.write([&](store::write_context& c) {
-                                store::insert_operation(c.db, op);
-                                c.add_event(op.id, "pending", "{}");
-                            });
-                            std::error_code ec;
-                            auto size = std::filesystem::file_size(path + "-wal", ec);
-                            if (!ec && size > max_wal) max_wal = size;
-                            ++done;
-                        }
-                    },
-                    asio::detached);
-            }
-            co_return;
-        },
-        2);
+    run_concurrently(0, writers - 1, [&](int w) -> asio::awaitable<void> {
+        for (int i = 0; i < each; ++i) {
+            auto op = make_op(id_of(w * each + i));
+            op.input = blob;
+            co_await db.write([&](store::write_context& c) {
+                store::insert_operation(c.db, op);
+                c.add_event(op.id, "pending", "{}");
+            });
+            std::error_code ec;
+            auto size = std::filesystem::file_size(path + "-wal", ec);
+            if (!ec && size > max_wal) max_wal = size;
+            ++done;
+        }
+    });
     BOOST_TEST(done.load() == writers * each);
     BOOST_TEST(db.stats().checkpoints.load() > 0u);
     // 1,280 writes of ~3 KB are over 1,000 frames: the WAL started over at least once.
