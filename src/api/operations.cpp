@@ -227,8 +227,32 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
 
     std::optional<std::string> replay_id;
     std::int64_t order = 0;
-    // Rendered here, not on the store's one writer thread.
+    // When nothing waits before it, the operation starts in the commit that accepts it: it is
+    // stored as running, its first attempt counted, with both events (rendered here, not on
+    // the store's one writer thread). The place is given back unless the job is handed over.
+    struct reservation {
+        jobs::scheduler* owner;
+        ~reservation() {
+            if (owner) owner->release();
+        }
+    } place{ctx.scheduler.reserve(s.op.kind) ? &ctx.scheduler : nullptr};
+    std::shared_ptr<sse::subscription> sub;
+    std::optional<sse::subscription_guard> guard;
+    if (wait && *wait > 0) {
+        // Subscribed before the write: none of the new operation's events can be missed, and
+        // its state is known without a read.
+        std::vector<std::string> ids{s.op.id};
+        sub = co_await ctx.hub.subscribe(std::move(ids), 64);
+        guard.emplace(ctx.hub, sub);
+    }
     std::string pending_event = core::state_text(s.op);
+    std::string running_event;
+    if (place.owner) {
+        s.op.state = core::status::running;
+        s.op.attempt = 1;
+        s.op.started_at = s.op.created_at;
+        running_event = core::state_text(s.op);
+    }
     co_await ctx.db.write([&](store::write_context& w) {
         if (key) {
             if (auto found = store::find_key(w.db, *key)) {
@@ -241,30 +265,31 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         }
         order = store::insert_operation(w.db, s.op);
         w.add_event(s.op.id, "pending", pending_event);
+        if (place.owner) w.add_event(s.op.id, "running", running_event);
         if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
     });
 
     status_view view;
-    std::shared_ptr<sse::subscription> sub;
-    std::optional<sse::subscription_guard> guard;
-    if (replay_id) {
+    if (!replay_id) {
+        // The operation as accepted: pending, even when its job has started since.
+        core::append_links(pending_event, s.op.id, core::status::pending, ctx.base_url);
+        view = status_view{s.op.id, core::status::pending, 0, std::move(pending_event)};
+        auto here = co_await asio::this_coro::executor;
+        if (place.owner) {
+            place.owner = nullptr;
+            s.op.row = order;
+            ctx.scheduler.adopt(std::move(s.op), here);
+        } else {
+            ctx.scheduler.enqueue(store::queued{view.id, s.op.kind, s.op.priority, 0, order}, here);
+        }
+    } else {
+        guard.reset();
+        sub.reset();
         auto op = co_await load(ctx, *replay_id);
         if (!op)
             throw http_error{409, "idempotency-conflict",
                              "the operation of this key is gone; retry"};
         view = status_view::of(ctx, *op);
-    } else {
-        if (wait && *wait > 0) {
-            // Subscribed before the scheduler knows of it: none of its events can be missed,
-            // and its state is known without a read.
-            std::vector<std::string> ids{s.op.id};
-            sub = co_await ctx.hub.subscribe(std::move(ids), 64);
-            guard.emplace(ctx.hub, sub);
-        }
-        auto here = co_await asio::this_coro::executor;
-        ctx.scheduler.enqueue(store::queued{s.op.id, s.op.kind, s.op.priority, 0, order}, here);
-        core::append_links(pending_event, s.op.id, s.op.state, ctx.base_url);
-        view = status_view{s.op.id, s.op.state, 0, std::move(pending_event)};
     }
 
     if (wait && *wait > 0 && !core::is_terminal(view.state)) {

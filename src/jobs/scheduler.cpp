@@ -9,6 +9,7 @@
 #include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
+#include <climits>
 
 #include "core/log.hpp"
 #include "core/run_on.hpp"
@@ -28,6 +29,16 @@ constexpr auto progress_interval = std::chrono::milliseconds(100);
 std::chrono::steady_clock::duration seconds(double s) {
     return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(s));
+}
+
+// Adds `item` to `list`. The first item after a take schedules `take` on `strand`, once the
+// caller's thread has run the handlers queued with this one: the items they add go with it,
+// with one wake-up of the strand's thread.
+template <class T, class Strand, class Take>
+void hand_over(handoff<T>& list, T item, const asio::any_io_executor& caller, const Strand& strand,
+               Take take) {
+    if (list.push(std::move(item)))
+        asio::defer(caller, [strand, take] { asio::post(strand, take); });
 }
 
 }  // namespace
@@ -142,7 +153,8 @@ scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry
       kinds_(kinds),
       settings_(std::move(settings)),
       strand_(asio::make_strand(io)),
-      delay_timer_(strand_) {}
+      delay_timer_(strand_),
+      free_slots_(static_cast<int>(std::min<unsigned>(settings_.max_running, INT_MAX))) {}
 
 scheduler::~scheduler() = default;
 
@@ -158,15 +170,50 @@ void scheduler::start() {
 }
 
 void scheduler::enqueue(store::queued q, const asio::any_io_executor& caller) {
-    // Handed over once the caller's thread has run the handlers queued with this one (the
-    // other submissions of the same group commit), not once per operation.
-    if (incoming_.push(std::move(q)))
-        asio::defer(caller, [this] { asio::post(strand_, [this] { take_incoming(); }); });
+    // The submissions resumed by the same group commit reach the strand together.
+    hand_over(incoming_, std::move(q), caller, strand_, [this] { take_incoming(); });
 }
 
 void scheduler::take_incoming() {
     for (auto& q : incoming_.take()) add(std::move(q));
     pump();
+}
+
+bool scheduler::take_slot() {
+    int n = free_slots_.load(std::memory_order_relaxed);
+    while (n > 0 && !free_slots_.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) {
+    }
+    return n > 0;
+}
+
+bool scheduler::reserve(std::string_view kind) {
+    if (!queue_idle_.load(std::memory_order_acquire)) return false;
+    const kind_def* k = kinds_.find(kind);
+    if (!k || k->defaults.concurrency) return false;
+    return take_slot();
+}
+
+void scheduler::release() {
+    free_slots_.fetch_add(1, std::memory_order_acq_rel);
+    asio::post(strand_, [this] { pump(); });
+}
+
+void scheduler::adopt(core::operation op, const asio::any_io_executor& caller) {
+    hand_over(adopted_, std::move(op), caller, strand_, [this] { take_adopted(); });
+}
+
+void scheduler::take_adopted() {
+    for (auto& op : adopted_.take()) {
+        auto ctrl = std::make_shared<job_control>(op.id, op.row, op.kind, io_);
+        running_.emplace(op.id, ctrl);
+        ++running_by_kind_[op.kind];
+        // Stored as running after shutdown began: handed back to pending at once.
+        if (stopping_) ctrl->stop(stop_reason::shutdown);
+        stats_.attempts.fetch_add(1, std::memory_order_relaxed);
+        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)),
+                       core::log_failures("job " + ctrl->id + ": "));
+    }
+    stats_.running.store(static_cast<std::int64_t>(running_.size()));
 }
 
 void scheduler::add(store::queued q) {
@@ -211,9 +258,13 @@ void scheduler::release_due() {
 }
 
 void scheduler::pump() {
-    if (!started_ || stopping_) return;
+    if (!started_ || stopping_) {
+        queue_idle_.store(false, std::memory_order_release);
+        return;
+    }
     std::vector<std::shared_ptr<job_control>> claimed;
-    while (running_.size() < settings_.max_running) {
+    bool waiting = false;  // a queued operation that a free slot could start
+    for (;;) {
         // The best head among kinds that have room: priority, then age.
         std::set<entry>* best = nullptr;
         std::string_view best_kind;
@@ -229,6 +280,10 @@ void scheduler::pump() {
             }
         }
         if (!best) break;
+        if (!take_slot()) {
+            waiting = true;
+            break;
+        }
         entry e = *best->begin();
         best->erase(best->begin());
         std::string kind(best_kind);
@@ -241,6 +296,7 @@ void scheduler::pump() {
         stats_.running.store(static_cast<std::int64_t>(running_.size()));
         claimed.push_back(std::move(ctrl));
     }
+    queue_idle_.store(!waiting, std::memory_order_release);
     if (!claimed.empty())
         asio::co_spawn(strand_, start_jobs(std::move(claimed)),
                        core::log_failures("starting jobs: "));
@@ -279,6 +335,7 @@ void scheduler::finished(const std::shared_ptr<job_control>& ctrl,
                          std::optional<store::queued> again) {
     asio::post(strand_, [this, ctrl, again = std::move(again)]() mutable {
         running_.erase(ctrl->id);
+        free_slots_.fetch_add(1, std::memory_order_acq_rel);
         if (auto it = running_by_kind_.find(ctrl->kind); it != running_by_kind_.end() && it->second)
             --it->second;
         stats_.running.store(static_cast<std::int64_t>(running_.size()));
@@ -329,6 +386,7 @@ asio::awaitable<void> scheduler::shutdown() {
     auto drained = std::make_shared<drained_channel>(ex, 1);
     auto stop_all = [this, drained] {
         stopping_ = true;
+        queue_idle_.store(false, std::memory_order_release);
         delay_timer_.cancel();
         for (auto& [id, ctrl] : running_) {
             asio::post(ctrl->strand, [c = ctrl] { c->stop(stop_reason::shutdown); });

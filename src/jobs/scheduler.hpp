@@ -83,6 +83,18 @@ class scheduler {
     /// the scheduler together, with one wake-up of the scheduler's thread.
     void enqueue(store::queued q, const boost::asio::any_io_executor& caller);
 
+    /// Asks, from any thread, for a place to run a new operation at once instead of queueing
+    /// it: given while a slot is free and no queued operation could take it, for kinds without
+    /// a concurrency limit of their own. The caller then stores the operation as running, its
+    /// first attempt counted (in the commit that accepts it), and hands it over with adopt();
+    /// or gives the place back with release() when it stored nothing.
+    bool reserve(std::string_view kind);
+    void release();
+
+    /// Runs an operation stored as running under a reservation; callable from any thread
+    /// (`caller` as for enqueue()).
+    void adopt(core::operation op, const boost::asio::any_io_executor& caller);
+
     /// What a cancel request found.
     enum class cancel_state {
         not_active,         ///< not running; removed from the queue if it was there
@@ -122,6 +134,8 @@ class scheduler {
 
     void add(store::queued q);
     void take_incoming();
+    void take_adopted();
+    bool take_slot();
     void pump();
     void arm_delay_timer();
     void release_due();
@@ -155,8 +169,13 @@ class scheduler {
     std::unordered_map<std::string, queued_info> index_;
     std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
     std::map<std::string, unsigned, std::less<>> running_by_kind_;
-    handoff<store::queued> incoming_;  ///< enqueued, not yet seen by the strand
-    handoff<settled> settled_;         ///< outcomes not yet handed to the store
+    handoff<store::queued> incoming_;   ///< enqueued, not yet seen by the strand
+    handoff<core::operation> adopted_;  ///< started under a reservation, not yet seen
+    // Slots of the global limit not taken by running jobs or reservations; taken on any thread.
+    std::atomic<int> free_slots_;
+    // Set by pump(): no queued operation is left that a free slot could start.
+    std::atomic<bool> queue_idle_{false};
+    handoff<settled> settled_;  ///< outcomes not yet handed to the store
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;

@@ -36,7 +36,8 @@ core::operation row_to_operation(statement& s) {
 std::int64_t insert_operation(connection& db, const core::operation& op) {
     auto s = db.cached(
         "INSERT INTO operations (id, kind, status, input, priority, max_attempts, timeout_s, "
-        "attempt, created_at, run_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+        "attempt, created_at, run_after, started_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
     s->bind(1, op.id)
         .bind(2, op.kind)
         .bind(3, core::to_string(op.state))
@@ -47,6 +48,7 @@ std::int64_t insert_operation(connection& db, const core::operation& op) {
         .bind(8, op.attempt)
         .bind(9, op.created_at)
         .bind(10, op.run_after)
+        .bind(11, op.started_at)
         .exec();
     return db.last_insert_rowid();
 }

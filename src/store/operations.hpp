@@ -40,7 +40,8 @@ struct list_query {
     int limit = 50;
 };
 
-/// Inserts a new operation and returns its insertion order.
+/// Inserts a new operation (pending, or running when started at once) and returns its
+/// insertion order, which is also its row.
 std::int64_t insert_operation(connection& db, const core::operation& op);
 
 /// Loads one operation.

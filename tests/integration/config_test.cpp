@@ -151,6 +151,30 @@ class upstream_server {
 
 }  // namespace
 
+BOOST_AUTO_TEST_CASE(a_kind_runs_no_more_jobs_at_once_than_its_concurrency) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({
+        "kinds": {"single": {"exec": {"argv": ["/bin/sleep", "30"]}, "concurrency": 1}}
+    })");
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto first = submit(client, R"({"kind":"single"})");
+    auto second = submit(client, R"({"kind":"single"})");
+    auto other = submit(client, R"({"kind":"sleep","input":{"seconds":30}})");
+    wait_for_status(client, first, "running");
+    wait_for_status(client, other, "running");  // other kinds are not held back
+    auto held = status_of(client, second);
+    BOOST_TEST(str(held, "status") == "pending");
+    BOOST_TEST(held.at("attempt").as_int64() == 0);
+    client.post_json("/operations/" + first + "/cancel", "");
+    wait_for_status(client, first, "canceled");
+    wait_for_status(client, second, "running");
+    for (const auto& id : {second, other}) {
+        client.post_json("/operations/" + id + "/cancel", "");
+        wait_for_status(client, id, "canceled");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(configured_exec_kind_runs_a_command) {
     temp_dir dir;
     auto config = dir.write_file("buzzer.json", R"({

@@ -45,6 +45,40 @@ BOOST_AUTO_TEST_CASE(submit_answers_202_with_monitor_links) {
     BOOST_TEST(str(op, "created_at").back() == 'Z');
 }
 
+BOOST_AUTO_TEST_CASE(an_idle_server_starts_an_operation_in_the_commit_that_accepts_it) {
+    auto r = client.post_json("/operations", R"({"kind":"sleep","input":{"seconds":30}})");
+    BOOST_TEST_REQUIRE(r.status == 202);
+    auto accepted = r.json().as_object();
+    BOOST_TEST(str(accepted, "status") == "pending");  // as accepted
+    auto id = str(accepted, "id");
+    // Stored as running by the commit that accepted it: the first read after the 202 sees it.
+    auto op = status_of(client, id);
+    BOOST_TEST(str(op, "status") == "running");
+    BOOST_TEST(op.at("attempt").as_int64() == 1);
+    BOOST_TEST(str(op, "started_at") == str(op, "created_at"));
+    client.post_json("/operations/" + id + "/cancel", "");
+    wait_for_status(client, id, "canceled");
+}
+
+BOOST_AUTO_TEST_CASE(submissions_that_store_nothing_give_their_place_back) {
+    // One slot: a place taken by a replay or a refused request and not given back would leave
+    // every later operation pending.
+    server_process one{server_options{.args = {"--max-running", "1"}}};
+    http_client c{one.port()};
+    headers key{{"Idempotency-Key", "only-once"}};
+    auto id = submit(c, R"({"kind":"echo","input":1})", key);
+    wait_for_status(c, id, "succeeded");
+    for (int i = 0; i < 3; ++i) {
+        auto replay = c.post_json("/operations", R"({"kind":"echo","input":1})", key);
+        BOOST_TEST(replay.status == 202);
+        BOOST_TEST(replay.header("Idempotent-Replayed") == "true");
+        auto reused = c.post_json("/operations", R"({"kind":"echo","input":2})", key);
+        BOOST_TEST(reused.status == 422);
+    }
+    auto next = submit(c, R"({"kind":"echo","input":3})");
+    wait_for_status(c, next, "succeeded", 5s);
+}
+
 BOOST_AUTO_TEST_CASE(echo_succeeds_and_the_result_is_immutable) {
     auto id = submit(client, R"({"kind":"echo","input":{"hello":"world","n":[1,2,3]}})");
     wait_for_status(client, id, "succeeded");
@@ -213,6 +247,10 @@ BOOST_AUTO_TEST_CASE(higher_priority_runs_first) {
         busy.push_back(submit(client, R"({"kind":"sleep","input":{"seconds":30}})"));
     for (const auto& b : busy) wait_for_status(client, b, "running");
     auto low = submit(client, R"({"kind":"echo","input":"low","priority":-5})");
+    // No slot free: queued, not started.
+    auto queued = status_of(client, low);
+    BOOST_TEST(str(queued, "status") == "pending");
+    BOOST_TEST(queued.at("attempt").as_int64() == 0);
     auto old = submit(client, R"({"kind":"echo","input":"old"})");
     auto high = submit(client, R"({"kind":"echo","input":"high","priority":50})");
     auto young = submit(client, R"({"kind":"echo","input":"young"})");
