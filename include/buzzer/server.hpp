@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace buzzer {
 
@@ -79,6 +80,8 @@ class job {
     virtual int attempt() const = 0;
     /// The operation's input (null when the request had none).
     virtual const boost::json::value& input() const = 0;
+    /// The same input as compact JSON text, as stored: for jobs that pass it on unchanged.
+    virtual std::string_view input_text() const = 0;
     /// Reports progress (percent 0..100); reports more frequent than the store takes are coalesced.
     virtual boost::asio::awaitable<void> progress(int percent, std::string message) = 0;
     /// Makes `body` of type `media_type` the result instead of the returned JSON.

@@ -45,7 +45,10 @@ void require_id(std::string_view id) {
 }
 
 std::string status_url(const context& ctx, std::string_view id) {
-    return ctx.base_url + "/operations/" + std::string(id) + "/status";
+    std::string url;
+    url.reserve(ctx.base_url.size() + id.size() + 19);
+    url.append(ctx.base_url).append("/operations/").append(id).append("/status");
+    return url;
 }
 
 asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string id) {

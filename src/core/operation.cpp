@@ -49,8 +49,55 @@ std::string canceled_problem(std::string_view id) {
                              "the operation was canceled on request", id);
 }
 
+namespace {
+
+// Appends `text` as the inside of a JSON string, escaped as Boost.JSON escapes: the quote, the
+// backslash and control characters; other bytes as they are.
+void append_escaped(std::string& out, std::string_view text) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::size_t plain = 0;  // start of the run not yet appended
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        out.append(text.data() + plain, i - plain);
+        plain = i + 1;
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                out += "\\u00";
+                out += hex[c >> 4];
+                out += hex[c & 15];
+        }
+    }
+    out.append(text.data() + plain, text.size() - plain);
+}
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view text) {
-    out += json::serialize(json::string_view(text.data(), text.size()));
+    out += '"';
+    append_escaped(out, text);
+    out += '"';
 }
 
 namespace {
@@ -65,17 +112,19 @@ void append_time_or_null(std::string& out, const std::optional<millis>& t) {
     out += '"';
 }
 
-void append_link(std::string& out, std::string_view rel, std::string_view base,
-                 std::string_view suffix, std::string_view action, bool first = false) {
+// A link to `base_url` + "/operations/" + `id` + `suffix`.
+void append_link(std::string& out, std::string_view rel, std::string_view base_url,
+                 std::string_view id, std::string_view suffix, std::string_view action,
+                 bool first = false) {
     if (!first) out += ',';
     out += R"({"rel":")";
     out += rel;
-    out += R"(","href":)";
-    std::string href;
-    href.reserve(base.size() + suffix.size());
-    href.append(base).append(suffix);
-    append_json_string(out, href);
-    out += R"(,"action":")";
+    out += R"(","href":")";
+    append_escaped(out, base_url);
+    out += "/operations/";
+    append_escaped(out, id);
+    out += suffix;
+    out += R"(","action":")";
     out += action;
     out += "\"}";
 }
@@ -121,13 +170,10 @@ void append_links(std::string& text, std::string_view id, status s, std::string_
     if (!text.empty() && text.back() == '}') text.pop_back();
     text.reserve(text.size() + 300 + 4 * (base_url.size() + id.size()));
     text += R"(,"links":[)";
-    std::string base;
-    base.reserve(base_url.size() + 12 + id.size());
-    base.append(base_url).append("/operations/").append(id);
-    append_link(text, "status_check", base, "/status", "GET", true);
-    append_link(text, "status_stream", base, "/status", "EventSource");
-    if (!is_terminal(s)) append_link(text, "cancel", base, "/cancel", "POST");
-    if (s == status::succeeded) append_link(text, "result", base, "", "GET");
+    append_link(text, "status_check", base_url, id, "/status", "GET", true);
+    append_link(text, "status_stream", base_url, id, "/status", "EventSource");
+    if (!is_terminal(s)) append_link(text, "cancel", base_url, id, "/cancel", "POST");
+    if (s == status::succeeded) append_link(text, "result", base_url, id, "", "GET");
     text += "]}";
 }
 

@@ -60,6 +60,7 @@ struct response {
 
     /// Adds a header.
     response& set(std::string name, std::string value) {
+        if (headers.empty()) headers.reserve(8);  // one allocation for a response's few fields
         headers.push_back({std::move(name), std::move(value)});
         return *this;
     }

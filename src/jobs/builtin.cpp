@@ -76,7 +76,11 @@ asio::awaitable<json::value> run_sleep(job& j) {
     co_return result;
 }
 
-asio::awaitable<json::value> run_echo(job& j) { co_return j.input(); }
+asio::awaitable<json::value> run_echo(job& j) {
+    // The stored text is the input's compact serialization: the result as it is, unparsed.
+    j.set_result(std::string(j.input_text()), "application/json");
+    co_return nullptr;
+}
 
 void check_fail(const json::value& input) {
     require_object_or_null(input);

@@ -571,7 +571,7 @@ asio::awaitable<json::value> exec_attempt::run() {
     if (before.cancelled() != asio::cancellation_type::none)
         throw boost::system::system_error(asio::error::operation_aborted);
     ignore_sigpipe();
-    input_ = json::serialize(job_.input());
+    input_ = job_.input_text();
     input_ += '\n';
 
     std::exception_ptr failure;

@@ -194,7 +194,7 @@ bhttp::request<bhttp::string_body> make_request(const upstream& up, const job& j
     for (const auto& h : up.spec.headers) req.set(h.first, h.second);
     req.set("X-Buzzer-Operation-Id", j.id());
     req.set("X-Buzzer-Attempt", std::to_string(j.attempt()));
-    req.body() = json::serialize(j.input());
+    req.body() = j.input_text();
     req.prepare_payload();
     return req;
 }

@@ -69,11 +69,19 @@ struct scheduler::job_control {
     }
 };
 
+// The completion handler of a job's coroutine: logs its failure, naming the job (the text is
+// built only then).
+auto scheduler::job_failures(std::shared_ptr<job_control> ctrl) {
+    return [ctrl = std::move(ctrl)](const std::exception_ptr& e) {
+        if (e) core::log_failure(e, "job " + ctrl->id + ": ");
+    };
+}
+
 struct scheduler::outcome {
     enum kind_t { success, failure, cancel, shutdown } kind = failure;
-    std::string body;  ///< result bytes
-    std::string media_type = "application/json";
-    std::string type = "/problems/job-failed";
+    std::string body;        ///< result bytes
+    std::string media_type;  ///< of the result; empty: application/json
+    std::string type;        ///< of the failure's problem; empty: /problems/job-failed
     std::string detail;
     bool retryable = true;
 };
@@ -81,16 +89,21 @@ struct scheduler::outcome {
 // One attempt as the kind's function sees it.
 class scheduler::attempt_context final : public job {
   public:
-    attempt_context(store::store& db, core::operation& op) : db_(db), op_(op) {
-        boost::system::error_code ec;
-        input_ = json::parse(op.input, ec);
-        if (ec) input_ = nullptr;
-    }
+    attempt_context(store::store& db, core::operation& op) : db_(db), op_(op) {}
 
     const std::string& id() const override { return op_.id; }
     const std::string& kind() const override { return op_.kind; }
     int attempt() const override { return op_.attempt; }
-    const json::value& input() const override { return input_; }
+    // Parsed on first use: kinds that pass the input on as text never parse it.
+    const json::value& input() const override {
+        if (!input_) {
+            boost::system::error_code ec;
+            input_.emplace(json::parse(op_.input, ec));
+            if (ec) *input_ = nullptr;
+        }
+        return *input_;
+    }
+    std::string_view input_text() const override { return op_.input; }
 
     asio::awaitable<void> progress(int percent, std::string message) override {
         json::object p;
@@ -141,7 +154,7 @@ class scheduler::attempt_context final : public job {
   private:
     store::store& db_;
     core::operation& op_;
-    json::value input_;
+    mutable std::optional<json::value> input_;
     std::chrono::steady_clock::time_point last_write_{};
     bool unwritten_ = false;
 };
@@ -210,8 +223,7 @@ void scheduler::take_adopted() {
         // Stored as running after shutdown began: handed back to pending at once.
         if (stopping_) ctrl->stop(stop_reason::shutdown);
         stats_.attempts.fetch_add(1, std::memory_order_relaxed);
-        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)),
-                       core::log_failures("job " + ctrl->id + ": "));
+        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)), job_failures(ctrl));
     }
     stats_.running.store(static_cast<std::int64_t>(running_.size()));
 }
@@ -326,8 +338,7 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
             continue;
         }
         stats_.attempts.fetch_add(1, std::memory_order_relaxed);
-        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(*ops[i])),
-                       core::log_failures("job " + ctrl->id + ": "));
+        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(*ops[i])), job_failures(ctrl));
     }
 }
 
@@ -487,9 +498,9 @@ std::string scheduler::settle(const outcome& out, core::operation& op) const {
             break;
         case outcome::failure: {
             bool timeout = out.type == "/problems/timeout";
-            op.error =
-                core::operation_problem(out.type, timeout ? "Attempt timed out" : "Attempt failed",
-                                        timeout ? 504 : 500, out.detail, op.id);
+            op.error = core::operation_problem(out.type.empty() ? "/problems/job-failed" : out.type,
+                                               timeout ? "Attempt timed out" : "Attempt failed",
+                                               timeout ? 504 : 500, out.detail, op.id);
             if (out.retryable && op.attempt < op.max_attempts) {
                 const kind_def* k = kinds_.find(op.kind);
                 kind_options d = k ? k->defaults : kind_options{};
@@ -535,6 +546,7 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
     settled s;
     s.event = settle(out, op);
     s.text = core::state_text(op);
+    if (out.media_type.empty()) out.media_type = "application/json";
     s.result = store::result_body{std::move(out.body), std::move(out.media_type)};
     s.progress = a.unwritten_progress();
     s.failed_attempt = out.kind == outcome::failure;

@@ -113,6 +113,7 @@ class scheduler {
 
   private:
     struct job_control;
+    static auto job_failures(std::shared_ptr<job_control> ctrl);
     struct entry {
         int priority;
         std::int64_t order;

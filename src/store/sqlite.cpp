@@ -23,13 +23,13 @@ statement& statement::bind(int i, double v) {
 }
 
 statement& statement::bind(int i, std::string_view v) {
-    db_.check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
+    db_.check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8),
               "bind");
     return *this;
 }
 
 statement& statement::bind_blob(int i, std::string_view v) {
-    db_.check(sqlite3_bind_blob64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT), "bind");
+    db_.check(sqlite3_bind_blob64(stmt_, i, v.data(), v.size(), SQLITE_STATIC), "bind");
     return *this;
 }
 
@@ -112,8 +112,9 @@ connection::connection(const std::string& path, bool read_only) {
         throw sqlite_error(rc, "cannot open database " + path + ": " + msg);
     }
     sqlite3_extended_result_codes(db_, 0);
-    // A larger per-connection lookaside (512 slots of 1 KiB): most of the small allocations of
-    // statements and B-tree cursors stay out of malloc.
+    // A larger per-connection lookaside (512 slots of 1 KiB), where the library has one (some
+    // builds, Debian's among them, leave it out): most of the small allocations of statements
+    // and B-tree cursors then stay out of malloc.
     sqlite3_db_config(db_, SQLITE_DBCONFIG_LOOKASIDE, nullptr, 1024, 512);
 }
 

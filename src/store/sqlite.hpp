@@ -36,7 +36,9 @@ class statement {
     statement(const statement&) = delete;
     statement& operator=(const statement&) = delete;
 
-    /// Binds parameters (1-based). Text is copied by SQLite.
+    /// Binds parameters (1-based). Text and blobs are not copied: they must outlive the use
+    /// of the statement (a cached statement's bindings are cleared when its statement_use
+    /// ends, a statement's own when it is destroyed).
     statement& bind(int i, std::int64_t v);
     statement& bind(int i, int v) { return bind(i, static_cast<std::int64_t>(v)); }
     statement& bind(int i, double v);

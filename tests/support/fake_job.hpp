@@ -1,6 +1,7 @@
 // A job as the scheduler hands it to a kind's function, recording what the function reports.
 #pragma once
 
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <buzzer/server.hpp>
 #include <functional>
@@ -18,12 +19,16 @@ class fake_job final : public job {
     /// A job with `input`, at attempt `attempt`, of kind `kind`.
     explicit fake_job(boost::json::value input = nullptr, int attempt = 1,
                       std::string kind = "thumbnail")
-        : kind_(std::move(kind)), input_(std::move(input)), attempt_(attempt) {}
+        : kind_(std::move(kind)),
+          input_(std::move(input)),
+          input_text_(boost::json::serialize(input_)),
+          attempt_(attempt) {}
 
     const std::string& id() const override { return id_; }
     const std::string& kind() const override { return kind_; }
     int attempt() const override { return attempt_; }
     const boost::json::value& input() const override { return input_; }
+    std::string_view input_text() const override { return input_text_; }
 
     boost::asio::awaitable<void> progress(int percent, std::string message) override {
         reports.emplace_back(percent, std::move(message));
@@ -49,6 +54,7 @@ class fake_job final : public job {
     std::string id_ = "01JDB6Q6X8Z3M9J1V7QJ4T2N5K";
     std::string kind_;
     boost::json::value input_;
+    std::string input_text_;
     int attempt_;
 };
 

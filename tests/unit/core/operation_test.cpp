@@ -87,6 +87,21 @@ BOOST_AUTO_TEST_CASE(text_is_json_with_every_field_and_escaped_strings) {
     BOOST_TEST(o.size() == 13u);
 }
 
+BOOST_AUTO_TEST_CASE(strings_are_escaped_as_boost_json_escapes_them) {
+    // Every byte alone, then all of them in one string.
+    std::string all;
+    for (int c = 0; c < 256; ++c) {
+        std::string one(1, static_cast<char>(c));
+        all += one;
+        std::string out;
+        append_json_string(out, one);
+        BOOST_TEST(out == json::serialize(json::string_view(one)), "byte " << c);
+    }
+    std::string out = "x";
+    append_json_string(out, all);
+    BOOST_TEST(out == "x" + json::serialize(json::string_view(all)));
+}
+
 BOOST_AUTO_TEST_CASE(pending_has_cancel_link_but_no_result) {
     auto o = represent(sample(status::pending), "");
     BOOST_TEST(o.at("status").as_string() == "pending");
