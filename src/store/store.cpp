@@ -3,12 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/defer.hpp>
+#include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
@@ -513,23 +516,35 @@ void store::deliver(committed& c) {
         c.waiters[0](error_of(0));
         return;
     }
-    // One hand-over to the I/O threads for the whole batch instead of a wake-up per waiter:
-    // the first waiter's executor runs a function that defers each waiter to its own executor
-    // (deferred from an I/O thread, they go to that thread's private queue, with no wake-up).
+    // One hand-over to each I/O thread that has waiters instead of a wake-up per waiter: the
+    // first waiter's executor on that thread runs a function that defers each of that thread's
+    // waiters to its own executor (deferred from the thread itself, they go to its private
+    // queue, with no wake-up). Waiters of another thread are never resumed through this one.
     struct resumption {
         completion done;
         std::exception_ptr error;
     };
-    auto all = std::make_shared<std::vector<resumption>>();
-    all->reserve(c.waiters.size());
-    for (std::size_t i = 0; i < c.waiters.size(); ++i)
-        all->push_back({std::move(c.waiters[i]), error_of(i)});
-    auto first = all->front().done.executor;
-    asio::post(first, [all] {
-        for (auto& r : *all)
-            asio::defer(r.done.executor,
-                        [fn = std::move(r.done.resume), e = r.error]() mutable { fn(e); });
-    });
+    using resumptions = std::vector<resumption>;
+    std::vector<std::pair<asio::execution_context*, std::shared_ptr<resumptions>>> threads;
+    for (std::size_t i = 0; i < c.waiters.size(); ++i) {
+        auto* ctx = &asio::query(c.waiters[i].executor, asio::execution::context);
+        auto it = std::find_if(threads.begin(), threads.end(),
+                               [ctx](const auto& t) { return t.first == ctx; });
+        if (it == threads.end()) {
+            threads.emplace_back(ctx, std::make_shared<resumptions>());
+            threads.back().second->reserve(c.waiters.size());
+            it = std::prev(threads.end());
+        }
+        it->second->push_back({std::move(c.waiters[i]), error_of(i)});
+    }
+    for (auto& [ctx, batch] : threads) {
+        auto first = batch->front().done.executor;
+        asio::post(first, [batch = std::move(batch)] {
+            for (auto& r : *batch)
+                asio::defer(r.done.executor,
+                            [fn = std::move(r.done.resume), e = r.error]() mutable { fn(e); });
+        });
+    }
 }
 
 void store::run_reader(connection& db) {
