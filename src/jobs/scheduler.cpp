@@ -59,7 +59,8 @@ struct scheduler::job_control {
     std::int64_t row;  ///< the operation's row in the store
     std::string kind;
     asio::strand<asio::io_context::executor_type> strand;
-    asio::steady_timer wake;  ///< fires at the attempt's deadline, or at once when stopped
+    asio::steady_timer wake;           ///< fires at the attempt's deadline, or at once when stopped
+    asio::cancellation_signal cancel;  ///< bound to the job's coroutine; the timer emits it
     stop_reason reason = stop_reason::none;
     bool cancel_asked = false;  ///< on the scheduler's strand: a cancel request came
 
@@ -75,6 +76,12 @@ auto scheduler::job_failures(std::shared_ptr<job_control> ctrl) {
     return [ctrl = std::move(ctrl)](const std::exception_ptr& e) {
         if (e) core::log_failure(e, "job " + ctrl->id + ": ");
     };
+}
+
+void scheduler::spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op) {
+    auto& signal = ctrl->cancel;
+    asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)),
+                   asio::bind_cancellation_slot(signal.slot(), job_failures(ctrl)));
 }
 
 struct scheduler::outcome {
@@ -223,7 +230,7 @@ void scheduler::take_adopted() {
         // Stored as running after shutdown began: handed back to pending at once.
         if (stopping_) ctrl->stop(stop_reason::shutdown);
         stats_.attempts.fetch_add(1, std::memory_order_relaxed);
-        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)), job_failures(ctrl));
+        spawn_job(ctrl, std::move(op));
     }
     stats_.running.store(static_cast<std::int64_t>(running_.size()));
 }
@@ -338,7 +345,7 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
             continue;
         }
         stats_.attempts.fetch_add(1, std::memory_order_relaxed);
-        asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(*ops[i])), job_failures(ctrl));
+        spawn_job(ctrl, std::move(*ops[i]));
     }
 }
 
@@ -453,22 +460,20 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
     };
     // One timer for both ends: it expires at the attempt's deadline, or at once when the job
     // is stopped (which also sets the reason). Whichever comes first, the body's end or the
-    // timer's, decides; the timer cancels the body, which is awaited to its end either way.
+    // timer's, decides; the timer cancels what the body waits for (through the signal bound
+    // to this coroutine), and the body is awaited to its end either way.
     struct race {
-        asio::cancellation_signal signal;
         bool body_done = false;
         bool timer_first = false;
     };
     auto rc = std::make_shared<race>();
     ctrl->wake.expires_after(seconds(op.timeout_s));
-    ctrl->wake.async_wait([rc](boost::system::error_code) {
+    ctrl->wake.async_wait([rc, c = ctrl](boost::system::error_code) {
         if (rc->body_done) return;
         rc->timer_first = true;
-        rc->signal.emit(asio::cancellation_type::all);
+        c->cancel.emit(asio::cancellation_type::all);
     });
-    outcome result = co_await asio::co_spawn(
-        ctrl->strand, body(k, a),
-        asio::bind_cancellation_slot(rc->signal.slot(), asio::use_awaitable));
+    outcome result = co_await body(k, a);
     rc->body_done = true;
     if (!rc->timer_first) {
         ctrl->wake.cancel();

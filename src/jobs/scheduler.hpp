@@ -114,6 +114,7 @@ class scheduler {
   private:
     struct job_control;
     static auto job_failures(std::shared_ptr<job_control> ctrl);
+    void spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op);
     struct entry {
         int priority;
         std::int64_t order;
