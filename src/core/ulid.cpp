@@ -86,29 +86,14 @@ std::string make_ulid(millis t) {
         g.high = high;
         g.low = low;
     }
-    std::array<std::uint8_t, 16> bytes{};
-    // 128 bits: 48 of time, 80 of randomness, written 5 bits at a time from the top.
-    for (int i = 5; i >= 0; --i) {
-        bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ts & 0xff);
-        ts >>= 8;
-    }
-    bytes[6] = static_cast<std::uint8_t>(high >> 8);
-    bytes[7] = static_cast<std::uint8_t>(high & 0xff);
-    for (int i = 15; i >= 8; --i) {
-        bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(low & 0xff);
-        low >>= 8;
-    }
-
+    // 128 bits: 48 of time, 80 of randomness; 26 characters of 5 bits from the bottom up (the
+    // first one holds only the top 3 bits: 26 * 5 = 130).
+    unsigned __int128 value = static_cast<unsigned __int128>(ts & 0xffffffffffffULL) << 80 |
+                              static_cast<unsigned __int128>(high) << 64 | low;
     std::string out(26, '0');
-    // The first character holds only the top 3 bits (26 * 5 = 130 = 2 + 128).
-    for (int i = 0; i < 26; ++i) {
-        int bit = i * 5 - 2;  // position of this character's first bit in the 128-bit value
-        int v = 0;
-        for (int b = 0; b < 5; ++b, ++bit) {
-            v <<= 1;
-            if (bit >= 0) v |= (bytes[static_cast<std::size_t>(bit / 8)] >> (7 - bit % 8)) & 1;
-        }
-        out[static_cast<std::size_t>(i)] = alphabet[v];
+    for (int i = 25; i >= 0; --i) {
+        out[static_cast<std::size_t>(i)] = alphabet[static_cast<unsigned>(value & 31)];
+        value >>= 5;
     }
     return out;
 }

@@ -18,6 +18,10 @@ BOOST_AUTO_TEST_CASE(encodes_the_timestamp) {
     millis t = 1'763'780'694'123;
     BOOST_TEST(ulid_time(make_ulid(t)) == t);
     BOOST_TEST(make_ulid(0).substr(0, 10) == "0000000000");
+    // The example of the ULID specification: 1469918176385 ms is 01ARYZ6S41.
+    BOOST_TEST(make_ulid(1'469'918'176'385).substr(0, 10) == "01ARYZ6S41");
+    // The largest time: 48 bits set, the first character holding only 3 of them.
+    BOOST_TEST(make_ulid(0xffffffffffff).substr(0, 10) == "7ZZZZZZZZZ");
 }
 
 BOOST_AUTO_TEST_CASE(sorts_by_time) {
