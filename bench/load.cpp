@@ -1694,6 +1694,15 @@ void print_summary(const std::vector<phase_result>& results) {
     std::printf("\n");
     for (const auto& r : results)
         for (const auto& n : r.notes) std::printf("  %s\n", n.c_str());
+    // Durable submissions against the HTTP ceiling of the same server, when both ran.
+    auto rate_of = [&](std::string_view name) {
+        for (const auto& r : results)
+            if (r.name == name) return r.rate;
+        return 0.0;
+    };
+    if (double h = rate_of("healthz"), sub = rate_of("submit"); h > 0 && sub > 0)
+        std::printf("  submit / healthz: %.1f %% (%.0f / %.0f per second, same server)\n",
+                    100 * sub / h, sub, h);
     std::fflush(stdout);
 }
 
