@@ -1,6 +1,7 @@
 // Wiring: store, hub, scheduler, HTTP front and signals make one server.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -32,8 +33,13 @@ constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-// How often finished operations past their retention are purged.
-constexpr auto purge_interval = std::chrono::seconds(60);
+// How often finished operations past their retention are purged: a quarter of the retention,
+// at least every second and at most every minute (so a short retention is kept to closely).
+std::chrono::steady_clock::duration purge_interval(double retention_s) {
+    const double s = std::clamp(retention_s / 4, 1.0, 60.0);
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(s));
+}
 // Idempotency keys are honoured at least this long.
 constexpr core::millis key_lifetime_ms = 24LL * 3600 * 1000;
 
@@ -104,7 +110,7 @@ struct server::impl {
             } catch (const std::exception& e) {
                 core::log(core::level::error, std::string("purge: ") + e.what());
             }
-            timer.expires_after(purge_interval);
+            timer.expires_after(purge_interval(opts.retention_s));
             co_await timer.async_wait(tuple_awaitable);
         }
     }

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "integration/common.hpp"
+#include "support/sse_client.hpp"
 
 using namespace buzzer::test;
 namespace json = boost::json;
@@ -281,6 +282,25 @@ BOOST_AUTO_TEST_CASE(delete_forgets_only_finished_operations) {
     BOOST_TEST(client.get("/operations/" + id).status == 404);
     BOOST_TEST(client.get("/operations/" + id + "/status").status == 404);
     BOOST_TEST(client.del("/operations/" + running).status == 204);
+}
+
+BOOST_AUTO_TEST_CASE(finished_operations_are_purged_after_the_retention) {
+    server_process short_lived{server_options{.args = {"--retention", "2"}}};
+    http_client c{short_lived.port()};
+    auto done = submit(c, R"({"kind":"echo","input":1})");
+    auto running = submit(c, R"({"kind":"sleep","input":{"seconds":30}})");
+    wait_for_status(c, done, "succeeded");
+    // Kept for its retention...
+    BOOST_TEST(c.get("/operations/" + done).status == 200);
+    // ...then gone with its result and its events; what has not finished stays.
+    BOOST_TEST(
+        wait_until([&] { return c.get("/operations/" + done + "/status").status == 404; }, 10s));
+    BOOST_TEST(c.get("/operations/" + done).status == 404);
+    sse_stream events(short_lived.port(), "/operations/" + done + "/status");
+    BOOST_TEST(events.status() == 404);
+    BOOST_TEST(str(status_of(c, running), "status") == "running");
+    c.post_json("/operations/" + running + "/cancel", "");
+    wait_for_status(c, running, "canceled");
 }
 
 BOOST_AUTO_TEST_CASE(list_pages_newest_first_with_filters) {
