@@ -303,6 +303,29 @@ BOOST_AUTO_TEST_CASE(finished_operations_are_purged_after_the_retention) {
     wait_for_status(c, running, "canceled");
 }
 
+BOOST_AUTO_TEST_CASE(a_full_queue_answers_429_with_retry_after) {
+    server_process small{server_options{.args = {"--max-running", "1", "--max-pending", "2"}}};
+    http_client c{small.port()};
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i)
+        ids.push_back(submit(c, R"({"kind":"sleep","input":{"seconds":30}})"));
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return metric(c, "buzzer_operations_pending") == 2; }, 10s));
+    auto full = c.post_json("/operations", R"({"kind":"echo"})");
+    BOOST_TEST(full.status == 429);
+    BOOST_TEST(full.header("Content-Type") == "application/problem+json");
+    BOOST_TEST(str(full.json().as_object(), "type") == "/problems/queue-full");
+    BOOST_TEST(!full.header("Retry-After").empty());
+    // Room again once one is canceled.
+    c.post_json("/operations/" + ids[2] + "/cancel", "");
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return metric(c, "buzzer_operations_pending") == 1; }, 10s));
+    auto again = submit(c, R"({"kind":"echo"})");
+    ids.push_back(again);
+    for (const auto& id : ids) c.post_json("/operations/" + id + "/cancel", "");
+    wait_for_status(c, ids[0], "canceled");
+}
+
 BOOST_AUTO_TEST_CASE(list_pages_newest_first_with_filters) {
     std::vector<std::string> ids;
     for (int i = 0; i < 5; ++i)
