@@ -1,6 +1,10 @@
 #define BOOST_TEST_MODULE integration_restart
 #include <boost/test/unit_test.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "integration/common.hpp"
 #include "support/sse_client.hpp"
@@ -20,6 +24,25 @@ std::vector<std::string> event_types(unsigned short port, const std::string& id)
     std::vector<std::string> out;
     for (const auto& e : s.read_until_end(20s)) out.push_back(e.type);
     return out;
+}
+
+// Bytes that the server has not read yet on its end of the loopback connection from
+// `client_port` to `server_port` (from /proc/net/tcp), or -1 if the connection is not listed.
+long unread_by_server(unsigned short server_port, unsigned short client_port) {
+    std::ifstream table("/proc/net/tcp");
+    std::string line;
+    std::getline(table, line);  // the heading
+    char local[16], remote[16];
+    std::snprintf(local, sizeof local, ":%04X", server_port);
+    std::snprintf(remote, sizeof remote, ":%04X", client_port);
+    while (std::getline(table, line)) {
+        std::istringstream fields(line);
+        std::string slot, from, to, state, queues;
+        fields >> slot >> from >> to >> state >> queues;
+        if (from.ends_with(local) && to.ends_with(remote))
+            return std::stol(queues.substr(queues.find(':') + 1), nullptr, 16);
+    }
+    return -1;
 }
 
 }  // namespace
@@ -99,7 +122,7 @@ BOOST_AUTO_TEST_CASE(sigterm_hands_running_work_back_without_spending_an_attempt
     wait_for_status(client, id, "canceled");
 }
 
-BOOST_AUTO_TEST_CASE(sigterm_exits_zero_quickly_and_refuses_new_work_meanwhile) {
+BOOST_AUTO_TEST_CASE(sigterm_exits_zero_quickly_with_a_job_running) {
     server_process server;
     http_client client{server.port()};
     auto id = submit(client, R"({"kind":"sleep","input":{"seconds":60}})");
@@ -107,6 +130,43 @@ BOOST_AUTO_TEST_CASE(sigterm_exits_zero_quickly_and_refuses_new_work_meanwhile) 
     auto start = std::chrono::steady_clock::now();
     BOOST_TEST(server.terminate(15s) == 0);
     BOOST_TEST((std::chrono::steady_clock::now() - start < 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_submission_still_arriving_at_sigterm_gets_503_with_retry_after) {
+    server_process server;
+    raw_connection conn(server.port());
+    const std::string body = R"({"kind":"echo"})";
+    const std::string head =
+        "POST /operations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n";
+    BOOST_TEST_REQUIRE(!conn.send(head + body.substr(0, 8)));
+    // Once the server has read what was sent, the request is in progress (a connection that
+    // has not started one is closed at once by a shutdown).
+    const auto client_port = conn.socket().local_endpoint().port();
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return unread_by_server(server.port(), client_port) == 0; }, 10s));
+    BOOST_TEST_REQUIRE(::kill(server.pid(), SIGTERM) == 0);
+    // Shutting down once it accepts no more connections.
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            try {
+                raw_connection probe(server.port(), 500ms);
+                return false;
+            } catch (const std::exception&) {
+                return true;
+            }
+        },
+        10s));
+    BOOST_TEST_REQUIRE(!conn.send(body.substr(8)));
+    auto answer = conn.receive_until_close(10s);
+    BOOST_TEST(answer.starts_with("HTTP/1.1 503"), answer);
+    BOOST_TEST(answer.find("Retry-After: ") != std::string::npos, answer);
+    BOOST_TEST(answer.find("application/problem+json") != std::string::npos, answer);
+    BOOST_TEST(answer.find("/problems/shutting-down") != std::string::npos, answer);
+    auto status = server.wait_exit(15s);
+    BOOST_TEST_REQUIRE(status.has_value());
+    BOOST_TEST(*status == 0);
 }
 
 BOOST_AUTO_TEST_CASE(restart_rebinds_the_same_port_at_once) {
