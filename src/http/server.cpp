@@ -280,6 +280,24 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_return problem_response(*error, req.path);
     }
 
+    // Feeds the bytes in `buffer` to `parser` up to the end of the header, or, once the header
+    // is done, of the body (consuming them); stops early when more bytes are needed. Returns the
+    // parser's error (never need_more) and the bytes consumed.
+    static std::pair<boost::system::error_code, std::size_t> parse_buffered(
+        bhttp::request_parser<bhttp::string_body>& parser, beast::flat_buffer& buffer) {
+        boost::system::error_code ec;
+        std::size_t used = 0;
+        const bool header = !parser.is_header_done();
+        while (buffer.size() > 0 && !parser.is_done() && (!header || !parser.is_header_done())) {
+            std::size_t n = parser.put(buffer.data(), ec);
+            buffer.consume(n);
+            used += n;
+            if (ec == bhttp::error::need_more) ec = {};
+            if (ec || n == 0) break;
+        }
+        return {ec, used};
+    }
+
     // A request read and checked, and how to answer it.
     struct incoming {
         request req;
@@ -296,8 +314,17 @@ struct server::impl : std::enable_shared_from_this<impl> {
         bhttp::request_parser<bhttp::string_body> parser;
         parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
         parser.body_limit(settings.body_limit);
-        stream.expires_after(settings.header_timeout);
-        auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+        // Most requests arrive whole with their first bytes: what the buffer holds is parsed
+        // here, and only what is missing is read (each asynchronous read costs a round through
+        // the event loop even when it has nothing to wait for).
+        auto [hec, hn] = parse_buffered(parser, buffer);
+        if (!hec && !parser.is_header_done()) {
+            stream.expires_after(settings.header_timeout);
+            auto [rec, rn] =
+                co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+            hec = rec;
+            hn += rn;
+        }
         if (hec) {
             if (hec == bhttp::error::body_limit) {
                 http_error err = payload_too_large();
@@ -342,30 +369,32 @@ struct server::impl : std::enable_shared_from_this<impl> {
             co_await send_error(stream, err, path);
             co_return std::nullopt;
         }
-        if (!parser.is_done()) {
+        boost::system::error_code bec;
+        if (!parser.is_done()) bec = parse_buffered(parser, buffer).first;
+        if (!bec && !parser.is_done()) {
             if (bhttp::token_list(head[bhttp::field::expect]).exists("100-continue")) {
                 bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
                 stream.expires_after(settings.write_timeout);
                 co_await bhttp::async_write(stream, cont, use_awaitable);
             }
             stream.expires_after(settings.idle_timeout);
-            auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
-            if (bec) {
-                if (bec == bhttp::error::body_limit) {
-                    http_error err = payload_too_large();
-                    co_await send_error(stream, err, path);
-                } else if (bec == beast::error::timeout) {
-                    http_error err{408, "request-timeout",
-                                   "the request body did not arrive in time"};
-                    co_await send_error(stream, err, path);
-                } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
-                           bec != bhttp::error::partial_message &&
-                           bec != asio::error::connection_reset) {
-                    http_error err{400, "malformed-request", bec.message()};
-                    co_await send_error(stream, err, path);
-                }
-                co_return std::nullopt;
+            auto [rec, rn] = co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
+            bec = rec;
+        }
+        if (bec) {
+            if (bec == bhttp::error::body_limit) {
+                http_error err = payload_too_large();
+                co_await send_error(stream, err, path);
+            } else if (bec == beast::error::timeout) {
+                http_error err{408, "request-timeout", "the request body did not arrive in time"};
+                co_await send_error(stream, err, path);
+            } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
+                       bec != bhttp::error::partial_message &&
+                       bec != asio::error::connection_reset) {
+                http_error err{400, "malformed-request", bec.message()};
+                co_await send_error(stream, err, path);
             }
+            co_return std::nullopt;
         }
         std::optional<incoming> in(std::in_place);
         in->keep_alive = head.keep_alive();

@@ -598,6 +598,31 @@ BOOST_AUTO_TEST_CASE(body_just_under_the_limit_is_accepted) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(expect_100_continue_gets_its_interim_response_before_the_body) {
+    // As curl sends larger bodies: the head first, the body only after "100 Continue".
+    const std::string body = R"({"kind":"echo","input":"after the interim response"})";
+    raw_connection c(port());
+    BOOST_TEST_REQUIRE(!c.send(
+        post_head("Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()))));
+    std::string got;
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            got += c.receive(200ms);
+            return got.find("\r\n\r\n") != std::string::npos || c.closed();
+        },
+        10s));
+    BOOST_TEST_REQUIRE(got.starts_with("HTTP/1.1 100 Continue\r\n"), got);
+    BOOST_TEST_REQUIRE(!c.send(body));
+    std::string reply;
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            reply += c.receive(200ms);
+            return reply.find("\"status\":\"pending\"") != std::string::npos || c.closed();
+        },
+        10s));
+    BOOST_TEST(reply.starts_with("HTTP/1.1 202 Accepted\r\n"), reply);
+}
+
 BOOST_AUTO_TEST_CASE(body_over_the_limit_with_content_length_is_413) {
     std::string body = echo_body_of_size(mib + 1);
     auto a = exchange_and_close(post_head("Content-Length: " + std::to_string(body.size())) + body);
