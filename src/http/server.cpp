@@ -64,7 +64,15 @@ class chunk_writer final : public body_writer {
 
 // Header values come from handlers and, for results, from executors: no line breaks.
 void append_header_text(std::string& out, std::string_view text) {
-    for (char c : text) out += (c == '\r' || c == '\n') ? ' ' : c;
+    // Appended in runs: a field's text rarely holds a line break.
+    std::size_t plain = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] != '\r' && text[i] != '\n') continue;
+        out.append(text.data() + plain, i - plain);
+        out += ' ';
+        plain = i + 1;
+    }
+    out.append(text.data() + plain, text.size() - plain);
 }
 
 // "HTTP/1.1 STATUS REASON", the fields, Content-Length (none for 204 and 304) and, when the

@@ -175,6 +175,22 @@ BOOST_AUTO_TEST_CASE(a_kind_runs_no_more_jobs_at_once_than_its_concurrency) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(a_line_break_in_a_result_media_type_cannot_add_a_header) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"inject": {"exec": {
+        "argv": ["/bin/sh", "-c", "printf hi > out.txt; printf '%s\n' '{\"result_file\": {\"path\": \"out.txt\", \"media_type\": \"text/plain\\r\\nX-Injected: yes\"}}'"],
+        "cwd": ")" + dir.path().string() + R"("}}}})");
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"inject"})");
+    wait_for_status(client, id, "succeeded");
+    auto r = client.get("/operations/" + id);
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.body == "hi");
+    BOOST_TEST(!r.has_header("X-Injected"));
+    BOOST_TEST(r.header("Content-Type").starts_with("text/plain"), r.header("Content-Type"));
+}
+
 BOOST_AUTO_TEST_CASE(configured_exec_kind_runs_a_command) {
     temp_dir dir;
     auto config = dir.write_file("buzzer.json", R"({
