@@ -230,12 +230,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
     // When nothing waits before it, the operation starts in the commit that accepts it: it is
     // stored as running, its first attempt counted, with both events (rendered here, not on
     // the store's one writer thread). The place is given back unless the job is handed over.
-    struct reservation {
-        jobs::scheduler* owner;
-        ~reservation() {
-            if (owner) owner->release();
-        }
-    } place{ctx.scheduler.reserve(s.op.kind) ? &ctx.scheduler : nullptr};
+    auto place = ctx.scheduler.reserve(s.op.kind);
     std::shared_ptr<sse::subscription> sub;
     std::optional<sse::subscription_guard> guard;
     if (wait && *wait > 0) {
@@ -247,7 +242,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
     }
     std::string pending_event = core::state_text(s.op);
     std::string running_event;
-    if (place.owner) {
+    if (place) {
         s.op.state = core::status::running;
         s.op.attempt = 1;
         s.op.started_at = s.op.created_at;
@@ -265,7 +260,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         }
         order = store::insert_operation(w.db, s.op);
         w.add_event(s.op.id, "pending", pending_event);
-        if (place.owner) w.add_event(s.op.id, "running", running_event);
+        if (place) w.add_event(s.op.id, "running", running_event);
         if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
     });
 
@@ -275,13 +270,11 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         core::append_links(pending_event, s.op.id, core::status::pending, ctx.base_url);
         view = status_view{s.op.id, core::status::pending, 0, std::move(pending_event)};
         auto here = co_await asio::this_coro::executor;
-        if (place.owner) {
-            place.owner = nullptr;
-            s.op.row = order;
-            ctx.scheduler.adopt(std::move(s.op), here);
-        } else {
-            ctx.scheduler.enqueue(store::queued{view.id, s.op.kind, s.op.priority, 0, order}, here);
-        }
+        s.op.row = order;
+        if (place)
+            ctx.scheduler.adopt(std::move(place), std::move(s.op), here);
+        else
+            ctx.scheduler.enqueue(store::queue_entry(s.op), here);
     } else {
         guard.reset();
         sub.reset();

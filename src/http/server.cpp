@@ -199,6 +199,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
         }
     }
 
+    http_error header_too_large() const {
+        return {431, "header-too-large",
+                "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
+    }
+
     http_error payload_too_large() const {
         return {413, "payload-too-large",
                 "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
@@ -342,10 +347,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                                        : target.find('?'));
                 co_await send_error(stream, err, at);
             } else if (hec == bhttp::error::header_limit || hec == bhttp::error::buffer_overflow) {
-                http_error err{
-                    431, "header-too-large",
-                    "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
-                co_await send_error(stream, err, "");
+                co_await send_error(stream, header_too_large(), "");
             } else if (hec == beast::error::timeout) {
                 http_error err{408, "request-timeout",
                                "the request headers did not arrive in time"};
@@ -359,10 +361,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             co_return std::nullopt;
         }
         if (hn > settings.header_limit) {
-            http_error err{
-                431, "header-too-large",
-                "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
-            co_await send_error(stream, err, "");
+            co_await send_error(stream, header_too_large(), "");
             co_return std::nullopt;
         }
         auto& head = parser.get();

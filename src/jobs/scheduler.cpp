@@ -79,6 +79,7 @@ auto scheduler::job_failures(std::shared_ptr<job_control> ctrl) {
 }
 
 void scheduler::spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op) {
+    stats_.attempts.fetch_add(1, std::memory_order_relaxed);
     auto& signal = ctrl->cancel;
     asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)),
                    asio::bind_cancellation_slot(signal.slot(), job_failures(ctrl)));
@@ -206,11 +207,11 @@ bool scheduler::take_slot() {
     return n > 0;
 }
 
-bool scheduler::reserve(std::string_view kind) {
-    if (!queue_idle_.load(std::memory_order_acquire)) return false;
+scheduler::place scheduler::reserve(std::string_view kind) {
+    if (!queue_idle_.load(std::memory_order_acquire)) return {};
     const kind_def* k = kinds_.find(kind);
-    if (!k || k->defaults.concurrency) return false;
-    return take_slot();
+    if (!k || k->defaults.concurrency || !take_slot()) return {};
+    return place(this);
 }
 
 void scheduler::release() {
@@ -218,21 +219,27 @@ void scheduler::release() {
     asio::post(strand_, [this] { pump(); });
 }
 
-void scheduler::adopt(core::operation op, const asio::any_io_executor& caller) {
+void scheduler::adopt(place p, core::operation op, const asio::any_io_executor& caller) {
+    p.owner_ = nullptr;  // the slot goes with the job, and comes back when it has finished
     hand_over(adopted_, std::move(op), caller, strand_, [this] { take_adopted(); });
 }
 
 void scheduler::take_adopted() {
     for (auto& op : adopted_.take()) {
-        auto ctrl = std::make_shared<job_control>(op.id, op.row, op.kind, io_);
-        running_.emplace(op.id, ctrl);
-        ++running_by_kind_[op.kind];
+        auto ctrl = track(op.id, op.row, op.kind);
         // Stored as running after shutdown began: handed back to pending at once.
         if (stopping_) ctrl->stop(stop_reason::shutdown);
-        stats_.attempts.fetch_add(1, std::memory_order_relaxed);
         spawn_job(ctrl, std::move(op));
     }
+}
+
+std::shared_ptr<scheduler::job_control> scheduler::track(std::string id, std::int64_t row,
+                                                         std::string kind) {
+    auto ctrl = std::make_shared<job_control>(std::move(id), row, std::move(kind), io_);
+    running_.emplace(ctrl->id, ctrl);
+    ++running_by_kind_[ctrl->kind];
     stats_.running.store(static_cast<std::int64_t>(running_.size()));
+    return ctrl;
 }
 
 void scheduler::add(store::queued q) {
@@ -308,12 +315,7 @@ void scheduler::pump() {
         std::string kind(best_kind);
         index_.erase(e.id);
         stats_.pending.store(static_cast<std::int64_t>(index_.size()));
-
-        auto ctrl = std::make_shared<job_control>(e.id, e.order, kind, io_);
-        running_.emplace(e.id, ctrl);
-        ++running_by_kind_[kind];
-        stats_.running.store(static_cast<std::int64_t>(running_.size()));
-        claimed.push_back(std::move(ctrl));
+        claimed.push_back(track(std::move(e.id), e.order, std::move(kind)));
     }
     queue_idle_.store(!waiting, std::memory_order_release);
     if (!claimed.empty())
@@ -344,7 +346,6 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
             finished(ctrl, std::nullopt);
             continue;
         }
-        stats_.attempts.fetch_add(1, std::memory_order_relaxed);
         spawn_job(ctrl, std::move(*ops[i]));
     }
 }
@@ -563,10 +564,9 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
 void scheduler::record(settled s) {
     // The outcomes of the jobs that end while this thread runs its queued handlers are written
     // together.
-    if (settled_.push(std::move(s)))
-        asio::defer(io_.get_executor(), [this] {
-            asio::co_spawn(strand_, write_outcomes(), core::log_failures("recording outcomes: "));
-        });
+    hand_over(settled_, std::move(s), io_.get_executor(), strand_, [this] {
+        asio::co_spawn(strand_, write_outcomes(), core::log_failures("recording outcomes: "));
+    });
 }
 
 asio::awaitable<void> scheduler::write_outcomes() {
@@ -588,7 +588,7 @@ asio::awaitable<void> scheduler::write_outcomes() {
         if (errors[i]) {
             core::log_failure(errors[i], "job " + s.op.id + ": cannot record the outcome: ");
         } else if (s.op.state == core::status::pending) {
-            again = store::queued{s.op.id, s.op.kind, s.op.priority, s.op.run_after, s.op.row};
+            again = store::queue_entry(s.op);
         }
         switch (s.op.state) {
             case core::status::succeeded:

@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "jobs/kinds.hpp"
@@ -83,17 +84,34 @@ class scheduler {
     /// the scheduler together, with one wake-up of the scheduler's thread.
     void enqueue(store::queued q, const boost::asio::any_io_executor& caller);
 
+    /// A slot taken for a new operation that is to run at once; given back when dropped,
+    /// unless adopt() spends it.
+    class place {
+      public:
+        place() = default;
+        place(place&& o) noexcept : owner_(std::exchange(o.owner_, nullptr)) {}
+        place& operator=(place&&) = delete;
+        ~place() {
+            if (owner_) owner_->release();
+        }
+        explicit operator bool() const { return owner_ != nullptr; }
+
+      private:
+        friend class scheduler;
+        explicit place(scheduler* owner) : owner_(owner) {}
+        scheduler* owner_ = nullptr;
+    };
+
     /// Asks, from any thread, for a place to run a new operation at once instead of queueing
     /// it: given while a slot is free and no queued operation could take it, for kinds without
-    /// a concurrency limit of their own. The caller then stores the operation as running, its
-    /// first attempt counted (in the commit that accepts it), and hands it over with adopt();
-    /// or gives the place back with release() when it stored nothing.
-    bool reserve(std::string_view kind);
-    void release();
+    /// a concurrency limit of their own (an empty place otherwise). The caller then stores the
+    /// operation as running, its first attempt counted (in the commit that accepts it), and
+    /// hands it over with adopt(); a place dropped unspent is given back.
+    place reserve(std::string_view kind);
 
-    /// Runs an operation stored as running under a reservation; callable from any thread
-    /// (`caller` as for enqueue()).
-    void adopt(core::operation op, const boost::asio::any_io_executor& caller);
+    /// Runs an operation stored as running in `p`; callable from any thread (`caller` as for
+    /// enqueue()).
+    void adopt(place p, core::operation op, const boost::asio::any_io_executor& caller);
 
     /// What a cancel request found.
     enum class cancel_state {
@@ -138,6 +156,8 @@ class scheduler {
     void take_incoming();
     void take_adopted();
     bool take_slot();
+    void release();
+    std::shared_ptr<job_control> track(std::string id, std::int64_t row, std::string kind);
     void pump();
     void arm_delay_timer();
     void release_due();

@@ -26,6 +26,11 @@ struct queued {
     std::int64_t order = 0;  ///< insertion order (rowid): ties run oldest first
 };
 
+/// The queue entry of a pending operation that has its row.
+inline queued queue_entry(const core::operation& op) {
+    return {op.id, op.kind, op.priority, op.run_after, op.row};
+}
+
 /// A stored idempotency key.
 struct idempotency_entry {
     std::string request;

@@ -26,12 +26,17 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Wraps an Asio completion handler so a store thread can complete it: the handler runs on
-// its own executor, which is kept busy (outstanding work) until then.
+// The executor a handler runs on, kept busy (outstanding work) until it has run.
+template <class Handler>
+asio::any_io_executor tracked_executor(const Handler& handler) {
+    return asio::prefer(asio::get_associated_executor(handler),
+                        asio::execution::outstanding_work.tracked);
+}
+
+// Wraps an Asio completion handler so a store thread can complete it on its own executor.
 template <class Handler>
 completion completion_for(Handler&& handler) {
-    auto ex = asio::prefer(asio::get_associated_executor(handler),
-                           asio::execution::outstanding_work.tracked);
+    auto ex = tracked_executor(handler);
     auto h = std::make_shared<std::decay_t<Handler>>(std::forward<Handler>(handler));
     return {ex, [h](std::exception_ptr e) { std::move (*h)(e); }};
 }
@@ -231,8 +236,7 @@ asio::awaitable<std::vector<std::exception_ptr>> store::write_each(std::vector<w
             result errors;
             std::size_t remaining;
         };
-        auto ex = asio::prefer(asio::get_associated_executor(handler),
-                               asio::execution::outstanding_work.tracked);
+        auto ex = tracked_executor(handler);
         auto state =
             std::make_shared<shared>(shared{std::move(handler), result(fns.size()), fns.size()});
         std::vector<write_request> requests;

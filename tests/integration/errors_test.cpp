@@ -604,22 +604,21 @@ BOOST_AUTO_TEST_CASE(expect_100_continue_gets_its_interim_response_before_the_bo
     raw_connection c(port());
     BOOST_TEST_REQUIRE(!c.send(
         post_head("Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()))));
-    std::string got;
-    BOOST_TEST_REQUIRE(wait_until(
-        [&] {
-            got += c.receive(200ms);
-            return got.find("\r\n\r\n") != std::string::npos || c.closed();
-        },
-        10s));
-    BOOST_TEST_REQUIRE(got.starts_with("HTTP/1.1 100 Continue\r\n"), got);
+    // What arrives until `marker` is among it or the server closes.
+    auto receive_through = [&](std::string_view marker) {
+        std::string got;
+        BOOST_TEST_REQUIRE(wait_until(
+            [&] {
+                got += c.receive(200ms);
+                return got.find(marker) != std::string::npos || c.closed();
+            },
+            10s));
+        return got;
+    };
+    auto interim = receive_through("\r\n\r\n");
+    BOOST_TEST_REQUIRE(interim.starts_with("HTTP/1.1 100 Continue\r\n"), interim);
     BOOST_TEST_REQUIRE(!c.send(body));
-    std::string reply;
-    BOOST_TEST_REQUIRE(wait_until(
-        [&] {
-            reply += c.receive(200ms);
-            return reply.find("\"status\":\"pending\"") != std::string::npos || c.closed();
-        },
-        10s));
+    auto reply = receive_through("\"status\":\"pending\"");
     BOOST_TEST(reply.starts_with("HTTP/1.1 202 Accepted\r\n"), reply);
 }
 

@@ -31,6 +31,16 @@ core::operation make_op(const std::string& id) {
     return op;
 }
 
+// Stores operation `id` with an input of ~3 KB (a page of the WAL of its own) and its event.
+asio::awaitable<void> write_large(store::store& db, std::string id) {
+    auto op = make_op(id);
+    op.input = std::string(3000, 'x');
+    co_await db.write([&](store::write_context& w) {
+        store::insert_operation(w.db, op);
+        w.add_event(op.id, "pending", "{}");
+    });
+}
+
 std::string id_of(int i) {
     auto s = std::to_string(i);
     return "01JDB6Q6X8Z3M9J1V7Q" + std::string(7 - s.size(), '0') + s;
@@ -259,15 +269,9 @@ BOOST_AUTO_TEST_CASE(every_commit_is_synced_and_the_wal_is_checkpointed_and_rest
     auto path = (dir / "s.db").string();
     store::store db({path, true, 1, 4096, 50, 200});
     db.open();
-    const std::string blob(3000, 'x');
     test::run_coroutine([&]() -> asio::awaitable<void> {
         for (int i = 0; i < 600; ++i) {
-            co_await db.write([&](store::write_context& w) {
-                auto op = make_op(id_of(i));
-                op.input = blob;
-                store::insert_operation(w.db, op);
-                w.add_event(op.id, "pending", "{}");
-            });
+            co_await write_large(db, id_of(i));
             // A write resumes only after an fsync that covers it.
             BOOST_TEST_REQUIRE(db.stats().syncs.load() >= db.stats().batches.load());
         }
@@ -286,18 +290,12 @@ BOOST_AUTO_TEST_CASE(checkpoints_restart_the_wal_while_writers_never_pause) {
     auto path = (dir / "s.db").string();
     store::store db({path, true, 1, 4096, 50, 200});
     db.open();
-    const std::string blob(3000, 'x');
     constexpr int writers = 32, each = 40;
     std::atomic<int> done{0};
     std::atomic<std::uint64_t> max_wal{0};
     run_concurrently(0, writers - 1, [&](int w) -> asio::awaitable<void> {
         for (int i = 0; i < each; ++i) {
-            auto op = make_op(id_of(w * each + i));
-            op.input = blob;
-            co_await db.write([&](store::write_context& c) {
-                store::insert_operation(c.db, op);
-                c.add_event(op.id, "pending", "{}");
-            });
+            co_await write_large(db, id_of(w * each + i));
             std::error_code ec;
             auto size = std::filesystem::file_size(path + "-wal", ec);
             if (!ec && size > max_wal) max_wal = size;
