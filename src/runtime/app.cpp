@@ -18,6 +18,7 @@
 
 #include "api/context.hpp"
 #include "core/log.hpp"
+#include "core/thread.hpp"
 #include "http/server.hpp"
 #include "jobs/executors.hpp"
 #include "jobs/kinds.hpp"
@@ -261,7 +262,11 @@ void server::run() {
     core::log(core::level::info, "buzzer listening on " + bound + ", database " + s.opts.database);
 
     std::vector<std::thread> pool;
-    for (auto& c : extra) pool.emplace_back([ctx = c.get()] { ctx->run(); });
+    for (auto& c : extra)
+        pool.emplace_back([ctx = c.get()] {
+            core::name_this_thread("buzzer-io");
+            ctx->run();
+        });
     io.run();
     for (auto& t : pool) t.join();
     {

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "core/log.hpp"
+#include "core/thread.hpp"
 #include "runtime/embedded.hpp"
 #include "store/migrate.hpp"
 #include "store/operations.hpp"
@@ -123,7 +124,10 @@ void store::open(const write_fn& startup) {
             throw std::runtime_error("cannot open " + wal_path_ + ": " + std::strerror(errno));
         sync_file(wal_fd_, wal_path_);
         sync_directory(settings_.path);
-        syncer_ = std::thread([this] { run_syncer(); });
+        syncer_ = std::thread([this] {
+            core::name_this_thread("buzzer-syncer");
+            run_syncer();
+        });
     }
     checkpoint_db_ = std::make_unique<connection>(settings_.path);
     checkpoint_db_->exec("PRAGMA busy_timeout = 5000");
@@ -141,14 +145,26 @@ void store::open(const write_fn& startup) {
         }
         checkpoint_cv_.notify_one();
     });
-    checkpointer_ = std::thread([this] { run_checkpointer(); });
+    checkpointer_ = std::thread([this] {
+        core::name_this_thread("buzzer-ckpt");
+        // Checkpoints only need to keep up on average: under load they yield the CPUs to the
+        // writer, the syncer and the connections, which requests wait for.
+        core::lower_this_thread_priority(10);
+        run_checkpointer();
+    });
     published_seq_.store(last_seq_);
     open_ = true;
-    writer_ = std::thread([this] { run_writer(); });
+    writer_ = std::thread([this] {
+        core::name_this_thread("buzzer-writer");
+        run_writer();
+    });
     for (unsigned i = 0; i < std::max(1u, settings_.readers); ++i) {
         auto db = std::make_shared<connection>(settings_.path);
         configure(*db, false);
-        readers_.emplace_back([this, db] { run_reader(*db); });
+        readers_.emplace_back([this, db] {
+            core::name_this_thread("buzzer-reader");
+            run_reader(*db);
+        });
     }
 }
 

@@ -10,7 +10,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/test/unit_test.hpp>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <mutex>
+#include <sstream>
 
 #include "store/operations.hpp"
 #include "support/process.hpp"
@@ -377,3 +380,29 @@ BOOST_AUTO_TEST_CASE(writes_after_close_fail_cleanly) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(the_store_threads_are_named_and_checkpoints_run_at_a_lower_priority) {
+    test::temp_dir dir;
+    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    db.open();
+    // comm and nice (the 19th field of stat, after the parenthesised name) of every thread.
+    std::map<std::string, long> nice_of;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        std::ifstream stat(task.path() / "stat");
+        std::string line;
+        std::getline(stat, line);
+        std::istringstream rest(line.substr(line.rfind(')') + 2));
+        std::string field;
+        for (int i = 3; i < 19; ++i) rest >> field;
+        long nice = 0;
+        rest >> nice;
+        nice_of[name] = nice;
+    }
+    for (const char* name : {"buzzer-writer", "buzzer-syncer", "buzzer-ckpt", "buzzer-reader"})
+        BOOST_TEST(nice_of.count(name) == 1u, name);
+    BOOST_TEST(nice_of["buzzer-ckpt"] >= nice_of["buzzer-writer"] + 10);
+    BOOST_TEST(nice_of["buzzer-syncer"] == nice_of["buzzer-writer"]);
+}
