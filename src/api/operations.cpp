@@ -7,6 +7,7 @@
 
 #include "api/common.hpp"
 #include "api/events.hpp"
+#include "core/json_text.hpp"
 #include "core/ulid.hpp"
 
 namespace buzzer::api {
@@ -42,6 +43,10 @@ void write_canonical(const json::value& v, std::string& out) {
             write_canonical(e, out);
         }
         out += ']';
+    } else if (v.is_double() && std::floor(v.get_double()) == v.get_double() &&
+               std::abs(v.get_double()) < 9.2e18) {
+        // 1, 1.0 and 1e0 are the same number.
+        out += std::to_string(static_cast<long long>(v.get_double()));
     } else {
         out += json::serialize(v);
     }
@@ -55,8 +60,7 @@ bool is_json_media_type(std::string_view ct) {
     std::string lower(type);
     std::transform(lower.begin(), lower.end(), lower.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (lower == "application/json") return true;
-    return lower.starts_with("application/") && lower.ends_with("+json");
+    return lower == "application/json";
 }
 
 // Idempotency-Key: 1..255 visible ASCII, bare or as a structured-field string.
@@ -122,6 +126,8 @@ std::optional<long long> integer_field(const json::object& o, std::string_view n
     if (v.is_double() && std::floor(v.get_double()) == v.get_double() &&
         std::abs(v.get_double()) < 1e18)
         return static_cast<long long>(v.get_double());
+    if (v.is_number())  // the right type, not an acceptable value
+        throw http_error{422, "invalid-request", std::string(name) + " must be an integer"};
     throw http_error{400, "invalid-request", std::string(name) + " must be an integer"};
 }
 
@@ -143,7 +149,11 @@ submission parse_submission(const context& ctx, const http::request& req) {
     // past it from blocks freed all at once), not one allocation each.
     unsigned char scratch[4096];
     json::monotonic_resource arena(scratch, sizeof scratch);
-    json::value body = json::parse(req.body, ec, &arena);
+    json::value body = json::parse(req.body, ec, &arena, core::json_options());
+    if (ec == json::error::too_deep)
+        throw unprocessable("invalid-request", "the body nests arrays and objects deeper than " +
+                                                   std::to_string(core::max_json_depth) +
+                                                   " levels");
     if (ec) throw http_error{400, "malformed-json", "the body is not valid JSON: " + ec.message()};
     if (!body.is_object())
         throw http_error{400, "invalid-request", "the body must be a JSON object"};
@@ -190,7 +200,7 @@ submission parse_submission(const context& ctx, const http::request& req) {
     s.op.id = core::make_ulid(now);
     s.op.kind = kind;
     s.op.state = core::status::pending;
-    s.op.input = input ? json::serialize(*input) : "null";
+    s.op.input = input ? std::string(core::member_text(req.body, "input").value()) : "null";
     s.op.priority = priority ? static_cast<int>(*priority) : k->defaults.priority;
     s.op.max_attempts = max_attempts ? static_cast<int>(*max_attempts) : k->defaults.max_attempts;
     s.op.timeout_s = timeout ? *timeout : k->defaults.timeout_s;

@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/run_on.hpp"
 #include "jobs/executors.hpp"
@@ -497,8 +498,9 @@ class exec_attempt {
     std::string err_tail_;
     bool err_truncated_ = false;
 
-    /// The last of `result` and `result_file` wins; a malformed result_file is remembered.
-    std::optional<json::value> result_;
+    /// The last of `result` (its JSON text as printed) and `result_file` wins; a malformed
+    /// result_file is remembered.
+    std::optional<std::string> result_;
     std::optional<result_file_ref> result_file_;
     bool bad_result_file_ = false;
 };
@@ -702,7 +704,7 @@ asio::awaitable<void> exec_attempt::read_stderr() {
 // ignored, so a command may log to stdout too.
 asio::awaitable<void> exec_attempt::handle_line(std::string line) {
     boost::system::error_code ec;
-    json::value v = json::parse(line, ec);
+    json::value v = json::parse(line, ec, {}, core::json_options());
     if (ec || !v.is_object()) co_return;
     // In key order, so that within a line too the last of result and result_file wins.
     for (const auto& member : v.get_object()) {
@@ -712,7 +714,8 @@ asio::awaitable<void> exec_attempt::handle_line(std::string line) {
             co_await report_progress(report->percent, std::move(report->message));
             if (stop_requested_) co_return;
         } else if (member.key() == "result") {
-            result_ = member.value();
+            // As printed: the parsed value would turn 1e400 or long integers into doubles.
+            result_ = std::string(core::member_text(line, "result").value());
             result_file_.reset();
             bad_result_file_ = false;
         } else if (member.key() == "result_file") {
@@ -914,7 +917,10 @@ json::value exec_attempt::finish() {
     if (bad_result_file_)
         throw job_error(
             R"(result_file must be {"path": "<file>", "media_type": "<type>"} with strings)");
-    if (!result_file_) return result_ ? std::move(*result_) : json::value(nullptr);
+    if (!result_file_) {
+        if (result_) job_.set_result(std::move(*result_), "application/json");
+        return nullptr;
+    }
 
     // Relative to the command's working directory.
     std::filesystem::path path(result_file_->path);

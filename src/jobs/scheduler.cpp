@@ -11,6 +11,7 @@
 #include <boost/json.hpp>
 #include <climits>
 
+#include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/run_on.hpp"
 #include "jobs/backoff.hpp"
@@ -106,7 +107,7 @@ class scheduler::attempt_context final : public job {
     const json::value& input() const override {
         if (!input_) {
             boost::system::error_code ec;
-            input_.emplace(json::parse(op_.input, ec));
+            input_.emplace(json::parse(op_.input, ec, {}, core::json_options()));
             if (ec) *input_ = nullptr;
         }
         return *input_;

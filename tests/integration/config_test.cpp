@@ -191,6 +191,20 @@ BOOST_AUTO_TEST_CASE(a_line_break_in_a_result_media_type_cannot_add_a_header) {
     BOOST_TEST(r.header("Content-Type").starts_with("text/plain"), r.header("Content-Type"));
 }
 
+BOOST_AUTO_TEST_CASE(an_exec_result_is_kept_as_the_command_printed_it) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"numbers": {"exec": {
+        "argv": ["/bin/sh", "-c", "echo '{\"result\":  {\"n\":12345678901234567890123,\"x\":1e400,\"z\":-0} }'"]}}}})");
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"numbers"})");
+    wait_for_status(client, id, "succeeded");
+    auto r = client.get("/operations/" + id);
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.header("Content-Type").starts_with("application/json"));
+    BOOST_TEST(r.body == R"({"n":12345678901234567890123,"x":1e400,"z":-0})");
+}
+
 BOOST_AUTO_TEST_CASE(configured_exec_kind_runs_a_command) {
     temp_dir dir;
     auto config = dir.write_file("buzzer.json", R"({

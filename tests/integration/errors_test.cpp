@@ -290,7 +290,24 @@ BOOST_AUTO_TEST_CASE(numbers_out_of_range_are_422) {
             {"max_attempts 101", R"({"kind":"echo","max_attempts":101})", 422, "invalid-request"},
             {"priority 101", R"({"kind":"echo","priority":101})", 422, "invalid-request"},
             {"priority -101", R"({"kind":"echo","priority":-101})", 422, "invalid-request"},
+            // A number is the right JSON type; a fraction is not an acceptable value.
+            {"priority 1.5", R"({"kind":"echo","priority":1.5})", 422, "invalid-request"},
+            {"max_attempts 2.5", R"({"kind":"echo","max_attempts":2.5})", 422, "invalid-request"},
+            {"timeout_s 1e400", R"({"kind":"echo","timeout_s":1e400})", 422, "invalid-request"},
         });
+}
+
+BOOST_AUTO_TEST_CASE(deeply_nested_input_is_accepted_up_to_the_limit_and_422_past_it) {
+    http_client c(port());
+    auto nested = [](int depth) {
+        return R"({"kind":"echo","input":)" + std::string(depth, '[') + std::string(depth, ']') +
+               "}";
+    };
+    auto r = c.post_json("/operations", nested(500));
+    BOOST_TEST(r.status == 202, r.body);
+    // Still JSON, so not 400: well-formed but unacceptable.
+    expect_rejected(c, {{"600 levels", nested(600), 422, "invalid-request"},
+                        {"100,000 levels", nested(100000), 422, "invalid-request"}});
 }
 
 BOOST_AUTO_TEST_CASE(range_limits_themselves_are_accepted) {
@@ -330,7 +347,8 @@ BOOST_AUTO_TEST_CASE(content_type_must_be_json) {
         expect_problem(c.request("POST", "/operations", body), 415, "unsupported-media-type",
                        "/operations");
     }
-    for (std::string type : {"text/plain", "application/x-www-form-urlencoded", "text/json"}) {
+    for (std::string type : {"text/plain", "application/x-www-form-urlencoded", "text/json",
+                             "application/merge-patch+json", "application/problem+json"}) {
         BOOST_TEST_CONTEXT("Content-Type: " << type) {
             expect_problem(c.post_json("/operations", body, {{"Content-Type", type}}), 415,
                            "unsupported-media-type", "/operations");

@@ -106,6 +106,17 @@ BOOST_AUTO_TEST_CASE(echo_succeeds_and_the_result_is_immutable) {
     BOOST_TEST(client.get("/operations/" + id, {{"If-None-Match", "\"other\""}}).status == 200);
 }
 
+BOOST_AUTO_TEST_CASE(echo_gives_back_the_input_exactly_as_sent) {
+    // Numbers a double cannot hold, negative zero, escapes: the result is the input's text.
+    const std::string input =
+        R"({"big":12345678901234567890123,"z":-0,"f":1.5,"e":1e400,"s":"\u00e9\n"})";
+    auto id = submit(client, R"({"kind":"echo", "input":  )" + input + " }");
+    wait_for_status(client, id, "succeeded");
+    auto r = client.get("/operations/" + id);
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.body == input);
+}
+
 BOOST_AUTO_TEST_CASE(echo_without_input_gives_null) {
     auto id = submit(client, R"({"kind":"echo"})");
     wait_for_status(client, id, "succeeded");
@@ -372,6 +383,11 @@ BOOST_AUTO_TEST_CASE(idempotent_replay_returns_the_same_operation) {
     BOOST_TEST(replay.status == 202);
     BOOST_TEST(replay.header("Idempotent-Replayed") == "true");
     BOOST_TEST(str(replay.json().as_object(), "id") == id);
+    // Equal numbers written otherwise are the same value.
+    auto same_numbers =
+        client.post_json("/operations", R"({"kind":"echo","input":{"a":1.0,"b":2e0}})", key);
+    BOOST_TEST(same_numbers.header("Idempotent-Replayed") == "true");
+    BOOST_TEST(str(same_numbers.json().as_object(), "id") == id);
     auto other = client.post_json("/operations", R"({"kind":"echo","input":{"a":2}})", key);
     BOOST_TEST(other.status == 422);
     BOOST_TEST(other.header("Content-Type") == "application/problem+json");
