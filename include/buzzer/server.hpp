@@ -82,7 +82,7 @@ class job {
     virtual const boost::json::value& input() const = 0;
     /// The same input as compact JSON text, as stored: for jobs that pass it on unchanged.
     virtual std::string_view input_text() const = 0;
-    /// Reports progress (percent 0..100); reports more frequent than the store takes are coalesced.
+    /// Reports progress (percent 0..100): a progress event, durable when this resumes.
     virtual boost::asio::awaitable<void> progress(int percent, std::string message) = 0;
     /// Makes `body` of type `media_type` the result instead of the returned JSON.
     virtual void set_result(std::string body, std::string media_type) = 0;

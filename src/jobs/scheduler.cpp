@@ -24,9 +24,6 @@ constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-// Progress events are written at most this often per operation; the latest report wins.
-constexpr auto progress_interval = std::chrono::milliseconds(100);
-
 std::chrono::steady_clock::duration seconds(double s) {
     return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(s));
@@ -119,13 +116,8 @@ class scheduler::attempt_context final : public job {
         p["percent"] = std::clamp(percent, 0, 100);
         p["message"] = std::move(message);
         op_.progress = json::serialize(p);
-        auto now = std::chrono::steady_clock::now();
-        if (now - last_write_ < progress_interval) {
-            unwritten_ = true;
-            co_return;
-        }
-        last_write_ = now;
-        unwritten_ = false;
+        // Every report is an event, and the job waits for it to be durable: one that reports
+        // faster than the store commits is slowed down to its pace, none is dropped.
         std::string id = op_.id;
         std::string progress = *op_.progress;
         co_await db_.write([&](store::write_context& w) { write_progress(w, id, progress); });
@@ -151,12 +143,6 @@ class scheduler::attempt_context final : public job {
         w.add_event(id, "progress", json::serialize(data));
     }
 
-    /// The coalesced report that was not written yet, if any.
-    std::optional<std::string> unwritten_progress() const {
-        if (unwritten_ && op_.progress) return op_.progress;
-        return std::nullopt;
-    }
-
     std::optional<std::string> raw_result_;
     std::string media_type_;
 
@@ -164,8 +150,6 @@ class scheduler::attempt_context final : public job {
     store::store& db_;
     core::operation& op_;
     mutable std::optional<json::value> input_;
-    std::chrono::steady_clock::time_point last_write_{};
-    bool unwritten_ = false;
 };
 
 scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry& kinds,
@@ -555,7 +539,6 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
     s.text = core::state_text(op);
     if (out.media_type.empty()) out.media_type = "application/json";
     s.result = store::result_body{std::move(out.body), std::move(out.media_type)};
-    s.progress = a.unwritten_progress();
     s.failed_attempt = out.kind == outcome::failure;
     s.op = std::move(op);
     s.ctrl = std::move(ctrl);
@@ -576,7 +559,6 @@ asio::awaitable<void> scheduler::write_outcomes() {
     writes.reserve(batch.size());
     for (const auto& s : batch) {
         writes.push_back([&s](store::write_context& w) {
-            if (s.progress) attempt_context::write_progress(w, s.op.id, *s.progress);
             const bool succeeded = s.op.state == core::status::succeeded;
             store::save_operation(w.db, s.op, succeeded ? &s.result : nullptr);
             w.add_event(s.op.id, s.event, s.text);

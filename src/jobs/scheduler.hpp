@@ -169,7 +169,6 @@ class scheduler {
         std::string event;   ///< its event type and text
         std::string text;
         store::result_body result;
-        std::optional<std::string> progress;  ///< a report not written yet
         bool failed_attempt = false;
     };
     boost::asio::awaitable<void> start_jobs(std::vector<std::shared_ptr<job_control>> ctrls);

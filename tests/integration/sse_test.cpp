@@ -110,6 +110,19 @@ BOOST_AUTO_TEST_CASE(streams_every_state_and_ends_after_the_terminal_event) {
     BOOST_TEST(beyond.status() == 204);
 }
 
+BOOST_AUTO_TEST_CASE(sleep_reports_every_step_even_when_steps_are_short) {
+    // 50 steps of 10 ms: each is an event, none is merged into the next.
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":0.5,"steps":50}})");
+    wait_for_status(client, id, "succeeded");
+    auto events = full_replay(server.port(), "/operations/" + id + "/status");
+    std::vector<std::int64_t> percents, expected;
+    for (const auto& e : events)
+        if (e.type == "progress")
+            percents.push_back(json::parse(e.data).as_object().at("percent").as_int64());
+    for (int step = 1; step <= 50; ++step) expected.push_back(step * 100 / 50);
+    BOOST_TEST(percents == expected, boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(last_event_id_replays_exactly_what_followed) {
     auto id = submit(client, R"({"kind":"sleep","input":{"seconds":0.4,"steps":2}})");
     wait_for_status(client, id, "succeeded");
@@ -472,7 +485,7 @@ BOOST_AUTO_TEST_CASE(thousands_of_vanishing_clients_leave_no_stream_behind) {
     BOOST_TEST(rest.back().type == "canceled");
 }
 
-// An exec kind that reports progress with 250 KB messages, ten times a second once coalesced.
+// An exec kind that reports progress with 250 KB messages, twenty times a second.
 constexpr std::string_view chatty_script = R"sh(msg=$(head -c 250000 /dev/zero | tr '\0' x)
 i=0
 while [ $i -lt 1000 ]; do
