@@ -1,5 +1,6 @@
 #include "api/common.hpp"
 
+#include <algorithm>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -37,7 +38,17 @@ std::optional<long long> parse_integer(std::string_view text) {
     return v;
 }
 
-int clamp_wait(long long seconds) { return static_cast<int>(std::clamp(seconds, 0LL, 60LL)); }
+std::optional<int> parse_wait(std::string_view text) {
+    const bool negative = text.starts_with('-');
+    auto digits = text.substr(negative ? 1 : 0);
+    if (digits.empty() ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+    if (negative) return 0;
+    while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
+    if (digits.size() > 2) return 60;
+    return std::min(60, std::stoi(std::string(digits)));
+}
 
 void require_id(std::string_view id) {
     if (!core::is_ulid(id))

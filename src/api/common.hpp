@@ -24,8 +24,9 @@ std::vector<std::pair<std::string, std::string>> parse_query(std::string_view qu
 /// Parses a decimal integer; nullopt unless the whole text is one.
 std::optional<long long> parse_integer(std::string_view text);
 
-/// The `wait` seconds of `?wait=N` or `Prefer: wait=N`, clamped to 0..60.
-int clamp_wait(long long seconds);
+/// A `wait` in seconds (query or `Prefer`): an integer of any size, clamped to 0..60;
+/// nullopt when it is not an integer.
+std::optional<int> parse_wait(std::string_view text);
 
 /// Throws 404 unless `id` is a well-formed operation id.
 void require_id(std::string_view id);

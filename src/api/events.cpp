@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <charconv>
 #include <limits>
 #include <set>
 
@@ -198,9 +199,65 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     co_return r;
 }
 
+namespace {
+
+std::string_view trim(std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+}
+
+// The q of each media range of an Accept header that names text/event-stream, and the q
+// that the same header gives JSON (its most specific range: application/json, application/*
+// or */*; -1 when none matches).
+struct accept_weights {
+    double event_stream = -1;
+    double json = -1;
+};
+
+accept_weights weigh(std::string_view accept) {
+    accept_weights w;
+    int json_specificity = -1;
+    while (!accept.empty()) {
+        auto comma = accept.find(',');
+        auto range = accept.substr(0, comma);
+        accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
+        auto semi = range.find(';');
+        auto type = trim(range.substr(0, semi));
+        double q = 1;
+        for (auto params = semi == std::string_view::npos ? std::string_view()
+                                                          : range.substr(semi + 1);
+             !params.empty();) {
+            auto next = params.find(';');
+            auto param = trim(params.substr(0, next));
+            params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
+            if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+                auto text = param.substr(2);
+                double v = 0;
+                auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+                q = ec == std::errc{} && end == text.data() + text.size() && v >= 0 && v <= 1 ? v
+                                                                                              : 0;
+            }
+        }
+        int specificity = -1;
+        if (http::iequals(type, "text/event-stream")) w.event_stream = std::max(w.event_stream, q);
+        if (http::iequals(type, "application/json")) specificity = 2;
+        if (http::iequals(type, "application/*")) specificity = 1;
+        if (type == "*/*") specificity = 0;
+        if (specificity > json_specificity) {
+            json_specificity = specificity;
+            w.json = q;
+        }
+    }
+    return w;
+}
+
+}  // namespace
+
 bool wants_event_stream(const http::request& req) {
-    std::string_view accept = req.header("accept");
-    return accept.find("text/event-stream") != std::string_view::npos;
+    // Named, acceptable, and not less wanted than JSON (EventSource sends only it).
+    auto w = weigh(req.header("accept"));
+    return w.event_stream > 0 && w.event_stream >= w.json;
 }
 
 namespace {

@@ -109,7 +109,7 @@ std::optional<int> preferred_wait(const http::request& req) {
                 auto value = item.substr(5);
                 if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
                     value = value.substr(1, value.size() - 2);
-                if (auto n = parse_integer(value); n && *n >= 0) return clamp_wait(*n);
+                if (auto n = parse_wait(value)) return n;
             }
         }
     }
@@ -326,9 +326,9 @@ asio::awaitable<http::response> get_status(context& ctx, http::request& req) {
     int wait = 0;
     for (const auto& [k, v] : parse_query(req.query)) {
         if (k != "wait") continue;
-        auto n = parse_integer(v);
+        auto n = parse_wait(v);
         if (!n) throw http_error{400, "invalid-query", "wait must be an integer number of seconds"};
-        wait = clamp_wait(*n);
+        wait = *n;
     }
     auto op = co_await wait_terminal(ctx, id, wait);
     if (!op) throw http_error{404, "not-found", "no operation with id " + id};

@@ -435,6 +435,11 @@ BOOST_AUTO_TEST_CASE(prefer_wait_answers_like_the_monitor_when_done_in_time) {
     BOOST_TEST(r.header("Vary").find("Prefer") != std::string::npos);
     auto id = str(r.json().as_object(), "id");
     BOOST_TEST(r.header("Location") == "/operations/" + id);
+    // Clamped to 0..60, whatever was asked.
+    auto clamped = client.post_json("/operations", R"({"kind":"echo","input":{"q":2}})",
+                                    {{"Prefer", "wait=99999999999999999999"}});
+    BOOST_TEST(clamped.status == 303);
+    BOOST_TEST(clamped.header("Preference-Applied") == "wait=60");
 
     auto failed = client.post_json("/operations", R"({"kind":"fail","max_attempts":1})",
                                    {{"Prefer", "respond-async, wait=10"}});

@@ -123,6 +123,30 @@ BOOST_AUTO_TEST_CASE(sleep_reports_every_step_even_when_steps_are_short) {
     BOOST_TEST(percents == expected, boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(the_accept_header_chooses_the_stream_by_its_weights) {
+    auto id = submit(client, R"({"kind":"echo"})");
+    wait_for_status(client, id, "succeeded");
+    auto const target = "/operations/" + id + "/status";
+    for (std::string accept :
+         {"text/event-stream", "text/event-stream, application/json",
+          "application/json;q=0.5, text/event-stream", "Text/Event-Stream; q=1.0"}) {
+        BOOST_TEST_CONTEXT(accept) {
+            auto r = client.get(target, {{"Accept", accept}});
+            BOOST_TEST(r.status == 200);
+            BOOST_TEST(r.header("Content-Type").starts_with("text/event-stream"));
+        }
+    }
+    // The succeeded operation's monitor answers JSON with 303.
+    for (std::string accept :
+         {"text/event-stream;q=0, application/json", "application/json, text/event-stream;q=0.5",
+          "*/*", "application/*;q=0.9, text/event-stream;q=0.8", "text/html"}) {
+        BOOST_TEST_CONTEXT(accept) {
+            auto r = client.get(target, {{"Accept", accept}});
+            BOOST_TEST(r.status == 303);
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(last_event_id_replays_exactly_what_followed) {
     auto id = submit(client, R"({"kind":"sleep","input":{"seconds":0.4,"steps":2}})");
     wait_for_status(client, id, "succeeded");
