@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
+#include <boost/url/parse.hpp>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -17,6 +18,37 @@ namespace {
 
 [[noreturn]] void fail(const std::string& file, const std::string& key, const std::string& what) {
     throw config_error(file + ": " + key + ": " + what);
+}
+
+// A public base URL: absolute http or https with a host, a path at most (empty: none). Given
+// back without a trailing slash, since paths are appended to it. `where` names its source.
+std::string checked_public_url(std::string url, const std::string& where) {
+    if (url.empty()) return url;
+    auto parsed = boost::urls::parse_absolute_uri(url);
+    const bool ok = parsed && (parsed->scheme() == "http" || parsed->scheme() == "https") &&
+                    parsed->has_authority() && !parsed->host().empty() && !parsed->has_userinfo() &&
+                    !parsed->has_query() && !parsed->has_fragment();
+    if (!ok)
+        throw config_error(where +
+                           ": must be an absolute http or https URL such as "
+                           "https://api.example.com (got \"" +
+                           url + "\")");
+    while (url.ends_with('/')) url.pop_back();
+    return url;
+}
+
+// HOST:PORT with a port of 0..65535 ([::1]:8080 for IPv6).
+std::string checked_listen(std::string address, const std::string& where) {
+    auto colon = address.rfind(':');
+    bool ok = colon != std::string::npos && colon > 0 && colon + 1 < address.size() &&
+              colon + 6 >= address.size();
+    for (std::size_t i = ok ? colon + 1 : address.size(); i < address.size(); ++i)
+        ok = ok && address[i] >= '0' && address[i] <= '9';
+    if (ok) ok = std::stol(address.substr(colon + 1)) <= 65535;
+    if (!ok)
+        throw config_error(where + ": must be HOST:PORT such as 127.0.0.1:8080 (got \"" + address +
+                           "\")");
+    return address;
 }
 
 double number(const json::value& v, const std::string& file, const std::string& key, double lo,
@@ -179,11 +211,11 @@ void apply_config(options& o, std::vector<kind_config>& kinds, const std::string
         std::string key(kv.key());
         const auto& v = kv.value();
         if (key == "listen")
-            o.listen = text(v, file, key);
+            o.listen = checked_listen(text(v, file, key), file + ": " + key);
         else if (key == "database")
             o.database = text(v, file, key);
         else if (key == "public_url")
-            o.public_url = text(v, file, key);
+            o.public_url = checked_public_url(text(v, file, key), file + ": " + key);
         else if (key == "threads")
             o.threads = static_cast<unsigned>(whole(v, file, key, 0, 256));
         else if (key == "synchronous")
@@ -276,10 +308,11 @@ command_line parse_command_line(int argc, const char* const* argv) {
         buf << in.rdbuf();
         apply_config(o, out.kinds, buf.str(), file);
     }
-    if (vm.count("listen")) o.listen = vm["listen"].as<std::string>();
+    if (vm.count("listen")) o.listen = checked_listen(vm["listen"].as<std::string>(), "--listen");
     if (vm.count("database")) o.database = vm["database"].as<std::string>();
     if (vm.count("threads")) o.threads = vm["threads"].as<unsigned>();
-    if (vm.count("public-url")) o.public_url = vm["public-url"].as<std::string>();
+    if (vm.count("public-url"))
+        o.public_url = checked_public_url(vm["public-url"].as<std::string>(), "--public-url");
     if (vm.count("synchronous"))
         o.synchronous_full = synchronous_full(vm["synchronous"].as<std::string>(), "--synchronous");
     if (vm.count("no-builtin-kinds")) o.builtin_kinds = false;

@@ -275,6 +275,25 @@ BOOST_AUTO_TEST_CASE(invalid_config_exits_2_naming_the_key) {
     BOOST_TEST(r.err.find("kinds.k.input.type") != std::string::npos);
     r = run_buzzer({"--config", (dir / "missing.json").string()});
     BOOST_TEST(r.exit_code == 2);
+    for (std::string url :
+         {"not a url", "ftp://example.com", "https://", "/relative", "https://example.com/?q=1"}) {
+        BOOST_TEST_CONTEXT(url) {
+            auto file = dir.write_file("url.json", R"({"public_url": ")" + url + R"("})");
+            r = run_buzzer({"--config", file.string()});
+            BOOST_TEST(r.exit_code == 2);
+            BOOST_TEST(r.err.find("url.json: public_url") != std::string::npos, r.err);
+            r = run_buzzer({"--public-url", url});
+            BOOST_TEST(r.exit_code == 2);
+            BOOST_TEST(r.err.find("--public-url") != std::string::npos, r.err);
+        }
+    }
+    for (std::string listen : {"nohost", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:http"}) {
+        BOOST_TEST_CONTEXT(listen) {
+            r = run_buzzer({"--listen", listen});
+            BOOST_TEST(r.exit_code == 2);
+            BOOST_TEST(r.err.find("--listen") != std::string::npos, r.err);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
