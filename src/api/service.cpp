@@ -37,7 +37,7 @@ asio::awaitable<http::response> kinds(context& ctx, http::request&) {
     }
     json::object body;
     body["kinds"] = std::move(list);
-    co_return json_response(200, json::serialize(body));
+    co_return json_response(200, core::to_json(body));
 }
 
 asio::awaitable<http::response> healthz(context&, http::request&) {
@@ -69,7 +69,7 @@ void metric(std::string& out, std::string_view name, std::string_view type, std:
     out += name;
     out += labels;
     out += ' ';
-    out += json::serialize(core::json_number(value));
+    out += core::number_text(value);
     out += '\n';
 }
 

@@ -2,6 +2,8 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <charconv>
+#include <cmath>
 
 namespace buzzer::core {
 namespace json = boost::json;
@@ -100,6 +102,72 @@ void append_json_string(std::string& out, std::string_view text) {
     out += '"';
 }
 
+std::string number_text(double v) {
+    if (!std::isfinite(v)) return "null";
+    if (v == static_cast<double>(static_cast<std::int64_t>(v)) && v > -9e15 && v < 9e15)
+        return std::to_string(static_cast<std::int64_t>(v));
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, end);
+}
+
+namespace {
+
+void append_json(std::string& out, const json::value& v) {
+    switch (v.kind()) {
+        case json::kind::null:
+            out += "null";
+            break;
+        case json::kind::bool_:
+            out += v.get_bool() ? "true" : "false";
+            break;
+        case json::kind::int64:
+            out += std::to_string(v.get_int64());
+            break;
+        case json::kind::uint64:
+            out += std::to_string(v.get_uint64());
+            break;
+        case json::kind::double_:
+            out += number_text(v.get_double());
+            break;
+        case json::kind::string:
+            append_json_string(out, v.get_string());
+            break;
+        case json::kind::array: {
+            out += '[';
+            bool first = true;
+            for (const auto& e : v.get_array()) {
+                if (!first) out += ',';
+                first = false;
+                append_json(out, e);
+            }
+            out += ']';
+            break;
+        }
+        case json::kind::object: {
+            out += '{';
+            bool first = true;
+            for (const auto& m : v.get_object()) {
+                if (!first) out += ',';
+                first = false;
+                append_json_string(out, m.key());
+                out += ':';
+                append_json(out, m.value());
+            }
+            out += '}';
+            break;
+        }
+    }
+}
+
+}  // namespace
+
+std::string to_json(const json::value& v) {
+    std::string out;
+    append_json(out, v);
+    return out;
+}
+
 namespace {
 
 void append_time_or_null(std::string& out, const std::optional<millis>& t) {
@@ -157,7 +225,7 @@ std::string state_text(const operation& op) {
     out += R"(,"priority":)";
     out += std::to_string(op.priority);
     out += R"(,"timeout_s":)";
-    out += json::serialize(json_number(op.timeout_s));
+    out += number_text(op.timeout_s);
     out += R"(,"progress":)";
     out += op.progress && !op.progress->empty() ? std::string_view(*op.progress) : "null";
     out += R"(,"error":)";

@@ -48,6 +48,14 @@ struct operation {
 /// A JSON number: an integer when `v` is whole (so 60 prints as 60, not 6E1).
 boost::json::value json_number(double v);
 
+/// `v` as a JSON number as people write it: 60, 0.5, 1e+300 (the shortest text that reads
+/// back as `v`); null when it is not finite, which JSON cannot express.
+std::string number_text(double v);
+
+/// Serializes `v` compactly, with numbers as number_text writes them (Boost.JSON would write
+/// 0.5 as 5E-1) and strings escaped as append_json_string does.
+std::string to_json(const boost::json::value& v);
+
 /// Builds a problem object (RFC 9457 members) for an operation's `error`.
 boost::json::object make_problem(std::string_view type, std::string_view title, int status,
                                  std::string_view detail, std::string_view instance);

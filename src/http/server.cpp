@@ -83,7 +83,11 @@ std::string response_head(const response& r, bool keep_alive) {
     out += "HTTP/1.1 ";
     out += std::to_string(r.status);
     out += ' ';
-    out += bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
+    // RFC 9110's phrases where they changed (422 Unprocessable Content), as problem titles say.
+    auto reason = status_title(r.status);
+    if (reason == "Error")
+        reason = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
+    out += reason;
     out += "\r\n";
     for (const auto& f : r.headers) {
         append_header_text(out, f.name);
@@ -101,10 +105,23 @@ std::string response_head(const response& r, bool keep_alive) {
     return out;
 }
 
+// The origin form (/path?query) of a request target; an absolute-form one
+// (http://host/path?query, which servers must accept) loses its scheme and authority.
+std::string origin_form(std::string_view target) {
+    auto starts = [&](std::string_view prefix) {
+        return target.size() >= prefix.size() && iequals(target.substr(0, prefix.size()), prefix);
+    };
+    if (!starts("http://") && !starts("https://")) return std::string(target);
+    auto rest = target.substr(target.find("://") + 3);
+    auto start = rest.find_first_of("/?");
+    if (start == std::string_view::npos) return "/";
+    return (rest[start] == '/' ? "" : "/") + std::string(rest.substr(start));
+}
+
 request to_request(bhttp::request<bhttp::string_body>&& in) {
     request r;
     r.method = std::string(in.method_string());
-    r.target = std::string(in.target());
+    r.target = origin_form(in.target());
     auto q = r.target.find('?');
     r.path = r.target.substr(0, q);
     if (q != std::string::npos) r.query = r.target.substr(q + 1);
@@ -365,7 +382,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
             co_return std::nullopt;
         }
         auto& head = parser.get();
-        std::string path(head.target().substr(0, head.target().find('?')));
+        const auto origin = origin_form(head.target());
+        std::string path(origin.substr(0, origin.find('?')));
         if (head.version() != 11 && head.version() != 10) {
             http_error err{505, "http-version-not-supported", "use HTTP/1.1"};
             co_await send_error(stream, err, path);

@@ -35,8 +35,7 @@ std::optional<double> number_field(const json::object& o, std::string_view name,
         throw invalid_input("input." + std::string(name) + " must be an integer");
     if (!(d >= lo && d <= hi))
         throw invalid_input("input." + std::string(name) + " must be between " +
-                            json::serialize(core::json_number(lo)) + " and " +
-                            json::serialize(core::json_number(hi)));
+                            core::number_text(lo) + " and " + core::number_text(hi));
     return d;
 }
 

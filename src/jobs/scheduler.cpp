@@ -433,7 +433,7 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
                 o.body = std::move(*a.raw_result_);
                 o.media_type = a.media_type_;
             } else {
-                o.body = json::serialize(v);
+                o.body = core::to_json(v);
             }
         } catch (const job_error& e) {
             o.type = e.type();
@@ -468,7 +468,7 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
     if (ctrl->reason == stop_reason::none) {
         out.type = "/problems/timeout";
         out.detail = "the attempt did not finish within timeout_s (" +
-                     json::serialize(core::json_number(op.timeout_s)) + " s)";
+                     core::number_text(op.timeout_s) + " s)";
         co_return out;
     }
     out.kind = ctrl->reason == stop_reason::shutdown ? outcome::shutdown : outcome::cancel;

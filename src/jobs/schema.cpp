@@ -5,6 +5,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "core/operation.hpp"
+
 namespace buzzer::jobs {
 namespace json = boost::json;
 
@@ -111,19 +113,19 @@ void check_value(const json::object& s, const json::value& v, const std::string&
     if (auto it = s.find("enum"); it != s.end()) {
         bool found = false;
         for (const auto& e : it->value().get_array()) found = found || e == v;
-        if (!found) throw invalid_input(path + " must be one of " + json::serialize(it->value()));
+        if (!found) throw invalid_input(path + " must be one of " + core::to_json(it->value()));
     }
     if (v.is_number()) {
         double d = v.to_number<double>();
         if (auto it = s.find("minimum"); it != s.end() && d < it->value().to_number<double>())
-            throw invalid_input(path + " must be at least " + json::serialize(it->value()));
+            throw invalid_input(path + " must be at least " + core::to_json(it->value()));
         if (auto it = s.find("maximum"); it != s.end() && d > it->value().to_number<double>())
-            throw invalid_input(path + " must be at most " + json::serialize(it->value()));
+            throw invalid_input(path + " must be at most " + core::to_json(it->value()));
     }
     if (v.is_string()) {
         if (auto it = s.find("maxLength");
             it != s.end() && code_points(v.get_string()) > it->value().to_number<std::size_t>())
-            throw invalid_input(path + " must be at most " + json::serialize(it->value()) +
+            throw invalid_input(path + " must be at most " + core::to_json(it->value()) +
                                 " characters long");
     }
     if (v.is_object()) {

@@ -57,8 +57,7 @@ double number(const json::value& v, const std::string& file, const std::string& 
     double d = v.to_number<double>();
     if (!(d >= lo && d <= hi))
         fail(file, key,
-             "must be between " + json::serialize(core::json_number(lo)) + " and " +
-                 json::serialize(core::json_number(hi)));
+             "must be between " + core::number_text(lo) + " and " + core::number_text(hi));
     return d;
 }
 

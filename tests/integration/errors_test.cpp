@@ -776,6 +776,25 @@ BOOST_AUTO_TEST_CASE(http_1_0_request_is_answered) {
     BOOST_TEST(a.closed);
 }
 
+BOOST_AUTO_TEST_CASE(absolute_form_targets_are_served_like_their_path) {
+    for (std::string target : {"http://127.0.0.1/healthz", "HTTPS://api.example.com/healthz?x=1"}) {
+        BOOST_TEST_CONTEXT(target) {
+            auto a = exchange_and_close("GET " + target +
+                                        " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: "
+                                        "close\r\n\r\n");
+            BOOST_TEST_REQUIRE(a.reply.has_value(), "no response: " << a.raw.substr(0, 300));
+            BOOST_TEST(a.reply->status == 200);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(status_lines_use_the_current_reason_phrases) {
+    auto a = exchange_and_close(
+        "POST /operations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 15\r\nConnection: close\r\n\r\n{\"kind\":\"nope\"}");
+    BOOST_TEST(a.raw.starts_with("HTTP/1.1 422 Unprocessable Content\r\n"), a.raw.substr(0, 60));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------

@@ -117,6 +117,12 @@ BOOST_AUTO_TEST_CASE(echo_gives_back_the_input_exactly_as_sent) {
     BOOST_TEST(r.body == input);
 }
 
+BOOST_AUTO_TEST_CASE(sleep_gives_its_seconds_as_written) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":0.25}})");
+    wait_for_status(client, id, "succeeded");
+    BOOST_TEST(client.get("/operations/" + id).body == R"({"slept":0.25})");
+}
+
 BOOST_AUTO_TEST_CASE(echo_without_input_gives_null) {
     auto id = submit(client, R"({"kind":"echo"})");
     wait_for_status(client, id, "succeeded");
@@ -216,6 +222,11 @@ BOOST_AUTO_TEST_CASE(an_attempt_over_its_timeout_fails_as_timeout) {
                      R"({"kind":"sleep","input":{"seconds":30},"timeout_s":0.3,"max_attempts":1})");
     auto done = wait_for_status(client, id, "failed", 10s);
     BOOST_TEST(str(done.at("error").as_object(), "type") == "/problems/timeout");
+    BOOST_TEST(str(done.at("error").as_object(), "detail").find("(0.3 s)") != std::string::npos,
+               str(done.at("error").as_object(), "detail"));
+    // Fractions print as written, in the representation too.
+    BOOST_TEST(client.get("/operations/" + id + "/status").body.find(R"("timeout_s":0.3,)") !=
+               std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(canceling_a_running_operation_stops_it) {

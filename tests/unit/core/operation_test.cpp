@@ -2,8 +2,10 @@
 
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 
 using namespace buzzer::core;
 namespace json = boost::json;
@@ -137,3 +139,25 @@ BOOST_AUTO_TEST_CASE(status_names_round_trip) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(numbers_are_written_as_people_write_them) {
+    BOOST_TEST(number_text(60) == "60");
+    BOOST_TEST(number_text(-3) == "-3");
+    BOOST_TEST(number_text(0.5) == "0.5");
+    BOOST_TEST(number_text(0.1 + 0.2) == "0.30000000000000004");
+    BOOST_TEST(number_text(1e300) == "1e+300");
+    BOOST_TEST(number_text(std::numeric_limits<double>::infinity()) == "null");
+    BOOST_TEST(number_text(std::nan("")) == "null");
+    // Each reads back as the same double.
+    for (double v : {0.5, 1e-7, 123456.789, 1e300})
+        BOOST_TEST(json::parse(number_text(v)).to_number<double>() == v);
+}
+
+BOOST_AUTO_TEST_CASE(values_serialize_compactly_with_plain_numbers) {
+    auto v = json::parse(R"({"a": 0.25, "b": [1, -2, 18446744073709551615, "x\n"], "c": null,
+                            "d": {"e": true, "f": 1.5e10}})");
+    BOOST_TEST(
+        to_json(v) ==
+        R"({"a":0.25,"b":[1,-2,18446744073709551615,"x\n"],"c":null,"d":{"e":true,"f":15000000000}})");
+    BOOST_TEST(json::parse(to_json(v)).at("d").at("f").to_number<double>() == 1.5e10);
+}
