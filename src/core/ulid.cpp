@@ -74,13 +74,14 @@ std::string make_ulid(millis t) {
         high = static_cast<std::uint16_t>(g.take(2));
         low = g.take(8);
         // Ids of one process made in the same millisecond increase strictly: the next is the
-        // previous one plus a random step of 1 to 2^48, so it still cannot be guessed from its
-        // neighbour.
+        // previous one plus a random step of 1 to 2^64, so that 64 fresh random bits separate
+        // it from its neighbour. The 80 bits overflow after some 65,000 ids in one millisecond:
+        // then the time moves on by one.
         if (ts == g.time) {
-            const std::uint64_t step = (low >> 16) + 1;
-            high = g.high;
+            const std::uint64_t step = std::max<std::uint64_t>(low, 1);
             low = g.low + step;
-            if (low < g.low && ++high == 0) ++ts;  // the random part overflowed: next ms
+            high = static_cast<std::uint16_t>(g.high + (low < g.low ? 1 : 0));
+            if (high < g.high) ++ts;
         }
         g.time = ts;
         g.high = high;

@@ -9,7 +9,7 @@
 namespace buzzer::core {
 
 /// A new ULID for time `t`, with 80 bits from the OS CSPRNG; each is greater than the ones
-/// this process made before (within a millisecond: the previous one plus a random step).
+/// this process made before (within a millisecond: the previous one plus a random 64-bit step).
 std::string make_ulid(millis t);
 
 /// Whether `s` is 26 Crockford base32 characters (upper case) with a valid first character.

@@ -57,4 +57,19 @@ BOOST_AUTO_TEST_CASE(ids_of_one_millisecond_increase_strictly) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(neighbours_in_one_millisecond_differ_in_their_upper_random_bits) {
+    // Each step is 64 random bits, which reach into the first 6 characters of the random part
+    // (its top 30 bits: characters 10 to 15) nearly always; a counter, or a step of at most
+    // 2^48, leaves those characters as they were.
+    const millis t = 1'763'780'694'321;
+    std::string previous = make_ulid(t);
+    int same_top = 0;
+    for (int i = 0; i < 1'000; ++i) {
+        auto next = make_ulid(t);
+        if (next.substr(10, 6) == previous.substr(10, 6)) ++same_top;
+        previous = next;
+    }
+    BOOST_TEST(same_top < 5);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
