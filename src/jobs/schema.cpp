@@ -128,6 +128,15 @@ void check_value(const json::object& s, const json::value& v, const std::string&
             throw invalid_input(path + " must be at most " + core::to_json(it->value()) +
                                 " characters long");
     }
+    // Unlike JSON Schema, which lets anything but an object pass `required`, an input that is
+    // missing or not an object lacks the members it requires: that is what people mean by it.
+    if (auto it = s.find("required");
+        it != s.end() && !v.is_object() && !it->value().get_array().empty()) {
+        if (v.is_null())
+            throw invalid_input(path + "." + std::string(it->value().get_array()[0].get_string()) +
+                                " is required");
+        throw invalid_input(path + " must be an object");
+    }
     if (v.is_object()) {
         const auto& o = v.get_object();
         if (auto it = s.find("required"); it != s.end())

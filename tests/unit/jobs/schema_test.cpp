@@ -57,6 +57,20 @@ BOOST_AUTO_TEST_CASE(names_the_offending_path) {
                "input.url must be at most 20 characters long");
 }
 
+BOOST_AUTO_TEST_CASE(required_members_are_missing_from_a_missing_input) {
+    // As in the contract's example: `required` without `"type": "object"`.
+    auto s = input_schema::parse(
+        json::parse(R"({"required": ["url"], "properties": {"url": {"type": "string"}}})"),
+        "kinds.thumbnail.input");
+    BOOST_TEST(problem(s, "null") == "input.url is required");
+    BOOST_TEST(problem(s, R"("http://x")") == "input must be an object");
+    BOOST_TEST(problem(s, R"({"url": "http://x"})") == "");
+    // Without `required`, a missing input passes.
+    auto optional = input_schema::parse(
+        json::parse(R"({"properties": {"url": {"type": "string"}}})"), "kinds.k.input");
+    BOOST_TEST(problem(optional, "null") == "");
+}
+
 BOOST_AUTO_TEST_CASE(counts_characters_not_bytes) {
     auto s = input_schema::parse(json::parse(R"({"type": "string", "maxLength": 3})"), "x");
     BOOST_TEST(problem(s, R"("äöü")") == "");
