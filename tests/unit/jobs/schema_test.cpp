@@ -71,6 +71,14 @@ BOOST_AUTO_TEST_CASE(required_members_are_missing_from_a_missing_input) {
     BOOST_TEST(problem(optional, "null") == "");
 }
 
+BOOST_AUTO_TEST_CASE(enum_compares_numbers_by_value) {
+    auto s = input_schema::parse(json::parse(R"({"enum": [1, 2.5, "x"]})"), "kinds.k.input");
+    BOOST_TEST(problem(s, "1.0") == "");
+    BOOST_TEST(problem(s, "1e0") == "");
+    BOOST_TEST(problem(s, "2.5") == "");
+    BOOST_TEST(problem(s, "3") == R"(input must be one of [1,2.5,"x"])");
+}
+
 BOOST_AUTO_TEST_CASE(counts_characters_not_bytes) {
     auto s = input_schema::parse(json::parse(R"({"type": "string", "maxLength": 3})"), "x");
     BOOST_TEST(problem(s, R"("äöü")") == "");
