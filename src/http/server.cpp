@@ -75,7 +75,8 @@ void append_header_text(std::string& out, std::string_view text) {
     out.append(text.data() + plain, text.size() - plain);
 }
 
-// "HTTP/1.1 STATUS REASON", the fields, Content-Length (none for 204 and 304) and, when the
+// "HTTP/1.1 STATUS REASON", the fields, Content-Length (none for 204 and 304; for a streamed
+// body, which only a HEAD request gets here, the chunked coding its GET has) and, when the
 // connection closes after it, "Connection: close".
 std::string response_head(const response& r, bool keep_alive) {
     std::string out;
@@ -95,7 +96,10 @@ std::string response_head(const response& r, bool keep_alive) {
         append_header_text(out, f.value);
         out += "\r\n";
     }
-    if (r.status != 204 && r.status != 304) {
+    if (r.stream) {
+        // Only a HEAD request's answer is written here: the fields its GET would have.
+        out += "Transfer-Encoding: chunked\r\n";
+    } else if (r.status != 204 && r.status != 304) {
         out += "Content-Length: ";
         out += std::to_string(r.body.size());
         out += "\r\n";

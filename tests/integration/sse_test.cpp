@@ -147,6 +147,20 @@ BOOST_AUTO_TEST_CASE(the_accept_header_chooses_the_stream_by_its_weights) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(head_of_a_stream_has_the_fields_of_its_get) {
+    auto id = submit(client, R"({"kind":"sleep","input":{"seconds":30}})");
+    auto r = client.request("HEAD", "/operations/" + id + "/status", "",
+                            {{"Accept", "text/event-stream"}});
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.header("Content-Type").starts_with("text/event-stream"));
+    BOOST_TEST(r.header("Cache-Control") == "no-store");
+    BOOST_TEST(!r.has_header("Content-Length"));
+    BOOST_TEST(r.body.empty());
+    // The connection goes on.
+    BOOST_TEST(client.get("/healthz").status == 200);
+    client.post_json("/operations/" + id + "/cancel", "");
+}
+
 BOOST_AUTO_TEST_CASE(last_event_id_replays_exactly_what_followed) {
     auto id = submit(client, R"({"kind":"sleep","input":{"seconds":0.4,"steps":2}})");
     wait_for_status(client, id, "succeeded");
