@@ -17,41 +17,6 @@ using http::http_error;
 
 namespace {
 
-// Serializes with object keys sorted at every level: equal JSON values give equal text.
-void write_canonical(const json::value& v, std::string& out) {
-    if (v.is_object()) {
-        const auto& o = v.get_object();
-        std::vector<const json::key_value_pair*> members;
-        members.reserve(o.size());
-        for (const auto& kv : o) members.push_back(&kv);
-        std::sort(members.begin(), members.end(),
-                  [](auto* a, auto* b) { return a->key() < b->key(); });
-        out += '{';
-        for (std::size_t i = 0; i < members.size(); ++i) {
-            if (i) out += ',';
-            out += json::serialize(json::string_view(members[i]->key()));
-            out += ':';
-            write_canonical(members[i]->value(), out);
-        }
-        out += '}';
-    } else if (v.is_array()) {
-        out += '[';
-        bool first = true;
-        for (const auto& e : v.get_array()) {
-            if (!first) out += ',';
-            first = false;
-            write_canonical(e, out);
-        }
-        out += ']';
-    } else if (v.is_double() && std::floor(v.get_double()) == v.get_double() &&
-               std::abs(v.get_double()) < 9.2e18) {
-        // 1, 1.0 and 1e0 are the same number.
-        out += std::to_string(static_cast<long long>(v.get_double()));
-    } else {
-        out += json::serialize(v);
-    }
-}
-
 bool is_json_media_type(std::string_view ct) {
     auto semi = ct.find(';');
     auto type = ct.substr(0, semi);
@@ -206,7 +171,7 @@ submission parse_submission(const context& ctx, const http::request& req) {
     s.op.timeout_s = timeout ? *timeout : k->defaults.timeout_s;
     s.op.created_at = now;
     // Only an idempotent request compares bodies.
-    if (req.has_header("idempotency-key")) write_canonical(body, s.canonical);
+    if (req.has_header("idempotency-key")) s.canonical = core::canonical_json(body);
     return s;
 }
 
@@ -261,7 +226,11 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
     co_await ctx.db.write([&](store::write_context& w) {
         if (key) {
             if (auto found = store::find_key(w.db, *key)) {
-                if (found->request != s.canonical)
+                // Texts differ for equal values too when one was stored by an older version
+                // (numbers were written as 1.5E0 then): those are compared as values.
+                if (found->request != s.canonical &&
+                    !core::same_json(json::parse(found->request, {}, core::json_options()),
+                                     json::parse(s.canonical, {}, core::json_options())))
                     throw unprocessable("idempotency-key-reused",
                                         "this Idempotency-Key was used with a different body");
                 replay_id = found->operation_id;

@@ -1,9 +1,11 @@
 #include "core/operation.hpp"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <charconv>
 #include <cmath>
+#include <vector>
 
 namespace buzzer::core {
 namespace json = boost::json;
@@ -113,7 +115,7 @@ std::string number_text(double v) {
 
 namespace {
 
-void append_json(std::string& out, const json::value& v) {
+void append_json(std::string& out, const json::value& v, bool sorted) {
     switch (v.kind()) {
         case json::kind::null:
             out += "null";
@@ -139,20 +141,24 @@ void append_json(std::string& out, const json::value& v) {
             for (const auto& e : v.get_array()) {
                 if (!first) out += ',';
                 first = false;
-                append_json(out, e);
+                append_json(out, e, sorted);
             }
             out += ']';
             break;
         }
         case json::kind::object: {
+            std::vector<const json::key_value_pair*> members;
+            members.reserve(v.get_object().size());
+            for (const auto& m : v.get_object()) members.push_back(&m);
+            if (sorted)
+                std::sort(members.begin(), members.end(),
+                          [](auto* a, auto* b) { return a->key() < b->key(); });
             out += '{';
-            bool first = true;
-            for (const auto& m : v.get_object()) {
-                if (!first) out += ',';
-                first = false;
-                append_json_string(out, m.key());
+            for (std::size_t i = 0; i < members.size(); ++i) {
+                if (i) out += ',';
+                append_json_string(out, members[i]->key());
                 out += ':';
-                append_json(out, m.value());
+                append_json(out, members[i]->value(), sorted);
             }
             out += '}';
             break;
@@ -164,7 +170,38 @@ void append_json(std::string& out, const json::value& v) {
 
 std::string to_json(const json::value& v) {
     std::string out;
-    append_json(out, v);
+    append_json(out, v, false);
+    return out;
+}
+
+bool same_json(const json::value& a, const json::value& b) {
+    if (a.is_number() && b.is_number()) {
+        if (a.is_double() || b.is_double()) return a.to_number<double>() == b.to_number<double>();
+        return a == b;  // int64 and uint64 compare by value
+    }
+    if (a.kind() != b.kind()) return false;
+    if (a.is_array()) {
+        const auto &x = a.get_array(), &y = b.get_array();
+        if (x.size() != y.size()) return false;
+        for (std::size_t i = 0; i < x.size(); ++i)
+            if (!same_json(x[i], y[i])) return false;
+        return true;
+    }
+    if (a.is_object()) {
+        const auto &x = a.get_object(), &y = b.get_object();
+        if (x.size() != y.size()) return false;
+        for (const auto& m : x) {
+            auto it = y.find(m.key());
+            if (it == y.end() || !same_json(m.value(), it->value())) return false;
+        }
+        return true;
+    }
+    return a == b;
+}
+
+std::string canonical_json(const json::value& v) {
+    std::string out;
+    append_json(out, v, true);
     return out;
 }
 

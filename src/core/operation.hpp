@@ -56,6 +56,13 @@ std::string number_text(double v);
 /// 0.5 as 5E-1) and strings escaped as append_json_string does.
 std::string to_json(const boost::json::value& v);
 
+/// The same with object keys sorted at every level: equal JSON values give equal text (1, 1.0
+/// and 1e0 too).
+std::string canonical_json(const boost::json::value& v);
+
+/// Whether two JSON values are equal, numbers by value (1 == 1.0).
+bool same_json(const boost::json::value& a, const boost::json::value& b);
+
 /// Builds a problem object (RFC 9457 members) for an operation's `error`.
 boost::json::object make_problem(std::string_view type, std::string_view title, int status,
                                  std::string_view detail, std::string_view instance);

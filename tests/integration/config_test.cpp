@@ -31,6 +31,16 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Runs one operation of `kind` on a server started with the configuration file `config` and
+// answers its result.
+response result_of_kind(const std::filesystem::path& config, const std::string& kind) {
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":")" + kind + R"("})");
+    wait_for_status(client, id, "succeeded");
+    return client.get("/operations/" + id);
+}
+
 // A field of /proc/PID/status in KiB (VmRSS, VmHWM), or -1.
 long long status_kib(pid_t pid, const std::string& field) {
     std::ifstream f("/proc/" + std::to_string(pid) + "/status");
@@ -180,11 +190,7 @@ BOOST_AUTO_TEST_CASE(a_line_break_in_a_result_media_type_cannot_add_a_header) {
     auto config = dir.write_file("buzzer.json", R"({"kinds": {"inject": {"exec": {
         "argv": ["/bin/sh", "-c", "printf hi > out.txt; printf '%s\n' '{\"result_file\": {\"path\": \"out.txt\", \"media_type\": \"text/plain\\r\\nX-Injected: yes\"}}'"],
         "cwd": ")" + dir.path().string() + R"("}}}})");
-    server_process server{server_options{.args = {"--config", config.string()}}};
-    http_client client{server.port()};
-    auto id = submit(client, R"({"kind":"inject"})");
-    wait_for_status(client, id, "succeeded");
-    auto r = client.get("/operations/" + id);
+    auto r = result_of_kind(config, "inject");
     BOOST_TEST(r.status == 200);
     BOOST_TEST(r.body == "hi");
     BOOST_TEST(!r.has_header("X-Injected"));
@@ -195,11 +201,7 @@ BOOST_AUTO_TEST_CASE(an_exec_result_is_kept_as_the_command_printed_it) {
     temp_dir dir;
     auto config = dir.write_file("buzzer.json", R"({"kinds": {"numbers": {"exec": {
         "argv": ["/bin/sh", "-c", "echo '{\"result\":  {\"n\":12345678901234567890123,\"x\":1e400,\"z\":-0} }'"]}}}})");
-    server_process server{server_options{.args = {"--config", config.string()}}};
-    http_client client{server.port()};
-    auto id = submit(client, R"({"kind":"numbers"})");
-    wait_for_status(client, id, "succeeded");
-    auto r = client.get("/operations/" + id);
+    auto r = result_of_kind(config, "numbers");
     BOOST_TEST(r.status == 200);
     BOOST_TEST(r.header("Content-Type").starts_with("application/json"));
     BOOST_TEST(r.body == R"({"n":12345678901234567890123,"x":1e400,"z":-0})");

@@ -161,3 +161,16 @@ BOOST_AUTO_TEST_CASE(values_serialize_compactly_with_plain_numbers) {
         R"({"a":0.25,"b":[1,-2,18446744073709551615,"x\n"],"c":null,"d":{"e":true,"f":15000000000}})");
     BOOST_TEST(json::parse(to_json(v)).at("d").at("f").to_number<double>() == 1.5e10);
 }
+
+BOOST_AUTO_TEST_CASE(canonical_text_is_the_same_for_equal_values) {
+    auto a = json::parse(R"({"b": [1, {"y": 2.5, "x": "s"}], "a": 1.0})");
+    auto b = json::parse(R"({"a": 1, "b": [1e0, {"x": "s", "y": 25e-1}]})");
+    BOOST_TEST(canonical_json(a) == R"({"a":1,"b":[1,{"x":"s","y":2.5}]})");
+    BOOST_TEST(canonical_json(a) == canonical_json(b));
+    BOOST_TEST(same_json(a, b));
+    // Text an older version stored for the same value.
+    BOOST_TEST(same_json(json::parse(R"({"a":1,"b":[1,{"x":"s","y":2.5E0}]})"), a));
+    BOOST_TEST(!same_json(a, json::parse(R"({"a": 1, "b": [1, {"x": "s", "y": 2.4}]})")));
+    BOOST_TEST(!same_json(json::parse("[1]"), json::parse("[1, 2]")));
+    BOOST_TEST(!same_json(json::parse(R"({"a": 1})"), json::parse(R"({"b": 1})")));
+}
