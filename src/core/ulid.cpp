@@ -57,6 +57,19 @@ struct generator {
     }
 };
 
+// 128 bits: 48 of time, 80 of randomness; 26 characters of 5 bits from the bottom up (the
+// first one holds only the top 3 bits: 26 * 5 = 130).
+std::string encode(std::uint64_t ts, std::uint16_t high, std::uint64_t low) {
+    unsigned __int128 value = static_cast<unsigned __int128>(ts & 0xffffffffffffULL) << 80 |
+                              static_cast<unsigned __int128>(high) << 64 | low;
+    std::string out(26, '0');
+    for (int i = 25; i >= 0; --i) {
+        out[static_cast<std::size_t>(i)] = alphabet[static_cast<unsigned>(value & 31)];
+        value >>= 5;
+    }
+    return out;
+}
+
 generator& state() {
     static generator g;
     return g;
@@ -87,16 +100,11 @@ std::string make_ulid(millis t) {
         g.high = high;
         g.low = low;
     }
-    // 128 bits: 48 of time, 80 of randomness; 26 characters of 5 bits from the bottom up (the
-    // first one holds only the top 3 bits: 26 * 5 = 130).
-    unsigned __int128 value = static_cast<unsigned __int128>(ts & 0xffffffffffffULL) << 80 |
-                              static_cast<unsigned __int128>(high) << 64 | low;
-    std::string out(26, '0');
-    for (int i = 25; i >= 0; --i) {
-        out[static_cast<std::size_t>(i)] = alphabet[static_cast<unsigned>(value & 31)];
-        value >>= 5;
-    }
-    return out;
+    return encode(ts, high, low);
+}
+
+std::string ulid_floor(millis t) {
+    return encode(static_cast<std::uint64_t>(std::max<millis>(t, 0)), 0, 0);
 }
 
 bool is_ulid(std::string_view s) {

@@ -12,6 +12,9 @@ namespace buzzer::core {
 /// this process made before (within a millisecond: the previous one plus a random 64-bit step).
 std::string make_ulid(millis t);
 
+/// The smallest ULID of millisecond `t`: every id made at `t` or later sorts at or above it.
+std::string ulid_floor(millis t);
+
 /// Whether `s` is 26 Crockford base32 characters (upper case) with a valid first character.
 bool is_ulid(std::string_view s);
 

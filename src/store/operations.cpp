@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/ulid.hpp"
+
 namespace buzzer::store {
 namespace {
 
@@ -150,10 +152,15 @@ bool delete_operation(connection& db, std::string_view id) {
 int purge_finished(connection& db, core::millis cutoff, int limit) {
     std::vector<std::string> ids;
     {
+        // An operation finished before the cutoff was created before it, and ids sort by their
+        // creation time: the oldest ids are walked (the id index), no index of finish times
+        // is kept up to date for this. What it passes over are old operations that are still
+        // active or finished since, few and soon purged themselves.
+        const auto below = core::ulid_floor(cutoff);
         auto s = db.cached(
-            "SELECT id FROM operations WHERE finished_at IS NOT NULL AND finished_at < ?1 "
-            "AND status IN ('succeeded', 'failed', 'canceled') LIMIT ?2");
-        s->bind(1, cutoff).bind(2, limit);
+            "SELECT id FROM operations WHERE id < ?3 AND finished_at < ?1 "
+            "AND status IN ('succeeded', 'failed', 'canceled') ORDER BY id LIMIT ?2");
+        s->bind(1, cutoff).bind(2, limit).bind(3, std::string_view(below));
         while (s->step()) ids.push_back(s->get_text(0));
     }
     for (const auto& id : ids) delete_operation(db, id);

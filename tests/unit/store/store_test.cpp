@@ -17,6 +17,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "core/ulid.hpp"
 #include "store/operations.hpp"
 #include "support/process.hpp"
 #include "support/run_coroutine.hpp"
@@ -416,4 +417,53 @@ BOOST_AUTO_TEST_CASE(the_store_threads_are_named_and_checkpoints_run_at_a_lower_
     for (const char* name : {"buzzer-writer", "buzzer-syncer", "buzzer-reader"})
         for (long n : nice_of[name]) BOOST_TEST(n == base, name);
     for (long n : nice_of["buzzer-ckpt"]) BOOST_TEST(n >= base + 10);
+}
+
+BOOST_AUTO_TEST_CASE(the_purge_takes_operations_finished_before_the_cutoff_and_nothing_else) {
+    test::temp_dir dir;
+    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    db.open();
+    const core::millis now = core::now_ms();
+    const core::millis cutoff = now - 5'000;
+    auto op_at = [](core::millis created, core::status state, std::optional<core::millis> done) {
+        auto op = make_op(core::make_ulid(created));
+        op.created_at = created;
+        op.state = state;
+        op.finished_at = done;
+        return op;
+    };
+    const auto old_done = op_at(now - 10'000, core::status::succeeded, now - 9'000);
+    const auto old_failed = op_at(now - 10'000, core::status::failed, now - 6'000);
+    const auto old_but_done_since = op_at(now - 10'000, core::status::succeeded, now - 1'000);
+    const auto old_still_running = op_at(now - 10'000, core::status::running, std::nullopt);
+    const auto new_done = op_at(now - 2'000, core::status::canceled, now - 1'000);
+    int purged = -1;
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        co_await db.write([&](store::write_context& w) {
+            for (const auto* op :
+                 {&old_done, &old_failed, &old_but_done_since, &old_still_running, &new_done}) {
+                auto saved = *op;
+                saved.row = store::insert_operation(w.db, saved);
+                store::save_operation(w.db, saved);  // its state and finish time
+                w.add_event(op->id, "pending", "{}");
+            }
+        });
+        co_await db.write(
+            [&](store::write_context& w) { purged = store::purge_finished(w.db, cutoff, 1000); });
+    });
+    BOOST_TEST(purged == 2);
+    std::map<std::string, bool> present;
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        co_await db.read([&](store::connection& c) {
+            for (const auto* op :
+                 {&old_done, &old_failed, &old_but_done_since, &old_still_running, &new_done})
+                present[op->id] = store::load_operation(c, op->id).has_value() &&
+                                  !store::read_events(c, {op->id}, 0, 1LL << 62, 10).empty();
+        });
+    });
+    BOOST_TEST(!present[old_done.id]);
+    BOOST_TEST(!present[old_failed.id]);
+    BOOST_TEST(present[old_but_done_since.id]);
+    BOOST_TEST(present[old_still_running.id]);
+    BOOST_TEST(present[new_done.id]);
 }
