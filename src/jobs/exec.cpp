@@ -471,6 +471,8 @@ class exec_attempt {
     bool group_alive();
     asio::awaitable<void> stop_group(clock::duration grace);
     asio::awaitable<bool> wait_group_gone(clock::time_point deadline);
+    asio::awaitable<void> drain(asio::posix::stream_descriptor& pipe);
+    asio::awaitable<void> drain_until_stopped();
     void close_pipes();
     void request_stop(bool kill_now);
     json::value finish();
@@ -592,15 +594,20 @@ asio::awaitable<json::value> exec_attempt::run() {
     // Stopping the group is I/O after a cancellation, and it must not be cut short by a second
     // one: it is bounded by kill_grace_s plus kill_wait_limit.
     co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
-    close_pipes();
     if (pid_ > 0 && (!reaped_ || group_alive())) {
         const double grace_s =
             std::isfinite(spec_.kill_grace_s) ? std::clamp(spec_.kill_grace_s, 0.0, 3600.0) : 5.0;
         auto grace = kill_now_ ? clock::duration::zero()
                                : std::chrono::duration_cast<clock::duration>(
                                      std::chrono::duration<double>(grace_s));
-        co_await stop_group(grace);
+        // Its output is still read (and dropped) while it stops: a command that logs on
+        // SIGTERM must not die of SIGPIPE before its own clean-up has run.
+        boost::system::error_code ignored;
+        stdin_.close(ignored);
+        report_.close(ignored);
+        co_await (stop_group(grace) || drain_until_stopped());
     }
+    close_pipes();
     co_await asio::this_coro::reset_cancellation_state();
 
     if (cancelled) throw boost::system::system_error(asio::error::operation_aborted);
@@ -874,6 +881,22 @@ asio::awaitable<bool> exec_attempt::wait_group_gone(clock::time_point deadline) 
         co_await timer.async_wait(tuple_awaitable);
         interval = std::min(interval * 2, std::chrono::milliseconds(100));
     }
+}
+
+asio::awaitable<void> exec_attempt::drain(asio::posix::stream_descriptor& pipe) {
+    std::array<char, 4096> sink;
+    for (;;) {
+        auto r = co_await pipe.async_read_some(asio::buffer(sink), tuple_awaitable);
+        if (std::get<0>(r)) co_return;  // end of file, closed or cancelled
+    }
+}
+
+// Reads the command's output until stop_group ends (which cancels it); not before, since a
+// command may close its output and go on running.
+asio::awaitable<void> exec_attempt::drain_until_stopped() {
+    co_await (drain(stdout_) && drain(stderr_));
+    asio::steady_timer forever(ex_, clock::time_point::max());
+    co_await forever.async_wait(tuple_awaitable);
 }
 
 void exec_attempt::close_pipes() {

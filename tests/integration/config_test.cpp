@@ -207,6 +207,32 @@ BOOST_AUTO_TEST_CASE(an_exec_result_is_kept_as_the_command_printed_it) {
     BOOST_TEST(r.body == R"({"n":12345678901234567890123,"x":1e400,"z":-0})");
 }
 
+BOOST_AUTO_TEST_CASE(a_canceled_command_can_still_write_while_it_cleans_up) {
+    // Its trap logs to stdout and stderr before it marks the clean-up done: with the pipes
+    // closed at SIGTERM, the first echo would end it by SIGPIPE.
+    temp_dir dir;
+    auto marker = dir.path() / "cleaned";
+    auto script = dir.write_file("tidy.sh", R"(trap 'echo stopping; echo stopping >&2; touch )" +
+                                                marker.string() + R"(; exit 0' TERM
+echo '{"progress": {"percent": 1, "message": "up"}}'
+while :; do sleep 0.05; done
+)");
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"tidy": {"exec": {
+        "argv": ["/bin/sh", ")" + script.string() + R"("]}}}})");
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto id = submit(client, R"({"kind":"tidy"})");
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            auto r = client.get("/operations/" + id + "/status").json().as_object();
+            return !r.at("progress").is_null();
+        },
+        10s));
+    BOOST_TEST(client.post_json("/operations/" + id + "/cancel", "").status == 202);
+    wait_for_status(client, id, "canceled", 10s);
+    BOOST_TEST(std::filesystem::exists(marker));
+}
+
 BOOST_AUTO_TEST_CASE(configured_exec_kind_runs_a_command) {
     temp_dir dir;
     auto config = dir.write_file("buzzer.json", R"({
