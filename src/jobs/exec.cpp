@@ -424,6 +424,17 @@ struct result_file_ref {
 };
 
 /// One attempt of an exec kind: the child process, its pipes, and what it said.
+// The process groups of the commands that run now, for kill_running_commands.
+struct live_groups {
+    std::mutex mutex;
+    std::set<pid_t> groups;
+};
+
+live_groups& live() {
+    static live_groups l;
+    return l;
+}
+
 class exec_attempt {
   public:
     exec_attempt(const exec_spec& spec, job& j, const asio::any_io_executor& ex)
@@ -444,7 +455,12 @@ class exec_attempt {
     // A coroutine frame destroyed before completion (its io_context went away) still must not
     // leave the command running.
     ~exec_attempt() {
-        if (pid_ > 0 && !reaped_) {
+        if (pid_ <= 0) return;
+        {
+            std::lock_guard lock(live().mutex);
+            live().groups.erase(pid_);
+        }
+        if (!reaped_) {
             ::kill(-pid_, SIGKILL);
             ::kill(pid_, SIGKILL);
             ::waitpid(pid_, nullptr, WNOHANG);
@@ -550,6 +566,10 @@ asio::awaitable<void> exec_attempt::spawn() {
     pid_ = pid;
     // Also from here: the group must exist before anything signals it.
     ::setpgid(pid, pid);
+    {
+        std::lock_guard lock(live().mutex);
+        live().groups.insert(pid);
+    }
 
     // The child's ends belong to the child now.
     in.read.reset();
@@ -978,6 +998,12 @@ job_function make_exec_job(exec_spec spec) {
 }  // namespace buzzer::jobs
 
 namespace buzzer::jobs {
+
+int kill_running_commands() {
+    std::lock_guard lock(live().mutex);
+    for (pid_t group : live().groups) ::kill(-group, SIGKILL);
+    return static_cast<int>(live().groups.size());
+}
 
 int end_orphans(const std::vector<std::string>& operation_ids) {
     if (operation_ids.empty()) return 0;

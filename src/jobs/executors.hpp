@@ -21,6 +21,10 @@ struct exec_spec {
 /// A job function that runs `spec` per attempt: input JSON on stdin, JSON Lines on stdout.
 job_function make_exec_job(exec_spec spec);
 
+/// Kills (SIGKILL) the process group of every command that runs now, those still stopping
+/// included: the end of a shutdown's grace. Returns how many groups were signalled.
+int kill_running_commands();
+
 /// Kills (SIGKILL) every process of this user whose environment names one of `operation_ids`
 /// in BUZZER_OPERATION_ID: what attempts of a server that was killed left running (a command's
 /// direct child dies with the server, its own children do not). Returns how many were killed.

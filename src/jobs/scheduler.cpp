@@ -15,6 +15,7 @@
 #include "core/log.hpp"
 #include "core/run_on.hpp"
 #include "jobs/backoff.hpp"
+#include "jobs/executors.hpp"
 
 namespace buzzer::jobs {
 namespace asio = boost::asio;
@@ -399,11 +400,23 @@ asio::awaitable<void> scheduler::shutdown() {
         on_drained_ = [drained] { drained->try_send(boost::system::error_code{}); };
         return false;
     };
+    const auto deadline = std::chrono::steady_clock::now() + seconds(settings_.shutdown_grace_s);
     bool idle = co_await core::run_on(strand_, std::move(stop_all));
     if (idle) co_return;
-    asio::steady_timer grace(ex, seconds(settings_.shutdown_grace_s));
+    // Jobs stop by themselves until shortly before the deadline; then the commands still
+    // running (a command's own SIGKILL may be further off) are killed, so that the shutdown
+    // ends within its grace.
+    const auto margin = std::min<std::chrono::steady_clock::duration>(
+        std::chrono::milliseconds(250), seconds(settings_.shutdown_grace_s) / 4);
+    asio::steady_timer grace(ex, deadline - margin);
     auto r =
         co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));
+    if (r.index() == 0) co_return;
+    if (int n = kill_running_commands())
+        core::log(core::level::warn, "shutdown: killed " + std::to_string(n) +
+                                         " commands still running at the end of the grace period");
+    grace.expires_at(deadline);
+    r = co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));
     if (r.index() == 1)
         core::log(core::level::warn, "shutdown: jobs still running after the grace period");
 }

@@ -212,13 +212,19 @@ void server::run() {
     std::atomic<bool> forced{false};
     std::thread watchdog;
     auto shutdown = [&]() -> asio::awaitable<void> {
+        // Everything within the grace: jobs stopping, then requests still being read or
+        // answered (for 5 s at most: a client that stalls mid-request is cut off).
+        const auto deadline = std::chrono::steady_clock::now() +
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(s.opts.shutdown_grace_s));
         s.shutting_down = true;
         front.stop();
         hub.shutdown();
         co_await sched.shutdown();
         asio::steady_timer t(co_await asio::this_coro::executor);
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-        while (front.connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+        const auto drained_by =
+            std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+        while (front.connections() > 0 && std::chrono::steady_clock::now() < drained_by) {
             t.expires_after(std::chrono::milliseconds(20));
             co_await t.async_wait(tuple_awaitable);
         }

@@ -132,6 +132,48 @@ BOOST_AUTO_TEST_CASE(sigterm_exits_zero_quickly_with_a_job_running) {
     BOOST_TEST((std::chrono::steady_clock::now() - start < 10s));
 }
 
+BOOST_AUTO_TEST_CASE(
+    a_shutdown_ends_within_its_grace_despite_a_stubborn_command_and_a_stalled_client) {
+    // A command that ignores SIGTERM (its own SIGKILL would come after 5 s) and a client that
+    // stalls in the middle of its request headers: a 1 s grace still ends the server in 1 s.
+    temp_dir dir;
+    auto script = dir.write_file("stubborn.sh", R"(trap '' TERM
+echo '{"progress": {"percent": 1, "message": "up"}}'
+while :; do sleep 0.05; done
+)");
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"stubborn": {"exec": {
+        "argv": ["/bin/sh", ")" + script.string() + R"("]}}}})");
+    auto db = dir / "grace.db";
+    std::string id;
+    {
+        server_process server{server_options{
+            .database = db, .args = {"--config", config.string(), "--shutdown-grace", "1"}}};
+        http_client client{server.port()};
+        id = submit(client, R"({"kind":"stubborn","max_attempts":1})");
+        BOOST_TEST_REQUIRE(wait_until(
+            [&] {
+                auto r = client.get("/operations/" + id + "/status").json().as_object();
+                return !r.at("progress").is_null();
+            },
+            10s));
+        raw_connection stalled(server.port());
+        BOOST_TEST_REQUIRE(!stalled.send("GET /healthz HTTP/1.1\r\nHo"));
+        const auto client_port = stalled.socket().local_endpoint().port();
+        BOOST_TEST_REQUIRE(
+            wait_until([&] { return unread_by_server(server.port(), client_port) == 0; }, 10s));
+        auto start = std::chrono::steady_clock::now();
+        BOOST_TEST(server.terminate(15s) == 0);
+        auto took = std::chrono::steady_clock::now() - start;
+        BOOST_TEST((took < 2500ms), std::chrono::duration<double>(took).count() << " s");
+    }
+    // The attempt was handed back, not spent.
+    server_process server{server_options{.database = db, .args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto op = client.get("/operations/" + id + "/status").json().as_object();
+    BOOST_TEST(op.at("status").as_string() != "failed");
+    client.post_json("/operations/" + id + "/cancel", "");
+}
+
 BOOST_AUTO_TEST_CASE(a_submission_still_arriving_at_sigterm_gets_503_with_retry_after) {
     server_process server;
     raw_connection conn(server.port());
