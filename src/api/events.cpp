@@ -264,13 +264,14 @@ namespace {
 
 asio::awaitable<http::response> events(context& ctx, http::request& req) {
     std::vector<std::string> ids;
+    std::size_t named = 0;  // `operation` parameters, repeated ids too
     for (const auto& [k, v] : parse_query(req.query)) {
         if (k != "operation") continue;
+        if (++named > 100)
+            throw http_error{400, "invalid-query", "at most 100 operations per stream"};
         if (std::find(ids.begin(), ids.end(), v) == ids.end()) ids.push_back(v);
     }
     if (ids.empty()) throw http_error{400, "invalid-query", "name at least one operation"};
-    if (ids.size() > 100)
-        throw http_error{400, "invalid-query", "at most 100 operations per stream"};
     co_return co_await open_event_stream(ctx, req, std::move(ids));
 }
 

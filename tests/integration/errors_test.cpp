@@ -580,6 +580,12 @@ BOOST_AUTO_TEST_CASE(events_with_101_operations_is_400_and_100_are_served) {
     }
     auto r = c.get("/events?" + query, {{"Accept", "text/event-stream"}});
     expect_problem(r, 400, "invalid-query", "/events");
+    // 101 times the same id is 101 ids too.
+    auto id = submit(c, R"({"kind":"echo"})");
+    std::string same;
+    for (int i = 0; i < 101; ++i) same += (i ? "&" : "") + std::string("operation=") + id;
+    expect_problem(c.get("/events?" + same, {{"Accept", "text/event-stream"}}), 400,
+                   "invalid-query", "/events");
 }
 
 BOOST_AUTO_TEST_CASE(events_with_an_unknown_operation_is_404_naming_it) {
