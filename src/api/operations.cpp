@@ -399,6 +399,11 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
             const bool ours = found == jobs::scheduler::cancel_state::cancelling &&
                               op->state == core::status::canceled;
             if (core::is_terminal(op->state) && !ours) throw finished_problem(*op);
+            // The 202 is a promise: it holds across a crash before the job has stopped.
+            if (!core::is_terminal(op->state)) {
+                co_await ctx.db.write(
+                    [&](store::write_context& w) { store::request_cancel(w.db, id); });
+            }
             http::response r = json_response(202, core::represent_text(*op, ctx.base_url));
             r.set("Location", status_url(ctx, id));
             co_return r;

@@ -52,11 +52,21 @@ void raise_file_limit() {
     }
 }
 
-// Operations a crash left running: run again while attempts remain, else failed. Returns
-// their ids.
+// Operations whose cancel a stopped server answered but did not finish: canceled now (their
+// work stopped with the server; leftover processes are ended next). Operations a crash left
+// running: run again while attempts remain, else failed. Returns the ids of the operations
+// that were running.
 std::vector<std::string> recover(store::write_context& w) {
     auto now = core::now_ms();
     std::vector<std::string> ids;
+    for (auto op : store::cancel_requested(w.db)) {
+        if (op.state == core::status::running) ids.push_back(op.id);
+        op.state = core::status::canceled;
+        op.finished_at = now;
+        op.error = core::canceled_problem(op.id);
+        store::save_operation(w.db, op);
+        w.add_event(op.id, "canceled", core::state_text(op));
+    }
     for (auto op : store::running_operations(w.db)) {
         ids.push_back(op.id);
         op.error =

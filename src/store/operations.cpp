@@ -180,6 +180,23 @@ std::vector<core::operation> running_operations(connection& db) {
     return out;
 }
 
+void request_cancel(connection& db, std::string_view id) {
+    db.cached(
+          "UPDATE operations SET cancel_requested = 1 "
+          "WHERE id = ?1 AND status IN ('pending', 'running')")
+        ->bind(1, id)
+        .exec();
+}
+
+std::vector<core::operation> cancel_requested(connection& db) {
+    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS
+                       " FROM operations WHERE status IN ('pending', 'running') "
+                       "AND status <> 'succeeded' AND cancel_requested = 1 ORDER BY rowid");
+    std::vector<core::operation> out;
+    while (s->step()) out.push_back(row_to_operation(*s));
+    return out;
+}
+
 std::vector<queued> pending_operations(connection& db) {
     auto s = db.cached(
         "SELECT id, kind, priority, run_after, rowid FROM operations "

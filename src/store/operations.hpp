@@ -80,6 +80,13 @@ void purge_keys(connection& db, core::millis cutoff);
 /// Operations left `running` by a crash.
 std::vector<core::operation> running_operations(connection& db);
 
+/// Records that operation `id`, pending or running, is to be canceled (see cancel_requested).
+void request_cancel(connection& db, std::string_view id);
+
+/// Active (pending or running) operations whose cancel was requested: at start, those a
+/// stopped server did not get to cancel.
+std::vector<core::operation> cancel_requested(connection& db);
+
 /// Every pending operation, in queue order.
 std::vector<queued> pending_operations(connection& db);
 

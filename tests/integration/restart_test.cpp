@@ -174,6 +174,43 @@ while :; do sleep 0.05; done
     client.post_json("/operations/" + id + "/cancel", "");
 }
 
+BOOST_AUTO_TEST_CASE(a_cancel_answered_202_holds_across_a_kill9_before_the_job_stopped) {
+    // The command ignores SIGTERM: 5 s pass before it is killed, and the server dies first.
+    temp_dir dir;
+    auto script = dir.write_file("stubborn.sh", R"(trap '' TERM
+echo '{"progress": {"percent": 1, "message": "up"}}'
+while :; do sleep 0.05; done
+)");
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"stubborn": {"exec": {
+        "argv": ["/bin/sh", ")" + script.string() + R"("]}}}})");
+    auto db = dir / "cancel.db";
+    std::string id;
+    {
+        server_process server{
+            server_options{.database = db, .args = {"--config", config.string()}}};
+        http_client client{server.port()};
+        id = submit(client, R"({"kind":"stubborn","max_attempts":3})");
+        BOOST_TEST_REQUIRE(wait_until(
+            [&] {
+                auto r = client.get("/operations/" + id + "/status").json().as_object();
+                return !r.at("progress").is_null();
+            },
+            10s));
+        BOOST_TEST_REQUIRE(client.post_json("/operations/" + id + "/cancel", "").status == 202);
+        server.kill9();
+    }
+    server_process server{server_options{.database = db, .args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto op = client.get("/operations/" + id + "/status").json().as_object();
+    BOOST_TEST(op.at("status").as_string() == "canceled");
+    BOOST_TEST(op.at("attempt").as_int64() == 1);  // not run again
+    BOOST_TEST(str(op.at("error").as_object(), "type") == "/problems/canceled");
+    sse_stream s(server.port(), "/operations/" + id + "/status");
+    auto events = s.read_until_end(10s);
+    BOOST_TEST_REQUIRE(!events.empty());
+    BOOST_TEST(events.back().type == "canceled");
+}
+
 BOOST_AUTO_TEST_CASE(a_submission_still_arriving_at_sigterm_gets_503_with_retry_after) {
     server_process server;
     raw_connection conn(server.port());
