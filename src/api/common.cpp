@@ -83,8 +83,8 @@ asio::awaitable<std::optional<status_view>> load_view(context& ctx, std::string 
 
 }  // namespace
 
-asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, std::string id,
-                                                          int seconds) {
+asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, const http::request& req,
+                                                          std::string id, int seconds) {
     if (seconds <= 0) co_return co_await load_view(ctx, std::move(id));
     // Subscribe before reading, so that no terminal event can slip between the two.
     std::vector<std::string> ids{id};
@@ -93,20 +93,27 @@ asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, std::str
 
     auto view = co_await load_view(ctx, id);
     if (!view || core::is_terminal(view->state)) co_return view;
-    co_return co_await await_terminal(ctx, sub, std::move(id), seconds);
+    co_return co_await await_terminal(ctx, req, sub, std::move(id), seconds);
 }
 
 asio::awaitable<std::optional<status_view>> await_terminal(
-    context& ctx, const std::shared_ptr<sse::subscription>& sub, std::string id, int seconds) {
-    // The deadline wakes the mailbox with a null entry.
+    context& ctx, const http::request& req, const std::shared_ptr<sse::subscription>& sub,
+    std::string id, int seconds) {
+    // The deadline wakes the mailbox with a null entry, and so does the client going away.
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer deadline(ex, std::chrono::seconds(seconds));
     deadline.async_wait([sub](boost::system::error_code ec) {
         if (!ec) sub->box.push(nullptr);
     });
+    auto gone = std::make_shared<bool>(false);
+    if (req.on_client_gone)
+        req.on_client_gone([sub, gone] {
+            *gone = true;
+            sub->box.push(nullptr);
+        });
     std::vector<sse::event_ptr> got;
     sse::event_ptr terminal;
-    while (!terminal && std::chrono::steady_clock::now() < deadline.expiry()) {
+    while (!terminal && !*gone && std::chrono::steady_clock::now() < deadline.expiry()) {
         // Closed (shutdown, overflow): answer from the store.
         bool open = co_await sub->box.wait();
         if (!open) break;

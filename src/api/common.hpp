@@ -48,15 +48,17 @@ struct status_view {
     static status_view of(const context& ctx, const core::operation& op);
 };
 
-/// Waits until the operation is terminal or `seconds` pass; returns its latest state (from
-/// its terminal event when one arrived, else from the store).
-boost::asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, std::string id,
-                                                                 int seconds);
+/// Waits until the operation is terminal, `seconds` pass or the client of `req` is gone;
+/// returns its latest state (from its terminal event when one arrived, else from the store).
+boost::asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx,
+                                                                 const http::request& req,
+                                                                 std::string id, int seconds);
 
-/// Waits on an existing subscription to `id` until its terminal event or `seconds` pass; the
-/// view carried by that event, or from the store after the deadline.
+/// Waits on an existing subscription to `id` until its terminal event, `seconds` pass or the
+/// client of `req` is gone; the view carried by that event, or else from the store.
 boost::asio::awaitable<std::optional<status_view>> await_terminal(
-    context& ctx, const std::shared_ptr<sse::subscription>& sub, std::string id, int seconds);
+    context& ctx, const http::request& req, const std::shared_ptr<sse::subscription>& sub,
+    std::string id, int seconds);
 
 /// The status monitor's answer (200 with Retry-After, or 303 to the result).
 http::response status_response(const context& ctx, const status_view& v);

@@ -268,9 +268,9 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         // Not one conditional expression: g++ 12 miscompiles co_await inside `?:`.
         std::optional<status_view> latest;
         if (sub)
-            latest = co_await await_terminal(ctx, sub, view.id, *wait);
+            latest = co_await await_terminal(ctx, req, sub, view.id, *wait);
         else
-            latest = co_await wait_terminal(ctx, view.id, *wait);
+            latest = co_await wait_terminal(ctx, req, view.id, *wait);
         if (latest) view = std::move(*latest);
     }
     http::response r;
@@ -299,7 +299,7 @@ asio::awaitable<http::response> get_status(context& ctx, http::request& req) {
         if (!n) throw http_error{400, "invalid-query", "wait must be an integer number of seconds"};
         wait = *n;
     }
-    auto op = co_await wait_terminal(ctx, id, wait);
+    auto op = co_await wait_terminal(ctx, req, id, wait);
     if (!op) throw http_error{404, "not-found", "no operation with id " + id};
     co_return status_response(ctx, *op);
 }

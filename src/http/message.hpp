@@ -29,6 +29,10 @@ struct request {
     std::vector<field> headers;
     std::string body;
     std::vector<std::string> params;  ///< path parameters captured by the router
+    /// Set by the server: calls `fn` once, on the connection's executor, if the client closes
+    /// its side while the request is handled (a long poll it no longer waits for). Call at
+    /// most once; empty for requests made otherwise.
+    std::function<void(std::function<void()> fn)> on_client_gone;
 
     /// The first value of a header, or empty.
     std::string_view header(std::string_view name) const;

@@ -1,5 +1,7 @@
 #include "http/server.hpp"
 
+#include <sys/socket.h>
+
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -9,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <mutex>
 #include <optional>
 #include <unordered_set>
@@ -455,7 +458,27 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (!in) break;
             // Nothing is read while the handler runs: pipelined requests wait in `buffer`.
             stream.expires_never();
+            bool watching = false;
+            in->req.on_client_gone = [&stream, &watching](std::function<void()> fn) {
+                watching = true;
+                auto& socket = stream.socket();
+                socket.async_wait(tcp::socket::wait_read, [&socket, fn = std::move(fn)](
+                                                              boost::system::error_code ec) {
+                    if (ec) return;  // canceled: the request was answered
+                    // Readable with nothing but the end (or a reset): the client is gone.
+                    // A pipelined request instead stays for the session to read.
+                    char c;
+                    const auto n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                    if (n == 0 ||
+                        (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                        fn();
+                });
+            };
             response res = co_await dispatch(in->req);
+            if (watching) {
+                boost::system::error_code ignored;
+                stream.socket().cancel(ignored);
+            }
             if (res.stream && !in->head) {
                 std::optional<response> streamed(std::move(res));
                 co_return streamed;

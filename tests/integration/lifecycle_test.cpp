@@ -480,6 +480,32 @@ BOOST_AUTO_TEST_CASE(long_poll_returns_when_the_operation_ends) {
     client.post_json("/operations/" + slow + "/cancel", "");
 }
 
+BOOST_AUTO_TEST_CASE(a_long_poll_whose_client_left_ends_at_once) {
+    auto slow = submit(client, R"({"kind":"sleep","input":{"seconds":60}})");
+    const auto before = metric(client, "buzzer_http_connections");
+    {
+        // Two long polls (GET ?wait= and POST with Prefer: wait) whose clients hang up.
+        raw_connection poll(server.port());
+        BOOST_TEST_REQUIRE(
+            !poll.send("GET /operations/" + slow + "/status?wait=60 HTTP/1.1\r\nHost: t\r\n\r\n"));
+        const std::string body = R"({"kind":"sleep","input":{"seconds":60}})";
+        raw_connection post(server.port());
+        BOOST_TEST_REQUIRE(
+            !post.send("POST /operations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                       "Prefer: wait=60\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body));
+        BOOST_TEST_REQUIRE(wait_until(
+            [&] { return metric(client, "buzzer_http_connections") == before + 2; }, 10s));
+    }
+    // Without noticing, the server would hold both for 60 s.
+    BOOST_TEST(
+        wait_until([&] { return metric(client, "buzzer_http_connections") == before; }, 10s));
+    // A long poll that is not given up still gets its answer.
+    auto quick = submit(client, R"({"kind":"sleep","input":{"seconds":0.3}})");
+    BOOST_TEST(client.get("/operations/" + quick + "/status?wait=10").status == 303);
+    client.post_json("/operations/" + slow + "/cancel", "");
+}
+
 BOOST_AUTO_TEST_CASE(service_endpoints_answer) {
     auto k = client.get("/kinds");
     BOOST_TEST(k.status == 200);
