@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
+#include <filesystem>
 #include <string>
 
 #include "support/http_client.hpp"
@@ -41,6 +42,25 @@ inline boost::json::object wait_for_status(
     BOOST_TEST_REQUIRE(ok, "operation " << id << " did not become " << status << ": "
                                         << boost::json::serialize(last));
     return last;
+}
+
+/// Waits until the operation has reported progress (its job is running and under way).
+inline void wait_for_progress(http_client& c, const std::string& id,
+                              std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+    bool ok = wait_until([&] { return !status_of(c, id).at("progress").is_null(); }, deadline);
+    BOOST_TEST_REQUIRE(ok, "operation " << id << " reported no progress");
+}
+
+/// Writes, in `dir`, a configuration file with the exec kind `stubborn`: a command that
+/// ignores SIGTERM, reports progress once and runs until it is killed. Returns the file.
+inline std::filesystem::path write_stubborn_kind(temp_dir& dir) {
+    auto script = dir.write_file("stubborn.sh", R"(trap '' TERM
+echo '{"progress": {"percent": 1, "message": "up"}}'
+while :; do sleep 0.05; done
+)");
+    return dir.write_file("buzzer.json", R"({"kinds": {"stubborn": {"exec": {
+        "argv": ["/bin/sh", ")" + script.string() +
+                                             R"("]}}}})");
 }
 
 /// The `detail` of a problem body, or "" when there is none.

@@ -222,12 +222,7 @@ while :; do sleep 0.05; done
     server_process server{server_options{.args = {"--config", config.string()}}};
     http_client client{server.port()};
     auto id = submit(client, R"({"kind":"tidy"})");
-    BOOST_TEST_REQUIRE(wait_until(
-        [&] {
-            auto r = client.get("/operations/" + id + "/status").json().as_object();
-            return !r.at("progress").is_null();
-        },
-        10s));
+    wait_for_progress(client, id);
     BOOST_TEST(client.post_json("/operations/" + id + "/cancel", "").status == 202);
     wait_for_status(client, id, "canceled", 10s);
     BOOST_TEST(std::filesystem::exists(marker));

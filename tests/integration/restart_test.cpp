@@ -137,12 +137,7 @@ BOOST_AUTO_TEST_CASE(
     // A command that ignores SIGTERM (its own SIGKILL would come after 5 s) and a client that
     // stalls in the middle of its request headers: a 1 s grace still ends the server in 1 s.
     temp_dir dir;
-    auto script = dir.write_file("stubborn.sh", R"(trap '' TERM
-echo '{"progress": {"percent": 1, "message": "up"}}'
-while :; do sleep 0.05; done
-)");
-    auto config = dir.write_file("buzzer.json", R"({"kinds": {"stubborn": {"exec": {
-        "argv": ["/bin/sh", ")" + script.string() + R"("]}}}})");
+    auto config = write_stubborn_kind(dir);
     auto db = dir / "grace.db";
     std::string id;
     {
@@ -150,12 +145,7 @@ while :; do sleep 0.05; done
             .database = db, .args = {"--config", config.string(), "--shutdown-grace", "1"}}};
         http_client client{server.port()};
         id = submit(client, R"({"kind":"stubborn","max_attempts":1})");
-        BOOST_TEST_REQUIRE(wait_until(
-            [&] {
-                auto r = client.get("/operations/" + id + "/status").json().as_object();
-                return !r.at("progress").is_null();
-            },
-            10s));
+        wait_for_progress(client, id);
         raw_connection stalled(server.port());
         BOOST_TEST_REQUIRE(!stalled.send("GET /healthz HTTP/1.1\r\nHo"));
         const auto client_port = stalled.socket().local_endpoint().port();
@@ -177,12 +167,7 @@ while :; do sleep 0.05; done
 BOOST_AUTO_TEST_CASE(a_cancel_answered_202_holds_across_a_kill9_before_the_job_stopped) {
     // The command ignores SIGTERM: 5 s pass before it is killed, and the server dies first.
     temp_dir dir;
-    auto script = dir.write_file("stubborn.sh", R"(trap '' TERM
-echo '{"progress": {"percent": 1, "message": "up"}}'
-while :; do sleep 0.05; done
-)");
-    auto config = dir.write_file("buzzer.json", R"({"kinds": {"stubborn": {"exec": {
-        "argv": ["/bin/sh", ")" + script.string() + R"("]}}}})");
+    auto config = write_stubborn_kind(dir);
     auto db = dir / "cancel.db";
     std::string id;
     {
@@ -190,12 +175,7 @@ while :; do sleep 0.05; done
             server_options{.database = db, .args = {"--config", config.string()}}};
         http_client client{server.port()};
         id = submit(client, R"({"kind":"stubborn","max_attempts":3})");
-        BOOST_TEST_REQUIRE(wait_until(
-            [&] {
-                auto r = client.get("/operations/" + id + "/status").json().as_object();
-                return !r.at("progress").is_null();
-            },
-            10s));
+        wait_for_progress(client, id);
         BOOST_TEST_REQUIRE(client.post_json("/operations/" + id + "/cancel", "").status == 202);
         server.kill9();
     }
