@@ -356,9 +356,23 @@ struct server::impl : std::enable_shared_from_this<impl> {
         // the event loop even when it has nothing to wait for).
         auto [hec, hn] = parse_buffered(parser, buffer);
         if (!hec && !parser.is_header_done()) {
-            stream.expires_after(settings.header_timeout);
+            // The stream's own deadline would close the socket: this one only cancels the
+            // read, so that the client still gets its 408. `state` tells a timer that fired
+            // just as the read completed that it is too late.
+            stream.expires_never();
+            auto state = std::make_shared<int>(0);  // 1: read done, 2: timed out
+            asio::steady_timer deadline(stream.get_executor(), settings.header_timeout);
+            deadline.async_wait([state, &stream](boost::system::error_code ec) {
+                if (ec || *state != 0) return;
+                *state = 2;
+                boost::system::error_code ignored;
+                stream.socket().cancel(ignored);
+            });
             auto [rec, rn] =
                 co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
+            if (*state == 2) rec = beast::error::timeout;
+            *state = 1;
+            deadline.cancel();
             hec = rec;
             hn += rn;
         }
