@@ -201,12 +201,6 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
 
 namespace {
 
-std::string_view trim(std::string_view v) {
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-    return v;
-}
-
 // The q of each media range of an Accept header that names text/event-stream, and the q
 // that the same header gives JSON (its most specific range: application/json, application/*
 // or */*; -1 when none matches).
@@ -223,13 +217,13 @@ accept_weights weigh(std::string_view accept) {
         auto range = accept.substr(0, comma);
         accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
         auto semi = range.find(';');
-        auto type = trim(range.substr(0, semi));
+        auto type = http::trim_ows(range.substr(0, semi));
         double q = 1;
         for (auto params = semi == std::string_view::npos ? std::string_view()
                                                           : range.substr(semi + 1);
              !params.empty();) {
             auto next = params.find(';');
-            auto param = trim(params.substr(0, next));
+            auto param = http::trim_ows(params.substr(0, next));
             params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
             if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
                 auto text = param.substr(2);

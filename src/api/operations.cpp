@@ -18,14 +18,7 @@ using http::http_error;
 namespace {
 
 bool is_json_media_type(std::string_view ct) {
-    auto semi = ct.find(';');
-    auto type = ct.substr(0, semi);
-    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
-    while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
-    std::string lower(type);
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return lower == "application/json";
+    return http::iequals(http::trim_ows(ct.substr(0, ct.find(';'))), "application/json");
 }
 
 // Idempotency-Key: 1..255 visible ASCII, bare or as a structured-field string.
@@ -64,12 +57,7 @@ std::optional<int> preferred_wait(const http::request& req) {
             auto comma = v.find(',');
             auto item = v.substr(0, comma);
             v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-            while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
-                item.remove_prefix(1);
-            auto semi = item.find(';');
-            item = item.substr(0, semi);
-            while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
-                item.remove_suffix(1);
+            item = http::trim_ows(item.substr(0, item.find(';')));
             if (item.size() > 5 && http::iequals(item.substr(0, 5), "wait=")) {
                 auto value = item.substr(5);
                 if (value.size() >= 2 && value.front() == '"' && value.back() == '"')

@@ -26,7 +26,8 @@ std::optional<status> parse_status(std::string_view s) {
 }
 
 json::value json_number(double v) {
-    if (v == static_cast<double>(static_cast<std::int64_t>(v)) && v > -9e15 && v < 9e15)
+    // In range before the conversion: converting a double out of int64's range is undefined.
+    if (v > -9e15 && v < 9e15 && v == static_cast<double>(static_cast<std::int64_t>(v)))
         return static_cast<std::int64_t>(v);
     return v;
 }
@@ -106,8 +107,7 @@ void append_json_string(std::string& out, std::string_view text) {
 
 std::string number_text(double v) {
     if (!std::isfinite(v)) return "null";
-    if (v == static_cast<double>(static_cast<std::int64_t>(v)) && v > -9e15 && v < 9e15)
-        return std::to_string(static_cast<std::int64_t>(v));
+    if (auto whole = json_number(v); whole.is_int64()) return std::to_string(whole.get_int64());
     char buf[32];
     auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
     return std::string(buf, end);

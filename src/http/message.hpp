@@ -20,6 +20,9 @@ struct field {
 /// Case-insensitive ASCII comparison of header names.
 bool iequals(std::string_view a, std::string_view b);
 
+/// `v` without the spaces and tabs around it (a header value's optional white space).
+std::string_view trim_ows(std::string_view v);
+
 /// A parsed request.
 struct request {
     std::string method;

@@ -37,6 +37,25 @@ struct connection_state {
     bool closing = false;
 };
 
+// Calls `fn` once the client's side of `socket` has ended (end of file, or an error), and with
+// `any_byte` also when it sends anything (a client that was not to send more). Only a pending
+// reactor operation, no buffer; not called once the wait is cancelled (the socket closed or
+// cancel()ed), and then `socket` is not touched.
+void on_client_end(tcp::socket& socket, bool any_byte, std::function<void()> fn) {
+    socket.async_wait(tcp::socket::wait_read, [&socket, any_byte,
+                                               fn = std::move(fn)](boost::system::error_code ec) {
+        if (ec == asio::error::operation_aborted) return;
+        if (!ec && !any_byte) {
+            // Readable with bytes (a pipelined request, left for the session): not the end.
+            char c;
+            const auto n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+                return;
+        }
+        fn();
+    });
+}
+
 // The SSE writer: chunks over the connection, with a deadline on each write.
 class chunk_writer final : public body_writer {
   public:
@@ -49,13 +68,9 @@ class chunk_writer final : public body_writer {
     }
 
     void watch_closed(std::function<void()> fn) override {
-        // Readable means a byte or end of file: either way the client is done. No buffer and
-        // no coroutine wait here, only a pending reactor operation; closing the socket at the
-        // end of the stream cancels it.
-        stream_.socket().async_wait(tcp::socket::wait_read,
-                                    [fn = std::move(fn)](boost::system::error_code ec) {
-                                        if (ec != asio::error::operation_aborted) fn();
-                                    });
+        // A byte or the end of file: either way the client is done. Closing the socket at the
+        // end of the stream cancels the wait.
+        on_client_end(stream_.socket(), true, std::move(fn));
     }
 
     void abort() override { stream_.close(); }
@@ -125,10 +140,11 @@ std::string origin_form(std::string_view target) {
     return (rest[start] == '/' ? "" : "/") + std::string(rest.substr(start));
 }
 
-request to_request(bhttp::request<bhttp::string_body>&& in) {
+// `target`: the request's target in origin form.
+request to_request(bhttp::request<bhttp::string_body>&& in, std::string target) {
     request r;
     r.method = std::string(in.method_string());
-    r.target = origin_form(in.target());
+    r.target = std::move(target);
     auto q = r.target.find('?');
     r.path = r.target.substr(0, q);
     if (q != std::string::npos) r.query = r.target.substr(q + 1);
@@ -403,7 +419,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             co_return std::nullopt;
         }
         auto& head = parser.get();
-        const auto origin = origin_form(head.target());
+        auto origin = origin_form(head.target());
         std::string path(origin.substr(0, origin.find('?')));
         if (head.version() != 11 && head.version() != 10) {
             http_error err{505, "http-version-not-supported", "use HTTP/1.1"};
@@ -445,7 +461,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         std::optional<incoming> in(std::in_place);
         in->keep_alive = head.keep_alive();
         in->head = head.method() == bhttp::verb::head;
-        in->req = to_request(parser.release());
+        in->req = to_request(parser.release(), std::move(origin));
         co_return in;
     }
 
@@ -475,18 +491,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             bool watching = false;
             in->req.on_client_gone = [&stream, &watching](std::function<void()> fn) {
                 watching = true;
-                auto& socket = stream.socket();
-                socket.async_wait(tcp::socket::wait_read, [&socket, fn = std::move(fn)](
-                                                              boost::system::error_code ec) {
-                    if (ec) return;  // canceled: the request was answered
-                    // Readable with nothing but the end (or a reset): the client is gone.
-                    // A pipelined request instead stays for the session to read.
-                    char c;
-                    const auto n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-                    if (n == 0 ||
-                        (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-                        fn();
-                });
+                on_client_end(stream.socket(), false, std::move(fn));
             };
             response res = co_await dispatch(in->req);
             if (watching) {

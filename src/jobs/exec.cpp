@@ -423,7 +423,6 @@ struct result_file_ref {
     std::string media_type;
 };
 
-/// One attempt of an exec kind: the child process, its pipes, and what it said.
 // The process groups of the commands that run now, for kill_running_commands.
 struct live_groups {
     std::mutex mutex;
@@ -435,6 +434,7 @@ live_groups& live() {
     return l;
 }
 
+/// One attempt of an exec kind: the child process, its pipes, and what it said.
 class exec_attempt {
   public:
     exec_attempt(const exec_spec& spec, job& j, const asio::any_io_executor& ex)

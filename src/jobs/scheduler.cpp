@@ -1,5 +1,6 @@
 #include "jobs/scheduler.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -385,7 +386,7 @@ asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
     co_return state;
 }
 
-asio::awaitable<void> scheduler::shutdown() {
+asio::awaitable<void> scheduler::shutdown(std::chrono::steady_clock::time_point deadline) {
     using drained_channel = asio::experimental::channel<void(boost::system::error_code)>;
     auto ex = co_await asio::this_coro::executor;
     auto drained = std::make_shared<drained_channel>(ex, 1);
@@ -400,14 +401,14 @@ asio::awaitable<void> scheduler::shutdown() {
         on_drained_ = [drained] { drained->try_send(boost::system::error_code{}); };
         return false;
     };
-    const auto deadline = std::chrono::steady_clock::now() + seconds(settings_.shutdown_grace_s);
     bool idle = co_await core::run_on(strand_, std::move(stop_all));
     if (idle) co_return;
     // Jobs stop by themselves until shortly before the deadline; then the commands still
     // running (a command's own SIGKILL may be further off) are killed, so that the shutdown
     // ends within its grace.
-    const auto margin = std::min<std::chrono::steady_clock::duration>(
-        std::chrono::milliseconds(250), seconds(settings_.shutdown_grace_s) / 4);
+    using duration = std::chrono::steady_clock::duration;
+    const auto margin = std::clamp<duration>((deadline - std::chrono::steady_clock::now()) / 4,
+                                             duration::zero(), std::chrono::milliseconds(250));
     asio::steady_timer grace(ex, deadline - margin);
     auto r =
         co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));

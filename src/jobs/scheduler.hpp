@@ -26,7 +26,6 @@ namespace buzzer::jobs {
 /// Settings of the scheduler.
 struct scheduler_settings {
     unsigned max_running = 256;
-    double shutdown_grace_s = 10;
 };
 
 /// Counters of the scheduler, for /metrics.
@@ -123,8 +122,10 @@ class scheduler {
     /// Cancels a running job, or takes a queued operation out of the queue.
     boost::asio::awaitable<cancel_state> cancel(std::string id);
 
-    /// Stops claiming, hands running jobs back to pending, waits up to the grace period.
-    boost::asio::awaitable<void> shutdown();
+    /// Stops claiming, hands running jobs back to pending, and waits for them until
+    /// `deadline` (the end of the server's shutdown grace); commands still running shortly
+    /// before it are killed.
+    boost::asio::awaitable<void> shutdown(std::chrono::steady_clock::time_point deadline);
 
     /// Counters.
     const scheduler_stats& stats() const { return stats_; }

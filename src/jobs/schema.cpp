@@ -113,12 +113,7 @@ void check_value(const json::object& s, const json::value& v, const std::string&
     if (auto it = s.find("enum"); it != s.end()) {
         bool found = false;
         // Numbers by value: 1 and 1.0 are the same number.
-        auto same = [](const json::value& a, const json::value& b) {
-            if (a.is_number() && b.is_number())
-                return a.to_number<double>() == b.to_number<double>();
-            return a == b;
-        };
-        for (const auto& e : it->value().get_array()) found = found || same(e, v);
+        for (const auto& e : it->value().get_array()) found = found || core::same_json(e, v);
         if (!found) throw invalid_input(path + " must be one of " + core::to_json(it->value()));
     }
     if (v.is_number()) {

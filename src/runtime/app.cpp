@@ -189,7 +189,7 @@ void server::run() {
                  s.opts.public_url);
     db.on_commit = [&hub](std::vector<store::event> events) { hub.publish(std::move(events)); };
 
-    jobs::scheduler sched(io, db, s.kinds, {s.opts.max_running, s.opts.shutdown_grace_s});
+    jobs::scheduler sched(io, db, s.kinds, {s.opts.max_running});
     sched.load(pending);
 
     http::router routes;
@@ -230,7 +230,7 @@ void server::run() {
         s.shutting_down = true;
         front.stop();
         hub.shutdown();
-        co_await sched.shutdown();
+        co_await sched.shutdown(deadline);
         asio::steady_timer t(co_await asio::this_coro::executor);
         const auto drained_by =
             std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5));

@@ -20,8 +20,8 @@ namespace {
     throw config_error(file + ": " + key + ": " + what);
 }
 
-// A public base URL: absolute http or https with a host, a path at most (empty: none). Given
-// back without a trailing slash, since paths are appended to it. `where` names its source.
+// A public base URL: absolute http or https with a host, a path at most (empty: none). The
+// server drops trailing slashes itself. `where` names its source.
 std::string checked_public_url(std::string url, const std::string& where) {
     if (url.empty()) return url;
     auto parsed = boost::urls::parse_absolute_uri(url);
@@ -33,7 +33,6 @@ std::string checked_public_url(std::string url, const std::string& where) {
                            ": must be an absolute http or https URL such as "
                            "https://api.example.com (got \"" +
                            url + "\")");
-    while (url.ends_with('/')) url.pop_back();
     return url;
 }
 
