@@ -351,6 +351,29 @@ struct server::impl : std::enable_shared_from_this<impl> {
         return {ec, used};
     }
 
+    // Runs `read()`, a read of `stream`, with a deadline of its own. The stream's deadline
+    // would close the socket when it passes; this one only cancels the read, which then ends
+    // with beast::error::timeout, so that the client can still be sent its 408.
+    template <class Read>
+    static asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_within(
+        beast::tcp_stream& stream, std::chrono::milliseconds limit, Read read) {
+        stream.expires_never();
+        // Tells a timer that fires just as the read completes that it is too late.
+        auto state = std::make_shared<int>(0);  // 1: read done, 2: timed out
+        asio::steady_timer deadline(stream.get_executor(), limit);
+        deadline.async_wait([state, &stream](boost::system::error_code ec) {
+            if (ec || *state != 0) return;
+            *state = 2;
+            boost::system::error_code ignored;
+            stream.socket().cancel(ignored);
+        });
+        auto [ec, n] = co_await read();
+        if (*state == 2) ec = beast::error::timeout;
+        *state = 1;
+        deadline.cancel();
+        co_return std::tuple{ec, n};
+    }
+
     // A request read and checked, and how to answer it.
     struct incoming {
         request req;
@@ -372,23 +395,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
         // the event loop even when it has nothing to wait for).
         auto [hec, hn] = parse_buffered(parser, buffer);
         if (!hec && !parser.is_header_done()) {
-            // The stream's own deadline would close the socket: this one only cancels the
-            // read, so that the client still gets its 408. `state` tells a timer that fired
-            // just as the read completed that it is too late.
-            stream.expires_never();
-            auto state = std::make_shared<int>(0);  // 1: read done, 2: timed out
-            asio::steady_timer deadline(stream.get_executor(), settings.header_timeout);
-            deadline.async_wait([state, &stream](boost::system::error_code ec) {
-                if (ec || *state != 0) return;
-                *state = 2;
-                boost::system::error_code ignored;
-                stream.socket().cancel(ignored);
+            auto [rec, rn] = co_await read_within(stream, settings.header_timeout, [&] {
+                return bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
             });
-            auto [rec, rn] =
-                co_await bhttp::async_read_header(stream, buffer, parser, tuple_awaitable);
-            if (*state == 2) rec = beast::error::timeout;
-            *state = 1;
-            deadline.cancel();
             hec = rec;
             hn += rn;
         }
@@ -439,8 +448,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
                 stream.expires_after(settings.write_timeout);
                 co_await bhttp::async_write(stream, cont, use_awaitable);
             }
-            stream.expires_after(settings.idle_timeout);
-            auto [rec, rn] = co_await bhttp::async_read(stream, buffer, parser, tuple_awaitable);
+            auto [rec, rn] = co_await read_within(stream, settings.idle_timeout, [&] {
+                return bhttp::async_read(stream, buffer, parser, tuple_awaitable);
+            });
             bec = rec;
         }
         if (bec) {

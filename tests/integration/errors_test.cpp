@@ -842,6 +842,24 @@ BOOST_AUTO_TEST_CASE(headers_dribbled_line_by_line_are_closed_after_the_header_t
     expect_healthy(slow.port());
 }
 
+BOOST_AUTO_TEST_CASE(a_body_that_stalls_gets_a_408_after_the_idle_timeout) {
+    // The header timeout stays at its default (10 s): the body's read has the idle timeout.
+    server_process slow{server_options{.args = {"--idle-timeout", "1"}}};
+    raw_connection c(slow.port());
+    auto const start = steady::now();
+    BOOST_TEST_REQUIRE(
+        !c.send("POST /operations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100\r\n\r\n{\"kind\":\""));
+    auto got = c.receive_until_close(10s);
+    auto const took = ms_since(start);
+    BOOST_TEST(c.closed(), "still open after 10 s");
+    BOOST_TEST(took < 5000);
+    BOOST_TEST(took >= 800, "closed before the idle timeout");
+    BOOST_TEST(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), got);
+    BOOST_TEST(got.find("/problems/request-timeout") != std::string::npos, got);
+    expect_healthy(slow.port());
+}
+
 BOOST_AUTO_TEST_CASE(silent_connection_is_closed_after_the_idle_timeout) {
     server_process idle{server_options{.args = {"--idle-timeout", "1"}}};
     {
