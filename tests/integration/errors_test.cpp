@@ -807,19 +807,25 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(slow_clients)
 
+// The connection, whose last bytes were sent at `start`, gets a 408 problem after the 1 s
+// timeout under test, and is closed.
+void expect_timed_out(raw_connection& c, steady::time_point start) {
+    auto got = c.receive_until_close(10s);
+    auto const took = ms_since(start);
+    BOOST_TEST(c.closed(), "still open after 10 s");
+    BOOST_TEST(took < 5000);
+    BOOST_TEST(took >= 800, "closed before the timeout");
+    BOOST_TEST(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), got);
+    BOOST_TEST(got.find("/problems/request-timeout") != std::string::npos, got);
+}
+
 BOOST_AUTO_TEST_CASE(half_a_request_line_is_closed_after_the_header_timeout) {
     // The idle timeout stays at its default (60 s): only the header timeout can close it early.
     server_process slow{server_options{.args = {"--header-timeout", "1"}}};
     raw_connection c(slow.port());
     auto const start = steady::now();
     BOOST_TEST_REQUIRE(!c.send("GET /heal"));
-    auto got = c.receive_until_close(10s);
-    auto const took = ms_since(start);
-    BOOST_TEST(c.closed(), "still open after 10 s");
-    BOOST_TEST(took < 5000);
-    BOOST_TEST(took >= 800, "closed before the header timeout");
-    BOOST_TEST(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), got);
-    BOOST_TEST(got.find("/problems/request-timeout") != std::string::npos, got);
+    expect_timed_out(c, start);
     expect_healthy(slow.port());
 }
 
@@ -850,13 +856,7 @@ BOOST_AUTO_TEST_CASE(a_body_that_stalls_gets_a_408_after_the_idle_timeout) {
     BOOST_TEST_REQUIRE(
         !c.send("POST /operations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 "Content-Length: 100\r\n\r\n{\"kind\":\""));
-    auto got = c.receive_until_close(10s);
-    auto const took = ms_since(start);
-    BOOST_TEST(c.closed(), "still open after 10 s");
-    BOOST_TEST(took < 5000);
-    BOOST_TEST(took >= 800, "closed before the idle timeout");
-    BOOST_TEST(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), got);
-    BOOST_TEST(got.find("/problems/request-timeout") != std::string::npos, got);
+    expect_timed_out(c, start);
     expect_healthy(slow.port());
 }
 
