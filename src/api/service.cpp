@@ -1,4 +1,6 @@
 // Service endpoints: the demo page, /kinds, /healthz, /readyz, /metrics.
+#include <sqlite3.h>
+
 #include <boost/json.hpp>
 
 #include "api/common.hpp"
@@ -140,7 +142,37 @@ void add_service_routes(http::router& r, context& ctx) {
     r.add("GET", "/metrics", bind(metrics));
 }
 
+namespace {
+
+// A write the database cannot take now (disk full, I/O error, read-only file, locked) is a
+// 503 to retry, as /readyz says meanwhile; other failures stay 500s.
+std::optional<http::http_error> store_problem(const std::exception& e) {
+    const auto* db = dynamic_cast<const store::sqlite_error*>(&e);
+    if (!db) return std::nullopt;
+    switch (db->code() & 0xff) {
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+        case SQLITE_NOMEM:
+        case SQLITE_READONLY:
+        case SQLITE_IOERR:
+        case SQLITE_FULL:
+        case SQLITE_CANTOPEN:
+        case SQLITE_PROTOCOL:
+            return http::http_error{503,
+                                    "database-unavailable",
+                                    std::string("the database cannot take writes now (") +
+                                        db->what() + "); retry later",
+                                    {},
+                                    {{"Retry-After", "5"}}};
+        default:
+            return std::nullopt;
+    }
+}
+
+}  // namespace
+
 void add_routes(http::router& r, context& ctx) {
+    r.on_exception(store_problem);
     add_operation_routes(r, ctx);
     add_event_routes(r, ctx);
     add_service_routes(r, ctx);

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <exception>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +32,13 @@ class router {
     /// Finds the route for `method` and `path`.
     match find(std::string_view method, std::string_view path) const;
 
+    /// Which problem answers an exception that a handler let escape; none means a 500.
+    using error_mapper = std::function<std::optional<http_error>(const std::exception&)>;
+    void on_exception(error_mapper m) { map_error_ = std::move(m); }
+    std::optional<http_error> problem_for(const std::exception& e) const {
+        return map_error_ ? map_error_(e) : std::nullopt;
+    }
+
   private:
     struct route {
         std::string method;
@@ -39,6 +48,7 @@ class router {
     static bool matches(const route& r, const std::vector<std::string_view>& segments,
                         std::vector<std::string>* params);
     std::vector<route> routes_;
+    error_mapper map_error_;
 };
 
 /// Splits "/a/b/" into {"a", "b", ""}; "/" into {""}.

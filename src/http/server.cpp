@@ -326,9 +326,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
         } catch (const http_error& e) {
             error = e;
         } catch (const std::exception& e) {
-            core::log(core::level::error,
+            error = routes.problem_for(e);
+            core::log(error ? core::level::warn : core::level::error,
                       "handler " + req.method + " " + req.path + ": " + e.what());
-            error = http_error{500, "internal-error", "the server failed to answer this request"};
+            if (!error)
+                error =
+                    http_error{500, "internal-error", "the server failed to answer this request"};
         }
         co_return problem_response(*error, req.path);
     }

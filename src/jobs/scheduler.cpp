@@ -1,6 +1,7 @@
 #include "jobs/scheduler.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -58,6 +59,7 @@ struct scheduler::job_control {
     std::string id;
     std::int64_t row;  ///< the operation's row in the store
     std::string kind;
+    int priority = 0;  ///< as queued (for a claim that is put back)
     asio::strand<asio::io_context::executor_type> strand;
     asio::steady_timer wake;           ///< fires at the attempt's deadline, or at once when stopped
     asio::cancellation_signal cancel;  ///< bound to the job's coroutine; the timer emits it
@@ -122,7 +124,15 @@ class scheduler::attempt_context final : public job {
         // faster than the store commits is slowed down to its pace, none is dropped.
         std::string id = op_.id;
         std::string progress = *op_.progress;
-        co_await db_.write([&](store::write_context& w) { write_progress(w, id, progress); });
+        try {
+            co_await db_.write([&](store::write_context& w) { write_progress(w, id, progress); });
+        } catch (const std::exception& e) {
+            // A report the store cannot take is dropped, not the attempt: the job goes on, and
+            // its outcome is written when the store takes writes again.
+            if (!std::exchange(progress_lost_, true))
+                core::log(core::level::warn, "job " + id + ": progress not recorded (" + e.what() +
+                                                 "); later reports may be lost too");
+        }
     }
 
     void set_result(std::string body, std::string media_type) override {
@@ -152,6 +162,7 @@ class scheduler::attempt_context final : public job {
     store::store& db_;
     core::operation& op_;
     mutable std::optional<json::value> input_;
+    bool progress_lost_ = false;  ///< a report of this attempt could not be written
 };
 
 scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry& kinds,
@@ -303,6 +314,7 @@ void scheduler::pump() {
         index_.erase(e.id);
         stats_.pending.store(static_cast<std::int64_t>(index_.size()));
         claimed.push_back(track(std::move(e.id), e.order, std::move(kind)));
+        claimed.back()->priority = e.priority;
     }
     queue_idle_.store(!waiting, std::memory_order_release);
     if (!claimed.empty())
@@ -326,9 +338,19 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
     for (std::size_t i = 0; i < ctrls.size(); ++i) {
         auto& ctrl = ctrls[i];
         if (errors[i]) {
-            core::log_failure(errors[i], "job " + ctrl->id + ": cannot start: ");
-            ops[i].reset();
+            // Still pending in the store: it is queued again, to be claimed a moment later
+            // (the store may be full or failing for a while).
+            // Logged at the 1st, 2nd, 4th, 8th... failure in a row: an outage does not flood
+            // the log.
+            if (std::has_single_bit(++start_failures_))
+                core::log_failure(errors[i], "job " + ctrl->id + ": cannot start (failure " +
+                                                 std::to_string(start_failures_) +
+                                                 " in a row), retrying in 1 s: ");
+            finished(ctrl, store::queued{ctrl->id, ctrl->kind, ctrl->priority,
+                                         core::now_ms() + 1000, ctrl->row});
+            continue;
         }
+        start_failures_ = 0;
         if (!ops[i]) {
             finished(ctrl, std::nullopt);
             continue;
@@ -567,43 +589,66 @@ void scheduler::record(settled s) {
     });
 }
 
-asio::awaitable<void> scheduler::write_outcomes() {
-    std::vector<settled> batch = settled_.take();
-    std::vector<store::store::write_fn> writes;
-    writes.reserve(batch.size());
-    for (const auto& s : batch) {
-        writes.push_back([&s](store::write_context& w) {
-            const bool succeeded = s.op.state == core::status::succeeded;
-            store::save_operation(w.db, s.op, succeeded ? &s.result : nullptr);
-            w.add_event(s.op.id, s.event, s.text);
-        });
+asio::awaitable<void> scheduler::write_outcomes() { co_await record_outcomes(settled_.take()); }
+
+// An outcome whose write fails is written again, after a pause that grows from 100 ms to 1 s,
+// until the store takes it: its operation is running in the store until then, so its job
+// still counts as running (a cancel is answered, a shutdown waits for it).
+asio::awaitable<void> scheduler::record_outcomes(std::vector<settled> batch) {
+    auto pause = std::chrono::milliseconds(100);
+    for (int round = 1;; ++round) {
+        std::vector<store::store::write_fn> writes;
+        writes.reserve(batch.size());
+        for (const auto& s : batch) {
+            writes.push_back([&s](store::write_context& w) {
+                const bool succeeded = s.op.state == core::status::succeeded;
+                store::save_operation(w.db, s.op, succeeded ? &s.result : nullptr);
+                w.add_event(s.op.id, s.event, s.text);
+            });
+        }
+        auto errors = co_await db_.write_each(std::move(writes));
+        std::vector<settled> failed;
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            auto& s = batch[i];
+            if (errors[i]) {
+                if (round == 1)
+                    core::log_failure(errors[i],
+                                      "job " + s.op.id + ": cannot record the outcome, retrying: ");
+                failed.push_back(std::move(s));
+                continue;
+            }
+            if (round > 1)
+                core::log(core::level::info, "job " + s.op.id + ": outcome recorded after " +
+                                                 std::to_string(round) + " tries");
+            count_outcome(s);
+            std::optional<store::queued> again;
+            if (s.op.state == core::status::pending) again = store::queue_entry(s.op);
+            finished(s.ctrl, std::move(again));
+        }
+        if (failed.empty()) co_return;
+        batch = std::move(failed);
+        asio::steady_timer wait(strand_, pause);
+        co_await wait.async_wait(tuple_awaitable);
+        pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::seconds(1));
     }
-    auto errors = co_await db_.write_each(std::move(writes));
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-        auto& s = batch[i];
-        std::optional<store::queued> again;
-        if (errors[i]) {
-            core::log_failure(errors[i], "job " + s.op.id + ": cannot record the outcome: ");
-        } else if (s.op.state == core::status::pending) {
-            again = store::queue_entry(s.op);
-        }
-        switch (s.op.state) {
-            case core::status::succeeded:
-                stats_.succeeded.fetch_add(1);
-                break;
-            case core::status::failed:
-                stats_.failed.fetch_add(1);
-                break;
-            case core::status::canceled:
-                stats_.canceled.fetch_add(1);
-                break;
-            case core::status::pending:
-                if (s.failed_attempt) stats_.retried.fetch_add(1);
-                break;
-            default:
-                break;
-        }
-        finished(s.ctrl, std::move(again));
+}
+
+void scheduler::count_outcome(const settled& s) {
+    switch (s.op.state) {
+        case core::status::succeeded:
+            stats_.succeeded.fetch_add(1);
+            break;
+        case core::status::failed:
+            stats_.failed.fetch_add(1);
+            break;
+        case core::status::canceled:
+            stats_.canceled.fetch_add(1);
+            break;
+        case core::status::pending:
+            if (s.failed_attempt) stats_.retried.fetch_add(1);
+            break;
+        default:
+            break;
     }
 }
 

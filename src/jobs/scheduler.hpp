@@ -176,6 +176,8 @@ class scheduler {
     boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl, core::operation op);
     void record(settled s);
     boost::asio::awaitable<void> write_outcomes();
+    boost::asio::awaitable<void> record_outcomes(std::vector<settled> batch);
+    void count_outcome(const settled& s);
     boost::asio::awaitable<outcome> run_attempt(std::shared_ptr<job_control> ctrl,
                                                 core::operation& op, attempt_context& a);
     std::string settle(const outcome& out, core::operation& op) const;
@@ -197,7 +199,8 @@ class scheduler {
     std::atomic<int> free_slots_;
     // Set by pump(): no queued operation is left that a free slot could start.
     std::atomic<bool> queue_idle_{false};
-    handoff<settled> settled_;  ///< outcomes not yet handed to the store
+    handoff<settled> settled_;          ///< outcomes not yet handed to the store
+    std::uint64_t start_failures_ = 0;  ///< claims in a row whose write failed (on the strand)
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;

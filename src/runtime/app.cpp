@@ -146,6 +146,9 @@ void server::run() {
     auto& s = *impl_;
     raise_file_limit();
     std::signal(SIGPIPE, SIG_IGN);
+    // Past a file size limit (ulimit -f) a write fails with EFBIG, which the store reports
+    // like a full disk, instead of the signal killing the server.
+    std::signal(SIGXFSZ, SIG_IGN);
     if (s.opts.builtin_kinds) {
         jobs::kind_registry builtins;
         jobs::add_builtin_kinds(builtins);

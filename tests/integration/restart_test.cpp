@@ -1,4 +1,6 @@
 #define BOOST_TEST_MODULE integration_restart
+#include <sys/resource.h>
+
 #include <boost/test/unit_test.hpp>
 #include <csignal>
 #include <cstdio>
@@ -43,6 +45,15 @@ long unread_by_server(unsigned short server_port, unsigned short client_port) {
             return std::stol(queues.substr(queues.find(':') + 1), nullptr, 16);
     }
     return -1;
+}
+
+// Sets the soft file size limit (RLIMIT_FSIZE) of process `pid`: its writes past `bytes`
+// into a regular file fail with EFBIG, as on a full disk, while reads go on.
+void limit_file_size(pid_t pid, rlim_t bytes) {
+    rlimit now{};
+    BOOST_TEST_REQUIRE(::prlimit(pid, RLIMIT_FSIZE, nullptr, &now) == 0);
+    now.rlim_cur = bytes;
+    BOOST_TEST_REQUIRE(::prlimit(pid, RLIMIT_FSIZE, &now, nullptr) == 0);
 }
 
 }  // namespace
@@ -242,6 +253,47 @@ BOOST_AUTO_TEST_CASE(restart_rebinds_the_same_port_at_once) {
     server_process again{
         server_options{.database = db, .listen = "127.0.0.1:" + std::to_string(port)}};
     BOOST_TEST(again.port() == port);
+}
+
+BOOST_AUTO_TEST_CASE(writes_that_fail_for_a_while_get_503_and_strand_no_operation) {
+    // One job at a time: the echo waits in the scheduler's queue behind the sleep.
+    server_process server{server_options{.args = {"--max-running", "1"}}};
+    http_client client{server.port()};
+    auto slow = submit(client, R"({"kind":"sleep","input":{"seconds":1,"steps":4}})");
+    auto queued = submit(client, R"({"kind":"echo","input":{"n":1}})");
+    // No checkpoint has run (far fewer frames than it takes), so every write appends to the
+    // WAL: past its current size, all of them fail. The log, much smaller, is still written.
+    const auto wal = std::filesystem::file_size(server.database_path().string() + "-wal");
+    BOOST_TEST_REQUIRE(wal > server.log_contents().size() + 4096);
+    limit_file_size(server.pid(), wal);
+
+    auto refused = client.post_json("/operations", R"({"kind":"echo"})");
+    BOOST_TEST(refused.status == 503, refused.body);
+    BOOST_TEST(refused.header("Content-Type") == "application/problem+json");
+    BOOST_TEST(refused.body.find("/problems/database-unavailable") != std::string::npos,
+               refused.body);
+    BOOST_TEST(refused.header("Retry-After") == "5");
+    BOOST_TEST(client.get("/readyz").status == 503);
+    // The sleep's progress reports and then its outcome cannot be written.
+    bool stuck = wait_until(
+        [&] {
+            return server.log_contents().find("cannot record the outcome") != std::string::npos;
+        },
+        10s);
+    BOOST_TEST_REQUIRE(stuck, server.log_contents());
+    BOOST_TEST(status_of(client, slow).at("status").as_string() == "running");
+
+    limit_file_size(server.pid(), RLIM_INFINITY);
+    // Both finish once the store takes writes again: the outcome is written late, and the echo
+    // was not dropped from the queue. The reports lost meanwhile did not fail the attempt.
+    auto done = wait_for_status(client, slow, "succeeded", 10s);
+    BOOST_TEST(done.at("attempt").as_int64() == 1);
+    BOOST_TEST(wait_for_status(client, queued, "succeeded", 10s).at("attempt").as_int64() == 1);
+    auto events = event_types(server.port(), slow);
+    BOOST_TEST_REQUIRE(!events.empty());
+    BOOST_TEST(events.back() == "completed");
+    BOOST_TEST(client.get("/readyz").status == 200);
+    BOOST_TEST(client.post_json("/operations", R"({"kind":"echo"})").status == 202);
 }
 
 BOOST_AUTO_TEST_CASE(database_newer_than_the_binary_is_refused) {
