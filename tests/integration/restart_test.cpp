@@ -268,7 +268,7 @@ BOOST_AUTO_TEST_CASE(writes_that_fail_for_a_while_get_503_and_strand_no_operatio
     // WAL: past its current size, all of them fail. The log, much smaller, is still written.
     const auto wal = std::filesystem::file_size(server.database_path().string() + "-wal");
     BOOST_TEST_REQUIRE(wal > server.log_contents().size() + 4096);
-    const rlim_t unlimited = limit_file_size(server.pid(), wal);
+    const rlim_t before = limit_file_size(server.pid(), wal);
 
     auto refused = client.post_json("/operations", R"({"kind":"echo"})");
     BOOST_TEST(refused.status == 503, refused.body);
@@ -286,7 +286,7 @@ BOOST_AUTO_TEST_CASE(writes_that_fail_for_a_while_get_503_and_strand_no_operatio
     BOOST_TEST_REQUIRE(stuck, server.log_contents());
     BOOST_TEST(status_of(client, slow).at("status").as_string() == "running");
 
-    limit_file_size(server.pid(), unlimited);
+    limit_file_size(server.pid(), before);
     // Both finish once the store takes writes again: the outcome is written late, and the echo
     // was not dropped from the queue. The reports lost meanwhile did not fail the attempt.
     auto done = wait_for_status(client, slow, "succeeded", 10s);
