@@ -484,12 +484,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
     asio::awaitable<std::optional<response>> serve(beast::tcp_stream& stream,
                                                    connection_state& state) {
         beast::flat_buffer buffer(std::max<std::size_t>(settings.header_limit * 2, 64 * 1024));
-        for (;;) {
+        for (bool first = true;; first = false) {
             state.idle = true;
             if (state.closing || stopping) break;
             if (buffer.size() == 0) {
-                // Idle keep-alive: wait for the first byte of the next request.
-                stream.expires_after(settings.idle_timeout);
+                // Wait for the first byte of the next request. A new connection has the header
+                // timeout for its first request (a client that connects and sends nothing is
+                // not kept for the whole idle timeout); a kept-alive one the idle timeout.
+                stream.expires_after(first
+                                         ? std::min(settings.header_timeout, settings.idle_timeout)
+                                         : settings.idle_timeout);
                 auto [ec, n] =
                     co_await stream.async_read_some(buffer.prepare(1024), tuple_awaitable);
                 if (ec) break;

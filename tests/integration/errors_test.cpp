@@ -860,6 +860,21 @@ BOOST_AUTO_TEST_CASE(a_body_that_stalls_gets_a_408_after_the_idle_timeout) {
     expect_healthy(slow.port());
 }
 
+BOOST_AUTO_TEST_CASE(a_connection_that_never_sends_is_closed_after_the_header_timeout) {
+    // The idle timeout stays at its default (60 s): it is for kept-alive connections.
+    server_process slow{server_options{.args = {"--header-timeout", "1"}}};
+    raw_connection c(slow.port());
+    auto const start = steady::now();
+    auto got = c.receive_until_close(10s);
+    auto const took = ms_since(start);
+    BOOST_TEST(c.closed(), "still open after 10 s");
+    BOOST_TEST(took < 5000);
+    BOOST_TEST(took >= 800, "closed before the header timeout");
+    // Nothing was asked: nothing is answered.
+    BOOST_TEST(got.empty(), got);
+    expect_healthy(slow.port());
+}
+
 BOOST_AUTO_TEST_CASE(silent_connection_is_closed_after_the_idle_timeout) {
     server_process idle{server_options{.args = {"--idle-timeout", "1"}}};
     {
