@@ -173,123 +173,137 @@ http::response accepted(const context& ctx, status_view v) {
 }
 
 asio::awaitable<http::response> submit(context& ctx, http::request& req) {
-    if (ctx.shutting_down)
-        throw http_error{
-            503, "shutting-down", "the server is shutting down", {}, {{"Retry-After", "5"}}};
-    submission s = parse_submission(ctx, req);
-    std::optional<std::string> key;
-    if (req.has_header("idempotency-key"))
-        key = parse_idempotency_key(req.header("idempotency-key"));
-    if (ctx.scheduler.stats().pending.load() >= static_cast<std::int64_t>(ctx.settings.max_pending))
-        throw http_error{429,
-                         "queue-full",
-                         "too many pending operations; retry later",
-                         {},
-                         {{"Retry-After", "5"}}};
-    auto wait = preferred_wait(req);
+    // Errors too are answers that vary with the request's Prefer header.
+    try {
+        if (ctx.shutting_down)
+            throw http_error{
+                503, "shutting-down", "the server is shutting down", {}, {{"Retry-After", "5"}}};
+        submission s = parse_submission(ctx, req);
+        std::optional<std::string> key;
+        if (req.has_header("idempotency-key"))
+            key = parse_idempotency_key(req.header("idempotency-key"));
+        if (ctx.scheduler.stats().pending.load() >=
+            static_cast<std::int64_t>(ctx.settings.max_pending))
+            throw http_error{429,
+                             "queue-full",
+                             "too many pending operations; retry later",
+                             {},
+                             {{"Retry-After", "5"}}};
+        auto wait = preferred_wait(req);
 
-    std::optional<std::string> replay_id;
-    std::int64_t order = 0;
-    // When nothing waits before it, the operation starts in the commit that accepts it: it is
-    // stored as running, its first attempt counted, with both events (rendered here, not on
-    // the store's one writer thread). The place is given back unless the job is handed over.
-    auto place = ctx.scheduler.reserve(s.op.kind);
-    std::shared_ptr<sse::subscription> sub;
-    std::optional<sse::subscription_guard> guard;
-    if (wait && *wait > 0) {
-        // Subscribed before the write: none of the new operation's events can be missed, and
-        // its state is known without a read.
-        std::vector<std::string> ids{s.op.id};
-        sub = co_await ctx.hub.subscribe(std::move(ids), 64);
-        guard.emplace(ctx.hub, sub);
-    }
-    std::string pending_event = core::state_text(s.op);
-    std::string running_event;
-    if (place) {
-        s.op.state = core::status::running;
-        s.op.attempt = 1;
-        s.op.started_at = s.op.created_at;
-        running_event = core::state_text(s.op);
-    }
-    co_await ctx.db.write([&](store::write_context& w) {
-        if (key) {
-            if (auto found = store::find_key(w.db, *key)) {
-                // Texts differ for equal values too when one was stored by an older version
-                // (numbers were written as 1.5E0 then): those are compared as values.
-                if (found->request != s.canonical &&
-                    !core::same_json(json::parse(found->request, {}, core::json_options()),
-                                     json::parse(s.canonical, {}, core::json_options())))
-                    throw unprocessable("idempotency-key-reused",
-                                        "this Idempotency-Key was used with a different body");
-                replay_id = found->operation_id;
-                return;
-            }
+        std::optional<std::string> replay_id;
+        std::int64_t order = 0;
+        // When nothing waits before it, the operation starts in the commit that accepts it: it is
+        // stored as running, its first attempt counted, with both events (rendered here, not on
+        // the store's one writer thread). The place is given back unless the job is handed over.
+        auto place = ctx.scheduler.reserve(s.op.kind);
+        std::shared_ptr<sse::subscription> sub;
+        std::optional<sse::subscription_guard> guard;
+        if (wait && *wait > 0) {
+            // Subscribed before the write: none of the new operation's events can be missed, and
+            // its state is known without a read.
+            std::vector<std::string> ids{s.op.id};
+            sub = co_await ctx.hub.subscribe(std::move(ids), 64);
+            guard.emplace(ctx.hub, sub);
         }
-        order = store::insert_operation(w.db, s.op);
-        w.add_event(s.op.id, "pending", pending_event);
-        if (place) w.add_event(s.op.id, "running", running_event);
-        if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
-    });
+        std::string pending_event = core::state_text(s.op);
+        std::string running_event;
+        if (place) {
+            s.op.state = core::status::running;
+            s.op.attempt = 1;
+            s.op.started_at = s.op.created_at;
+            running_event = core::state_text(s.op);
+        }
+        co_await ctx.db.write([&](store::write_context& w) {
+            if (key) {
+                if (auto found = store::find_key(w.db, *key)) {
+                    // Texts differ for equal values too when one was stored by an older version
+                    // (numbers were written as 1.5E0 then): those are compared as values.
+                    if (found->request != s.canonical &&
+                        !core::same_json(json::parse(found->request, {}, core::json_options()),
+                                         json::parse(s.canonical, {}, core::json_options())))
+                        throw unprocessable("idempotency-key-reused",
+                                            "this Idempotency-Key was used with a different body");
+                    replay_id = found->operation_id;
+                    return;
+                }
+            }
+            order = store::insert_operation(w.db, s.op);
+            w.add_event(s.op.id, "pending", pending_event);
+            if (place) w.add_event(s.op.id, "running", running_event);
+            if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
+        });
 
-    status_view view;
-    if (!replay_id) {
-        // The operation as accepted: pending, even when its job has started since.
-        core::append_links(pending_event, s.op.id, core::status::pending, ctx.base_url);
-        view = status_view{s.op.id, core::status::pending, 0, std::move(pending_event)};
-        auto here = co_await asio::this_coro::executor;
-        s.op.row = order;
-        if (place)
-            ctx.scheduler.adopt(std::move(place), std::move(s.op), here);
-        else
-            ctx.scheduler.enqueue(store::queue_entry(s.op), here);
-    } else {
-        guard.reset();
-        sub.reset();
-        auto op = co_await load(ctx, *replay_id);
-        if (!op)
-            throw http_error{409, "idempotency-conflict",
-                             "the operation of this key is gone; retry"};
-        view = status_view::of(ctx, *op);
-    }
+        status_view view;
+        if (!replay_id) {
+            // The operation as accepted: pending, even when its job has started since.
+            core::append_links(pending_event, s.op.id, core::status::pending, ctx.base_url);
+            view = status_view{s.op.id, core::status::pending, 0, std::move(pending_event)};
+            auto here = co_await asio::this_coro::executor;
+            s.op.row = order;
+            if (place)
+                ctx.scheduler.adopt(std::move(place), std::move(s.op), here);
+            else
+                ctx.scheduler.enqueue(store::queue_entry(s.op), here);
+        } else {
+            guard.reset();
+            sub.reset();
+            auto op = co_await load(ctx, *replay_id);
+            if (!op)
+                throw http_error{409, "idempotency-conflict",
+                                 "the operation of this key is gone; retry"};
+            view = status_view::of(ctx, *op);
+        }
 
-    if (wait && *wait > 0 && !core::is_terminal(view.state)) {
-        // Not one conditional expression: g++ 12 miscompiles co_await inside `?:`.
-        std::optional<status_view> latest;
-        if (sub)
-            latest = co_await await_terminal(ctx, req, sub, view.id, *wait);
-        else
-            latest = co_await wait_terminal(ctx, req, view.id, *wait);
-        if (latest) view = std::move(*latest);
+        if (wait && *wait > 0 && !core::is_terminal(view.state)) {
+            // Not one conditional expression: g++ 12 miscompiles co_await inside `?:`.
+            std::optional<status_view> latest;
+            if (sub)
+                latest = co_await await_terminal(ctx, req, sub, view.id, *wait);
+            else
+                latest = co_await wait_terminal(ctx, req, view.id, *wait);
+            if (latest) view = std::move(*latest);
+        }
+        http::response r;
+        if (wait && core::is_terminal(view.state)) {
+            r = status_response(ctx, view);
+            r.set("Preference-Applied", "wait=" + std::to_string(*wait));
+        } else {
+            r = accepted(ctx, std::move(view));
+        }
+        r.set("Vary", "Prefer");
+        if (replay_id) r.set("Idempotent-Replayed", "true");
+        co_return r;
+    } catch (http_error& e) {
+        e.headers.push_back({"Vary", "Prefer"});
+        throw;
     }
-    http::response r;
-    if (wait && core::is_terminal(view.state)) {
-        r = status_response(ctx, view);
-        r.set("Preference-Applied", "wait=" + std::to_string(*wait));
-    } else {
-        r = accepted(ctx, std::move(view));
-    }
-    r.set("Vary", "Prefer");
-    if (replay_id) r.set("Idempotent-Replayed", "true");
-    co_return r;
 }
 
 asio::awaitable<http::response> get_status(context& ctx, http::request& req) {
-    const auto& id = req.params[0];
-    if (wants_event_stream(req)) {
-        std::vector<std::string> ids{id};
-        co_return co_await open_event_stream(ctx, req, std::move(ids));
+    // Errors too are answers that vary with the request's Accept header.
+    try {
+        const auto& id = req.params[0];
+        if (wants_event_stream(req)) {
+            std::vector<std::string> ids{id};
+            co_return co_await open_event_stream(ctx, req, std::move(ids));
+        }
+        require_id(id);
+        int wait = 0;
+        for (const auto& [k, v] : parse_query(req.query)) {
+            if (k != "wait") continue;
+            auto n = parse_wait(v);
+            if (!n)
+                throw http_error{400, "invalid-query", "wait must be an integer number of seconds"};
+            wait = *n;
+        }
+        auto op = co_await wait_terminal(ctx, req, id, wait);
+        if (!op) throw http_error{404, "not-found", "no operation with id " + id};
+        co_return status_response(ctx, *op);
+    } catch (http_error& e) {
+        e.headers.push_back({"Vary", "Accept"});
+        throw;
     }
-    require_id(id);
-    int wait = 0;
-    for (const auto& [k, v] : parse_query(req.query)) {
-        if (k != "wait") continue;
-        auto n = parse_wait(v);
-        if (!n) throw http_error{400, "invalid-query", "wait must be an integer number of seconds"};
-        wait = *n;
-    }
-    auto op = co_await wait_terminal(ctx, req, id, wait);
-    if (!op) throw http_error{404, "not-found", "no operation with id " + id};
-    co_return status_response(ctx, *op);
 }
 
 // Weak comparison of an If-None-Match list with a strong ETag.

@@ -92,7 +92,8 @@ response problem_response(const http_error& e, std::string_view instance) {
     p["title"] = status_title(e.status);
     p["status"] = e.status;
     p["detail"] = e.detail;
-    p["instance"] = instance;
+    // Unknown when the request did not get as far as its target.
+    if (!instance.empty()) p["instance"] = instance;
     for (const auto& kv : e.extra) p[kv.key()] = kv.value();
     response r;
     r.status = e.status;

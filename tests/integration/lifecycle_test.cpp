@@ -338,6 +338,7 @@ BOOST_AUTO_TEST_CASE(a_full_queue_answers_429_with_retry_after) {
     BOOST_TEST(full.header("Content-Type") == "application/problem+json");
     BOOST_TEST(str(full.json().as_object(), "type") == "/problems/queue-full");
     BOOST_TEST(!full.header("Retry-After").empty());
+    BOOST_TEST(full.header("Vary") == "Prefer");
     // Room again once one is canceled.
     c.post_json("/operations/" + ids[2] + "/cancel", "");
     BOOST_TEST_REQUIRE(
