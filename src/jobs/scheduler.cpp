@@ -440,8 +440,15 @@ asio::awaitable<void> scheduler::shutdown(std::chrono::steady_clock::time_point 
                                          " commands still running at the end of the grace period");
     grace.expires_at(deadline);
     r = co_await (drained->async_receive(tuple_awaitable) || grace.async_wait(tuple_awaitable));
-    if (r.index() == 1)
-        core::log(core::level::warn, "shutdown: jobs still running after the grace period");
+    if (r.index() == 0) co_return;
+    core::log(core::level::warn, "shutdown: jobs still running after the grace period");
+    // Outcomes that the store would not take are left: their operations are still running in
+    // the store, and run again at the next start.
+    auto abandon = [this] {
+        outcomes_abandoned_ = true;
+        for (auto* t : outcome_timers_) t->cancel();
+    };
+    co_await core::run_on(strand_, std::move(abandon));
 }
 
 asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_control> ctrl,
@@ -628,7 +635,17 @@ asio::awaitable<void> scheduler::record_outcomes(std::vector<settled> batch) {
         if (failed.empty()) co_return;
         batch = std::move(failed);
         asio::steady_timer wait(strand_, pause);
-        co_await wait.async_wait(tuple_awaitable);
+        if (!outcomes_abandoned_) {
+            outcome_timers_.insert(&wait);
+            co_await wait.async_wait(tuple_awaitable);
+            outcome_timers_.erase(&wait);
+        }
+        if (outcomes_abandoned_) {
+            for (const auto& s : batch)
+                core::log(core::level::warn,
+                          "job " + s.op.id + ": outcome not recorded before the shutdown");
+            co_return;
+        }
         pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::seconds(1));
     }
 }

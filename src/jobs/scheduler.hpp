@@ -201,6 +201,10 @@ class scheduler {
     std::atomic<bool> queue_idle_{false};
     handoff<settled> settled_;          ///< outcomes not yet handed to the store
     std::uint64_t start_failures_ = 0;  ///< claims in a row whose write failed (on the strand)
+    // Outcomes whose write failed wait on these timers (on the strand) before the next try;
+    // when a shutdown's grace has passed they are given up.
+    std::set<boost::asio::steady_timer*> outcome_timers_;
+    bool outcomes_abandoned_ = false;
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;

@@ -299,6 +299,31 @@ BOOST_AUTO_TEST_CASE(writes_that_fail_for_a_while_get_503_and_strand_no_operatio
     BOOST_TEST(client.post_json("/operations", R"({"kind":"echo"})").status == 202);
 }
 
+BOOST_AUTO_TEST_CASE(a_shutdown_while_writes_fail_ends_within_its_grace) {
+    temp_dir dir;
+    auto db = dir / "full.db";
+    std::string id;
+    {
+        server_process server{server_options{.database = db, .args = {"--shutdown-grace", "1"}}};
+        http_client client{server.port()};
+        id = submit(client, R"({"kind":"sleep","input":{"seconds":0.3}})");
+        limit_file_size(server.pid(), std::filesystem::file_size(db.string() + "-wal"));
+        BOOST_TEST_REQUIRE(wait_until(
+            [&] {
+                return server.log_contents().find("cannot record the outcome") != std::string::npos;
+            },
+            10s));
+        // The outcome that cannot be written is given up when the grace ends.
+        auto const start = std::chrono::steady_clock::now();
+        BOOST_TEST(server.terminate() == 0);
+        BOOST_TEST((std::chrono::steady_clock::now() - start < 3s));
+    }
+    // Still running in the store: the next start runs it again.
+    server_process server{server_options{.database = db}};
+    http_client client{server.port()};
+    BOOST_TEST(wait_for_status(client, id, "succeeded", 10s).at("attempt").as_int64() == 2);
+}
+
 BOOST_AUTO_TEST_CASE(database_newer_than_the_binary_is_refused) {
     temp_dir dir;
     auto db = dir / "future.db";
