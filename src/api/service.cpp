@@ -1,6 +1,4 @@
 // Service endpoints: the demo page, /kinds, /healthz, /readyz, /metrics.
-#include <sqlite3.h>
-
 #include <boost/json.hpp>
 
 #include "api/common.hpp"
@@ -148,25 +146,13 @@ namespace {
 // 503 to retry, as /readyz says meanwhile; other failures stay 500s.
 std::optional<http::http_error> store_problem(const std::exception& e) {
     const auto* db = dynamic_cast<const store::sqlite_error*>(&e);
-    if (!db) return std::nullopt;
-    switch (db->code() & 0xff) {
-        case SQLITE_BUSY:
-        case SQLITE_LOCKED:
-        case SQLITE_NOMEM:
-        case SQLITE_READONLY:
-        case SQLITE_IOERR:
-        case SQLITE_FULL:
-        case SQLITE_CANTOPEN:
-        case SQLITE_PROTOCOL:
-            return http::http_error{503,
-                                    "database-unavailable",
-                                    std::string("the database cannot take writes now (") +
-                                        db->what() + "); retry later",
-                                    {},
-                                    {{"Retry-After", "5"}}};
-        default:
-            return std::nullopt;
-    }
+    if (!db || !db->unavailable()) return std::nullopt;
+    return http::http_error{
+        503,
+        "database-unavailable",
+        std::string("the database cannot take writes now (") + db->what() + "); retry later",
+        {},
+        {{"Retry-After", "5"}}};
 }
 
 }  // namespace

@@ -21,6 +21,9 @@ class sqlite_error : public std::runtime_error {
     sqlite_error(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
     /// The primary SQLite result code.
     int code() const noexcept { return code_; }
+    /// Whether the database cannot take the request now but may later: a full disk, an I/O
+    /// error, a read-only or unopenable file, a lock held elsewhere, memory short.
+    bool unavailable() const noexcept;
 
   private:
     int code_;
