@@ -9,7 +9,6 @@
 
 #include "core/ulid.hpp"
 #include "sse/format.hpp"
-#include "store/operations.hpp"
 
 namespace buzzer::api {
 namespace asio = boost::asio;
@@ -63,9 +62,7 @@ std::string status_url(const context& ctx, std::string_view id) {
 }
 
 asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string id) {
-    std::optional<core::operation> op;
-    co_await ctx.db.read([&](store::connection& db) { op = store::load_operation(db, id); });
-    co_return op;
+    co_return co_await ctx.db.load(std::move(id));
 }
 
 status_view status_view::of(const context& ctx, const core::operation& op) {

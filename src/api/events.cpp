@@ -12,7 +12,6 @@
 #include "api/common.hpp"
 #include "core/ulid.hpp"
 #include "sse/format.hpp"
-#include "store/operations.hpp"
 
 namespace buzzer::api {
 namespace asio = boost::asio;
@@ -30,7 +29,7 @@ struct stream_state {
     std::set<std::string> finished;
 
     bool done() const { return finished.size() == ids.size(); }
-    void saw(const store::event& e) {
+    void saw(const core::event& e) {
         last = std::max(last, e.seq);
         if (sse::is_terminal_event(e.type)) finished.insert(e.operation_id);
     }
@@ -60,10 +59,7 @@ asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state&
     // Only what is durable: later commits reach the subscription live, after their fsync.
     const std::int64_t upto = ctx.db.published_seq();
     for (;;) {
-        std::vector<store::event> page;
-        co_await ctx.db.read([&](store::connection& db) {
-            page = store::read_events(db, st.ids, st.last, upto, replay_page);
-        });
+        auto page = co_await ctx.db.replay(st.ids, st.last, upto, replay_page);
         std::string text;
         for (const auto& e : page) {
             text += sse::format_event(e, ctx.base_url);
@@ -158,24 +154,14 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
         if (!core::is_ulid(id)) throw http_error{404, "not-found", "no operation with id " + id};
 
     // Which operations exist, and which of them have ended at or before `after`.
-    std::optional<std::string> missing;
-    std::set<std::string> ended;
     // Read before the stream subscribes: every event published later has a greater id.
     const std::int64_t newest = ctx.db.published_seq();
-    co_await ctx.db.read([&](store::connection& db) {
-        for (const auto& id : ids) {
-            auto op = store::load_operation(db, id);
-            if (!op) {
-                missing = id;
-                return;
-            }
-            if (core::is_terminal(op->state)) {
-                auto seq = store::terminal_event(db, id);
-                if (seq != 0 && after >= seq) ended.insert(id);
-            }
-        }
-    });
-    if (missing) throw http_error{404, "not-found", "no operation with id " + *missing};
+    const auto ends = co_await ctx.db.stream_ends(ids);
+    std::set<std::string> ended;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (!ends[i]) throw http_error{404, "not-found", "no operation with id " + ids[i]};
+        if (*ends[i] != 0 && after >= *ends[i]) ended.insert(ids[i]);
+    }
     http::response r;
     if (ended.size() == ids.size()) {
         // Nothing more will come: 204 tells EventSource to stop reconnecting.

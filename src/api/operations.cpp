@@ -1,6 +1,4 @@
 // /operations: submit, status monitor, result, cancel, delete, list.
-#include "store/operations.hpp"
-
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
@@ -8,7 +6,9 @@
 #include "api/common.hpp"
 #include "api/events.hpp"
 #include "core/json_text.hpp"
+#include "core/lifecycle.hpp"
 #include "core/ulid.hpp"
+#include "store/store.hpp"
 
 namespace buzzer::api {
 namespace asio = boost::asio;
@@ -191,8 +191,6 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
                              {{"Retry-After", "5"}}};
         auto wait = preferred_wait(req);
 
-        std::optional<std::string> replay_id;
-        std::int64_t order = 0;
         // When nothing waits before it, the operation starts in the commit that accepts it: it is
         // stored as running, its first attempt counted, with both events (rendered here, not on
         // the store's one writer thread). The place is given back unless the job is handed over.
@@ -206,49 +204,33 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             sub = co_await ctx.hub.subscribe(std::move(ids), 64);
             guard.emplace(ctx.hub, sub);
         }
-        std::string pending_event = core::state_text(s.op);
-        std::string running_event;
-        if (place) {
-            s.op.state = core::status::running;
-            s.op.attempt = 1;
-            s.op.started_at = s.op.created_at;
-            running_event = core::state_text(s.op);
-        }
-        co_await ctx.db.write([&](store::write_context& w) {
-            if (key) {
-                if (auto found = store::find_key(w.db, *key)) {
-                    // Texts differ for equal values too when one was stored by an older version
-                    // (numbers were written as 1.5E0 then): those are compared as values.
-                    if (found->request != s.canonical &&
-                        !core::same_json(json::parse(found->request, {}, core::json_options()),
-                                         json::parse(s.canonical, {}, core::json_options())))
-                        throw unprocessable("idempotency-key-reused",
-                                            "this Idempotency-Key was used with a different body");
-                    replay_id = found->operation_id;
-                    return;
-                }
-            }
-            order = store::insert_operation(w.db, s.op);
-            w.add_event(s.op.id, "pending", pending_event);
-            if (place) w.add_event(s.op.id, "running", running_event);
-            if (key) store::insert_key(w.db, *key, s.canonical, s.op.id, s.op.created_at);
-        });
+        const auto now = s.op.created_at;
+        auto step = core::lifecycle::apply(
+            std::move(s.op), core::lifecycle::submitted{now, static_cast<bool>(place)});
+        // The operation as accepted: pending, even when its job has started since.
+        std::string accepted_text = step.events.front().data;
+        std::optional<store::idempotency_key> idempotency;
+        if (key) idempotency = store::idempotency_key{*key, std::move(s.canonical)};
+        auto stored = co_await ctx.db.submit(std::move(step.op), std::move(step.events),
+                                             std::move(idempotency));
+        if (stored.kind == store::submit_result::key_reused)
+            throw unprocessable("idempotency-key-reused",
+                                "this Idempotency-Key was used with a different body");
+        const bool replayed = stored.kind == store::submit_result::replayed;
 
         status_view view;
-        if (!replay_id) {
-            // The operation as accepted: pending, even when its job has started since.
-            core::append_links(pending_event, s.op.id, core::status::pending, ctx.base_url);
-            view = status_view{s.op.id, core::status::pending, 0, std::move(pending_event)};
+        if (!replayed) {
+            core::append_links(accepted_text, stored.op.id, core::status::pending, ctx.base_url);
+            view = status_view{stored.op.id, core::status::pending, 0, std::move(accepted_text)};
             auto here = co_await asio::this_coro::executor;
-            s.op.row = order;
             if (place)
-                ctx.scheduler.adopt(std::move(place), std::move(s.op), here);
+                ctx.scheduler.adopt(std::move(place), std::move(stored.op), here);
             else
-                ctx.scheduler.enqueue(store::queue_entry(s.op), here);
+                ctx.scheduler.enqueue(core::queue_entry(stored.op), here);
         } else {
             guard.reset();
             sub.reset();
-            auto op = co_await load(ctx, *replay_id);
+            auto op = co_await load(ctx, stored.operation_id);
             if (!op)
                 throw http_error{409, "idempotency-conflict",
                                  "the operation of this key is gone; retry"};
@@ -272,7 +254,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             r = accepted(ctx, std::move(view));
         }
         r.set("Vary", "Prefer");
-        if (replay_id) r.set("Idempotent-Replayed", "true");
+        if (replayed) r.set("Idempotent-Replayed", "true");
         co_return r;
     } catch (http_error& e) {
         e.headers.push_back({"Vary", "Prefer"});
@@ -324,19 +306,16 @@ bool etag_matches(std::string_view header, std::string_view etag) {
 asio::awaitable<http::response> get_result(context& ctx, http::request& req) {
     const auto& id = req.params[0];
     require_id(id);
-    std::optional<core::operation> op;
-    std::optional<store::result_body> result;
-    co_await ctx.db.read([&](store::connection& db) {
-        op = store::load_operation(db, id);
-        if (op && op->state == core::status::succeeded) result = store::load_result(db, id);
-    });
-    if (!op) throw http_error{404, "not-found", "no operation with id " + id};
+    auto found = co_await ctx.db.load_result(id);
+    if (!found) throw http_error{404, "not-found", "no operation with id " + id};
+    const auto& op = found->op;
+    auto& result = found->result;
     if (!result) {
         json::object extra;
-        extra["operation_status"] = core::to_string(op->state);
+        extra["operation_status"] = core::to_string(op.state);
         throw http_error{409,
                          "operation-not-succeeded",
-                         "the operation is " + std::string(core::to_string(op->state)),
+                         "the operation is " + std::string(core::to_string(op.state)),
                          std::move(extra),
                          {{"Link", "<" + status_url(ctx, id) + ">; rel=\"status\""}}};
     }
@@ -357,19 +336,14 @@ asio::awaitable<http::response> get_result(context& ctx, http::request& req) {
 asio::awaitable<http::response> delete_operation(context& ctx, http::request& req) {
     const auto& id = req.params[0];
     require_id(id);
-    std::optional<core::status> found;
-    bool deleted = false;
-    co_await ctx.db.write([&](store::write_context& w) {
-        deleted = store::delete_operation(w.db, id);
-        if (!deleted)
-            if (auto op = store::load_operation(w.db, id)) found = op->state;
-    });
-    if (!deleted && !found) throw http_error{404, "not-found", "no operation with id " + id};
-    if (!deleted) {
+    auto removed = co_await ctx.db.remove(id);
+    if (removed.kind == store::delete_result::missing)
+        throw http_error{404, "not-found", "no operation with id " + id};
+    if (removed.kind == store::delete_result::active) {
         json::object extra;
-        extra["operation_status"] = core::to_string(*found);
+        extra["operation_status"] = core::to_string(removed.state);
         throw http_error{409, "operation-active",
-                         "the operation is " + std::string(core::to_string(*found)) +
+                         "the operation is " + std::string(core::to_string(removed.state)) +
                              "; cancel it before deleting it",
                          std::move(extra)};
     }
@@ -402,30 +376,16 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
                               op->state == core::status::canceled;
             if (core::is_terminal(op->state) && !ours) throw finished_problem(*op);
             // The 202 is a promise: it holds across a crash before the job has stopped.
-            if (!core::is_terminal(op->state)) {
-                co_await ctx.db.write(
-                    [&](store::write_context& w) { store::request_cancel(w.db, id); });
-            }
+            if (!core::is_terminal(op->state)) co_await ctx.db.request_cancel(id);
             http::response r = json_response(202, core::represent_text(*op, ctx.base_url));
             r.set("Location", status_url(ctx, id));
             co_return r;
         }
-        std::optional<core::operation> op;
-        bool canceled = false;
-        co_await ctx.db.write([&](store::write_context& w) {
-            op = store::load_operation(w.db, id);
-            if (!op || op->state != core::status::pending) return;
-            auto now = core::now_ms();
-            op->state = core::status::canceled;
-            op->finished_at = now;
-            op->error = core::canceled_problem(id);
-            store::save_operation(w.db, *op);
-            w.add_event(id, "canceled", core::state_text(*op));
-            canceled = true;
-        });
-        if (!op) break;
-        if (canceled) co_return json_response(200, core::represent_text(*op, ctx.base_url));
-        if (core::is_terminal(op->state)) throw finished_problem(*op);
+        auto pending = co_await ctx.db.cancel_pending(id);
+        if (pending.kind == store::cancel_result::missing) break;
+        if (pending.kind == store::cancel_result::canceled)
+            co_return json_response(200, core::represent_text(pending.op, ctx.base_url));
+        if (core::is_terminal(pending.op.state)) throw finished_problem(pending.op);
         // Running in the store but not yet seen by the scheduler: ask it again.
     }
     throw http_error{404, "not-found", "no operation with id " + id};
@@ -453,8 +413,7 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
             q.before = v;
         }
     }
-    std::vector<core::operation> rows;
-    co_await ctx.db.read([&](store::connection& db) { rows = store::list_operations(db, q); });
+    auto rows = co_await ctx.db.list(q);
     bool more = rows.size() > static_cast<std::size_t>(q.limit);
     if (more) rows.resize(static_cast<std::size_t>(q.limit));
 

@@ -145,7 +145,7 @@ namespace {
 // A write the database cannot take now (disk full, I/O error, read-only file, locked) is a
 // 503 to retry, as /readyz says meanwhile; other failures stay 500s.
 std::optional<http::http_error> store_problem(const std::exception& e) {
-    const auto* db = dynamic_cast<const store::sqlite_error*>(&e);
+    const auto* db = dynamic_cast<const store::database_error*>(&e);
     if (!db || !db->unavailable()) return std::nullopt;
     return http::http_error{
         503,

@@ -42,8 +42,29 @@ struct operation {
     millis run_after = 0;                 ///< earliest start of the next attempt (backoff)
     std::optional<std::string> progress;  ///< serialized {"percent","message"}
     std::optional<std::string> error;     ///< serialized problem object
-    std::int64_t row = 0;                 ///< the store's row id; 0 when not known
+    bool cancel_requested = false;        ///< a cancel was accepted; its job is to stop
+    std::int64_t row = 0;                 ///< the store's handle (insertion order); 0: not known
 };
+
+/// A stored result body and its media type.
+struct result_body {
+    std::string body;
+    std::string media_type;
+};
+
+/// A pending operation as a ready queue needs it.
+struct queued {
+    std::string id;
+    std::string kind;
+    int priority = 0;
+    millis run_after = 0;
+    std::int64_t order = 0;  ///< insertion order (the store's row): ties run oldest first
+};
+
+/// The queue entry of a pending operation that has its row.
+inline queued queue_entry(const operation& op) {
+    return {op.id, op.kind, op.priority, op.run_after, op.row};
+}
 
 /// A JSON number: an integer when `v` is whole (so 60 prints as 60, not 6E1).
 boost::json::value json_number(double v);

@@ -88,7 +88,7 @@ void scheduler::spawn_job(const std::shared_ptr<job_control>& ctrl, core::operat
 }
 
 struct scheduler::outcome {
-    enum kind_t { success, failure, cancel, shutdown } kind = failure;
+    enum kind_t { success, failure, timeout, cancel, shutdown } kind = failure;
     std::string body;        ///< result bytes
     std::string media_type;  ///< of the result; empty: application/json
     std::string type;        ///< of the failure's problem; empty: /problems/job-failed
@@ -116,43 +116,36 @@ class scheduler::attempt_context final : public job {
     std::string_view input_text() const override { return op_.input; }
 
     asio::awaitable<void> progress(int percent, std::string message) override {
-        json::object p;
-        p["percent"] = std::clamp(percent, 0, 100);
-        p["message"] = std::move(message);
-        op_.progress = json::serialize(p);
+        auto step = core::lifecycle::apply(
+            std::move(op_), core::lifecycle::progressed{percent, std::move(message)});
+        op_ = std::move(step.op);
+        if (!step) co_return;
         // Every report is an event, and the job waits for it to be durable: one that reports
         // faster than the store commits is slowed down to its pace, none is dropped.
-        std::string id = op_.id;
-        std::string progress = *op_.progress;
+        const store::change report{op_, step.events};
+        std::exception_ptr failure;
         try {
-            co_await db_.write([&](store::write_context& w) { write_progress(w, id, progress); });
+            auto written = co_await db_.record({&report, 1});
+            failure = written.front().error;
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        if (!failure) co_return;
+        try {
+            std::rethrow_exception(failure);
         } catch (const std::exception& e) {
             // A report the store cannot take is dropped, not the attempt: the job goes on, and
             // its outcome is written when the store takes writes again.
             if (!std::exchange(progress_lost_, true))
-                core::log(core::level::warn, "job " + id + ": progress not recorded (" + e.what() +
-                                                 "); later reports may be lost too");
+                core::log(core::level::warn, "job " + op_.id + ": progress not recorded (" +
+                                                 e.what() + "); later reports may be lost too");
+        } catch (...) {
         }
     }
 
     void set_result(std::string body, std::string media_type) override {
         raw_result_ = std::move(body);
         media_type_ = std::move(media_type);
-    }
-
-    /// Writes the progress row and its event.
-    static void write_progress(store::write_context& w, const std::string& id,
-                               const std::string& progress) {
-        auto s =
-            w.db.cached("UPDATE operations SET progress = ?2 WHERE id = ?1 AND status = 'running'");
-        s->bind(1, id).bind(2, progress).exec();
-        boost::system::error_code ec;
-        auto p = json::parse(progress, ec).as_object();
-        json::object data;
-        data["id"] = id;
-        data["percent"] = p["percent"];
-        data["message"] = p["message"];
-        w.add_event(id, "progress", json::serialize(data));
     }
 
     std::optional<std::string> raw_result_;
@@ -177,7 +170,7 @@ scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry
 
 scheduler::~scheduler() = default;
 
-void scheduler::load(const std::vector<store::queued>& pending) {
+void scheduler::load(const std::vector<core::queued>& pending) {
     for (const auto& q : pending) add(q);
 }
 
@@ -188,7 +181,7 @@ void scheduler::start() {
     });
 }
 
-void scheduler::enqueue(store::queued q, const asio::any_io_executor& caller) {
+void scheduler::enqueue(core::queued q, const asio::any_io_executor& caller) {
     // The submissions resumed by the same group commit reach the strand together.
     hand_over(incoming_, std::move(q), caller, strand_, [this] { take_incoming(); });
 }
@@ -240,7 +233,7 @@ std::shared_ptr<scheduler::job_control> scheduler::track(std::string id, std::in
     return ctrl;
 }
 
-void scheduler::add(store::queued q) {
+void scheduler::add(core::queued q) {
     if (index_.count(q.id) || running_.count(q.id)) return;
     entry e{q.priority, q.order, q.id};
     bool delayed = q.run_after > core::now_ms();
@@ -324,43 +317,36 @@ void scheduler::pump() {
 
 asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_control>> ctrls) {
     // One write per attempt (one failing leaves the others alone), all in one round trip.
-    std::vector<std::optional<core::operation>> ops(ctrls.size());
-    std::vector<store::store::write_fn> writes;
-    writes.reserve(ctrls.size());
-    const auto now = core::now_ms();
-    for (std::size_t i = 0; i < ctrls.size(); ++i) {
-        writes.push_back([&ops, &ctrls, i, now](store::write_context& w) {
-            ops[i] = store::start_attempt(w.db, ctrls[i]->row, ctrls[i]->id, now);
-            if (ops[i]) w.add_event(ops[i]->id, "running", core::state_text(*ops[i]));
-        });
-    }
-    auto errors = co_await db_.write_each(std::move(writes));
+    std::vector<store::claim> claims;
+    claims.reserve(ctrls.size());
+    for (const auto& ctrl : ctrls) claims.push_back({ctrl->id, ctrl->row});
+    auto started = co_await db_.start_attempts(std::move(claims), core::now_ms());
     for (std::size_t i = 0; i < ctrls.size(); ++i) {
         auto& ctrl = ctrls[i];
-        if (errors[i]) {
+        if (const auto& error = started[i].error) {
             // Still pending in the store: it is queued again, to be claimed a moment later
             // (the store may be full or failing for a while).
             // Logged at the 1st, 2nd, 4th, 8th... failure in a row: an outage does not flood
             // the log.
             if (std::has_single_bit(++start_failures_))
-                core::log_failure(errors[i], "job " + ctrl->id + ": cannot start (failure " +
-                                                 std::to_string(start_failures_) +
-                                                 " in a row), retrying in 1 s: ");
-            finished(ctrl, store::queued{ctrl->id, ctrl->kind, ctrl->priority,
-                                         core::now_ms() + 1000, ctrl->row});
+                core::log_failure(error, "job " + ctrl->id + ": cannot start (failure " +
+                                             std::to_string(start_failures_) +
+                                             " in a row), retrying in 1 s: ");
+            finished(ctrl, core::queued{ctrl->id, ctrl->kind, ctrl->priority, core::now_ms() + 1000,
+                                        ctrl->row});
             continue;
         }
         start_failures_ = 0;
-        if (!ops[i]) {
+        if (!started[i].op) {
             finished(ctrl, std::nullopt);
             continue;
         }
-        spawn_job(ctrl, std::move(*ops[i]));
+        spawn_job(ctrl, std::move(*started[i].op));
     }
 }
 
 void scheduler::finished(const std::shared_ptr<job_control>& ctrl,
-                         std::optional<store::queued> again) {
+                         std::optional<core::queued> again) {
     asio::post(strand_, [this, ctrl, again = std::move(again)]() mutable {
         running_.erase(ctrl->id);
         free_slots_.fetch_add(1, std::memory_order_acq_rel);
@@ -509,65 +495,36 @@ asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_c
         co_return result;
     }
     if (ctrl->reason == stop_reason::none) {
-        out.type = "/problems/timeout";
-        out.detail = "the attempt did not finish within timeout_s (" +
-                     core::number_text(op.timeout_s) + " s)";
+        out.kind = outcome::timeout;
         co_return out;
     }
     out.kind = ctrl->reason == stop_reason::shutdown ? outcome::shutdown : outcome::cancel;
     co_return out;
 }
 
-// The operation after an attempt's outcome, and the type of its event. Outside the store's
-// writer thread, which then only writes the row and the event.
-std::string scheduler::settle(const outcome& out, core::operation& op) const {
-    auto now = core::now_ms();
-    std::string event;
+// What an attempt's outcome is to the lifecycle. Decided outside the store's writer thread,
+// which then only writes the row and the events.
+core::lifecycle::change scheduler::settle(const outcome& out, const core::operation& op) const {
+    namespace lifecycle = core::lifecycle;
+    const auto now = core::now_ms();
+    auto retry_delay = [&] {
+        const kind_def* k = kinds_.find(op.kind);
+        kind_options d = k ? k->defaults : kind_options{};
+        return backoff_delay_ms(op.attempt, d.backoff_base_s, d.backoff_max_s);
+    };
     switch (out.kind) {
         case outcome::success:
-            op.state = core::status::succeeded;
-            op.finished_at = now;
-            op.error.reset();
-            event = "completed";
-            break;
-        case outcome::failure: {
-            bool timeout = out.type == "/problems/timeout";
-            op.error = core::operation_problem(out.type.empty() ? "/problems/job-failed" : out.type,
-                                               timeout ? "Attempt timed out" : "Attempt failed",
-                                               timeout ? 504 : 500, out.detail, op.id);
-            if (out.retryable && op.attempt < op.max_attempts) {
-                const kind_def* k = kinds_.find(op.kind);
-                kind_options d = k ? k->defaults : kind_options{};
-                op.state = core::status::pending;
-                op.progress.reset();
-                op.run_after =
-                    now + backoff_delay_ms(op.attempt, d.backoff_base_s, d.backoff_max_s);
-                event = "pending";
-            } else {
-                op.state = core::status::failed;
-                op.finished_at = now;
-                event = "failed";
-            }
-            break;
-        }
+            return lifecycle::succeeded{now};
+        case outcome::timeout:
+            return lifecycle::timed_out{now, retry_delay()};
+        case outcome::failure:
+            return lifecycle::failed{now, out.type, out.detail, out.retryable, retry_delay()};
         case outcome::cancel:
-            op.state = core::status::canceled;
-            op.finished_at = now;
-            op.error = core::canceled_problem(op.id);
-            event = "canceled";
-            break;
+            return lifecycle::canceled{now};
         case outcome::shutdown:
-            // A clean shutdown does not spend the attempt.
-            op.state = core::status::pending;
-            op.attempt = std::max(op.attempt - 1, 0);
-            if (op.attempt == 0) op.started_at.reset();
-            op.progress.reset();
-            op.error.reset();
-            op.run_after = 0;
-            event = "pending";
             break;
     }
-    return event;
+    return lifecycle::handed_back{};
 }
 
 asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core::operation op) {
@@ -578,12 +535,15 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
         out.kind = outcome::cancel;
 
     settled s;
-    s.event = settle(out, op);
-    s.text = core::state_text(op);
-    if (out.media_type.empty()) out.media_type = "application/json";
-    s.result = store::result_body{std::move(out.body), std::move(out.media_type)};
-    s.failed_attempt = out.kind == outcome::failure;
-    s.op = std::move(op);
+    auto change = settle(out, op);
+    auto step = core::lifecycle::apply(std::move(op), change);
+    if (out.kind == outcome::success) {
+        if (out.media_type.empty()) out.media_type = "application/json";
+        s.result = core::result_body{std::move(out.body), std::move(out.media_type)};
+    }
+    s.failed_attempt = out.kind == outcome::failure || out.kind == outcome::timeout;
+    s.op = std::move(step.op);
+    s.events = std::move(step.events);
     s.ctrl = std::move(ctrl);
     record(std::move(s));
 }
@@ -604,32 +564,35 @@ asio::awaitable<void> scheduler::write_outcomes() { co_await record_outcomes(set
 asio::awaitable<void> scheduler::record_outcomes(std::vector<settled> batch) {
     auto pause = std::chrono::milliseconds(100);
     for (int round = 1;; ++round) {
-        std::vector<store::store::write_fn> writes;
-        writes.reserve(batch.size());
-        for (const auto& s : batch) {
-            writes.push_back([&s](store::write_context& w) {
-                const bool succeeded = s.op.state == core::status::succeeded;
-                store::save_operation(w.db, s.op, succeeded ? &s.result : nullptr);
-                w.add_event(s.op.id, s.event, s.text);
-            });
-        }
-        auto errors = co_await db_.write_each(std::move(writes));
+        std::vector<store::change> changes;
+        changes.reserve(batch.size());
+        for (const auto& s : batch)
+            changes.push_back({s.op, s.events, s.result ? &*s.result : nullptr});
+        auto written = co_await db_.record(changes);
         std::vector<settled> failed;
         for (std::size_t i = 0; i < batch.size(); ++i) {
             auto& s = batch[i];
-            if (errors[i]) {
+            if (written[i].error) {
                 if (round == 1)
-                    core::log_failure(errors[i],
+                    core::log_failure(written[i].error,
                                       "job " + s.op.id + ": cannot record the outcome, retrying: ");
                 failed.push_back(std::move(s));
+                continue;
+            }
+            if (!written[i].written) {
+                // The store no longer has it running: nothing of this attempt is to be kept.
+                core::log(
+                    core::level::warn,
+                    "job " + s.op.id + ": outcome dropped, the operation is no longer running");
+                finished(s.ctrl, std::nullopt);
                 continue;
             }
             if (round > 1)
                 core::log(core::level::info, "job " + s.op.id + ": outcome recorded after " +
                                                  std::to_string(round) + " tries");
             count_outcome(s);
-            std::optional<store::queued> again;
-            if (s.op.state == core::status::pending) again = store::queue_entry(s.op);
+            std::optional<core::queued> again;
+            if (s.op.state == core::status::pending) again = core::queue_entry(s.op);
             finished(s.ctrl, std::move(again));
         }
         if (failed.empty()) co_return;

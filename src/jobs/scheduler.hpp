@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/lifecycle.hpp"
 #include "jobs/kinds.hpp"
-#include "store/operations.hpp"
 #include "store/store.hpp"
 
 namespace buzzer::jobs {
@@ -73,7 +73,7 @@ class scheduler {
     scheduler& operator=(const scheduler&) = delete;
 
     /// Queues the pending operations found at start (before start()).
-    void load(const std::vector<store::queued>& pending);
+    void load(const std::vector<core::queued>& pending);
 
     /// Starts claiming work.
     void start();
@@ -81,7 +81,7 @@ class scheduler {
     /// Queues a newly committed pending operation; callable from any thread. `caller` is the
     /// executor the call runs on: the operations queued by the handlers it runs in a row reach
     /// the scheduler together, with one wake-up of the scheduler's thread.
-    void enqueue(store::queued q, const boost::asio::any_io_executor& caller);
+    void enqueue(core::queued q, const boost::asio::any_io_executor& caller);
 
     /// A slot taken for a new operation that is to run at once; given back when dropped,
     /// unless adopt() spends it.
@@ -153,7 +153,7 @@ class scheduler {
     struct outcome;
     class attempt_context;
 
-    void add(store::queued q);
+    void add(core::queued q);
     void take_incoming();
     void take_adopted();
     bool take_slot();
@@ -162,14 +162,13 @@ class scheduler {
     void pump();
     void arm_delay_timer();
     void release_due();
-    void finished(const std::shared_ptr<job_control>& ctrl, std::optional<store::queued> again);
+    void finished(const std::shared_ptr<job_control>& ctrl, std::optional<core::queued> again);
     // An attempt's outcome, to be written.
     struct settled {
         std::shared_ptr<job_control> ctrl;
         core::operation op;  ///< after the outcome
-        std::string event;   ///< its event type and text
-        std::string text;
-        store::result_body result;
+        std::vector<core::event> events;
+        std::optional<core::result_body> result;  ///< of a success
         bool failed_attempt = false;
     };
     boost::asio::awaitable<void> start_jobs(std::vector<std::shared_ptr<job_control>> ctrls);
@@ -180,7 +179,7 @@ class scheduler {
     void count_outcome(const settled& s);
     boost::asio::awaitable<outcome> run_attempt(std::shared_ptr<job_control> ctrl,
                                                 core::operation& op, attempt_context& a);
-    std::string settle(const outcome& out, core::operation& op) const;
+    core::lifecycle::change settle(const outcome& out, const core::operation& op) const;
 
     boost::asio::io_context& io_;
     store::store& db_;
@@ -193,7 +192,7 @@ class scheduler {
     std::unordered_map<std::string, queued_info> index_;
     std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
     std::map<std::string, unsigned, std::less<>> running_by_kind_;
-    handoff<store::queued> incoming_;   ///< enqueued, not yet seen by the strand
+    handoff<core::queued> incoming_;    ///< enqueued, not yet seen by the strand
     handoff<core::operation> adopted_;  ///< started under a reservation, not yet seen
     // Slots of the global limit not taken by running jobs or reservations; taken on any thread.
     std::atomic<int> free_slots_;

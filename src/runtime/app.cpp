@@ -23,8 +23,8 @@
 #include "jobs/executors.hpp"
 #include "jobs/kinds.hpp"
 #include "jobs/scheduler.hpp"
+#include "runtime/embedded.hpp"
 #include "sse/hub.hpp"
-#include "store/operations.hpp"
 #include "store/store.hpp"
 
 namespace buzzer {
@@ -52,41 +52,6 @@ void raise_file_limit() {
     }
 }
 
-// Operations whose cancel a stopped server answered but did not finish: canceled now (their
-// work stopped with the server; leftover processes are ended next). Operations a crash left
-// running: run again while attempts remain, else failed. Returns the ids of the operations
-// that were running.
-std::vector<std::string> recover(store::write_context& w) {
-    auto now = core::now_ms();
-    std::vector<std::string> ids;
-    for (auto op : store::cancel_requested(w.db)) {
-        if (op.state == core::status::running) ids.push_back(op.id);
-        op.state = core::status::canceled;
-        op.finished_at = now;
-        op.error = core::canceled_problem(op.id);
-        store::save_operation(w.db, op);
-        w.add_event(op.id, "canceled", core::state_text(op));
-    }
-    for (auto op : store::running_operations(w.db)) {
-        ids.push_back(op.id);
-        op.error =
-            core::operation_problem("/problems/abandoned", "Attempt abandoned", 500,
-                                    "the server stopped while the attempt was running", op.id);
-        op.progress.reset();
-        if (op.attempt < op.max_attempts) {
-            op.state = core::status::pending;
-            op.run_after = now;
-        } else {
-            op.state = core::status::failed;
-            op.finished_at = now;
-        }
-        store::save_operation(w.db, op);
-        w.add_event(op.id, core::is_terminal(op.state) ? "failed" : "pending",
-                    core::state_text(op));
-    }
-    return ids;
-}
-
 }  // namespace
 
 struct server::impl {
@@ -108,14 +73,9 @@ struct server::impl {
         while (!shutting_down) {
             try {
                 auto now = core::now_ms();
-                auto cutoff = now - static_cast<core::millis>(opts.retention_s * 1000);
-                int purged = 0;
-                co_await db.write([&](store::write_context& w) {
-                    purged = store::purge_finished(w.db, cutoff, 1000);
-                    store::purge_keys(
-                        w.db, now - std::max(key_lifetime_ms,
-                                             static_cast<core::millis>(opts.retention_s * 1000)));
-                });
+                const auto retention = static_cast<core::millis>(opts.retention_s * 1000);
+                int purged = co_await db.purge(now - retention,
+                                               now - std::max(key_lifetime_ms, retention), 1000);
                 // A large backlog is purged in slices so that no commit grows too big.
                 if (purged == 1000) continue;
             } catch (const std::exception& e) {
@@ -173,27 +133,29 @@ void server::run() {
         contexts.push_back(extra.back().get());
     }
 
-    store::store db({s.opts.database, s.opts.synchronous_full, 2, 4096});
-    std::vector<store::queued> pending;
-    std::vector<std::string> abandoned;
-    db.open([&](store::write_context& w) {
-        abandoned = recover(w);
-        pending = store::pending_operations(w.db);
-    });
-    // Commands those attempts started that outlived the server: not a second copy alongside
-    // the attempt that runs again.
-    if (int n = jobs::end_orphans(abandoned))
-        core::log(core::level::warn, "killed " + std::to_string(n) +
-                                         " leftover processes of attempts of a stopped server");
-
     sse::hub hub(io.get_executor(),
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                      std::chrono::duration<double>(s.opts.sse_heartbeat_s)),
                  s.opts.public_url);
-    db.on_commit = [&hub](std::vector<store::event> events) { hub.publish(std::move(events)); };
+
+    store::settings ss;
+    ss.path = s.opts.database;
+    ss.synchronous_full = s.opts.synchronous_full;
+    for (const auto& m : embedded::migrations()) ss.migrations.push_back({m.name, m.content});
+    auto database = store::make_sqlite_store(std::move(ss));
+    auto& db = *database;
+    db.on_commit = [&hub](std::vector<core::event> events) { hub.publish(std::move(events)); };
+    // Operations whose cancel was answered are canceled, attempts a crash left running are
+    // abandoned; what is pending is queued.
+    auto recovered = db.open(core::now_ms());
+    // Commands those attempts started that outlived the server: not a second copy alongside
+    // the attempt that runs again.
+    if (int n = jobs::end_orphans(recovered.abandoned))
+        core::log(core::level::warn, "killed " + std::to_string(n) +
+                                         " leftover processes of attempts of a stopped server");
 
     jobs::scheduler sched(io, db, s.kinds, {s.opts.max_running});
-    sched.load(pending);
+    sched.load(recovered.pending);
 
     http::router routes;
     http::server_settings hs;
@@ -298,7 +260,6 @@ void server::run() {
         std::lock_guard lock(s.stop_mutex);
         s.begin_stop = nullptr;
     }
-    db.on_commit = nullptr;
     db.close();
     if (forced) {
         // Handlers left in the queue refer to the objects of this scope: never run their

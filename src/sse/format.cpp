@@ -7,7 +7,7 @@ std::optional<core::status> event_state(std::string_view type) {
     return core::parse_status(type);
 }
 
-std::string event_data(const store::event& e, std::string_view base_url) {
+std::string event_data(const core::event& e, std::string_view base_url) {
     std::string data = e.data;
     auto state = event_state(e.type);
     // Rows written before links were left out of the log end with the links array.
@@ -15,7 +15,7 @@ std::string event_data(const store::event& e, std::string_view base_url) {
     return data;
 }
 
-std::string format_event(const store::event& e, std::string_view base_url) {
+std::string format_event(const core::event& e, std::string_view base_url) {
     const std::string data = event_data(e, base_url);
     std::string out;
     out.reserve(data.size() + e.type.size() + 40);

@@ -5,8 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/event.hpp"
 #include "core/operation.hpp"
-#include "store/store.hpp"
 
 namespace buzzer::sse {
 
@@ -15,10 +15,10 @@ std::optional<core::status> event_state(std::string_view type);
 
 /// An event's JSON: a state event's stored representation with its links (under `base_url`)
 /// added; a progress event's data as stored.
-std::string event_data(const store::event& e, std::string_view base_url);
+std::string event_data(const core::event& e, std::string_view base_url);
 
 /// "id: SEQ\nevent: TYPE\ndata: DATA\n\n" (data is one line of JSON, from `event_data`).
-std::string format_event(const store::event& e, std::string_view base_url);
+std::string format_event(const core::event& e, std::string_view base_url);
 
 /// "retry: MS\n\n".
 std::string format_retry(unsigned ms);

@@ -174,7 +174,7 @@ void hub::unsubscribe(const std::shared_ptr<subscription>& s) {
     });
 }
 
-void hub::publish(std::vector<store::event> events) {
+void hub::publish(std::vector<core::event> events) {
     asio::post(strand_, [this, events = std::move(events)]() mutable {
         for (auto& e : events) {
             auto [first, last] = by_operation_.equal_range(e.operation_id);

@@ -18,15 +18,15 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/event.hpp"
 #include "core/histogram.hpp"
-#include "store/store.hpp"
 
 namespace buzzer::sse {
 
 /// A committed event as the hub hands it out: formatted for the wire once, for every stream.
-struct live_event : store::event {
-    live_event(store::event e, std::string frame)
-        : store::event(std::move(e)), frame(std::move(frame)) {}
+struct live_event : core::event {
+    live_event(core::event e, std::string frame)
+        : core::event(std::move(e)), frame(std::move(frame)) {}
     std::string frame;  ///< "id: …\nevent: …\ndata: …\n\n"
 };
 
@@ -117,7 +117,7 @@ class hub {
     void unsubscribe(const std::shared_ptr<subscription>& s);
 
     /// Hands committed events to subscribers; callable from any thread, keeps order.
-    void publish(std::vector<store::event> events);
+    void publish(std::vector<core::event> events);
 
     /// Closes every mailbox, stops the heartbeat and refuses new subscribers (they get a
     /// closed mailbox).

@@ -1,55 +1,71 @@
-// The store executor: one writer thread that runs writes as they arrive and group-commits
-// them (one commit per fsync under load), a syncer thread that fsyncs the WAL before anybody
-// is told, a checkpointer, and reader threads with their own connections. Coroutines co_await
-// writes and reads; nothing here runs on an I/O thread.
+// The store: where operations, their results, their event log and idempotency keys are kept.
+// The API and the scheduler speak to it in the domain's words (submit, claim, record, replay,
+// list); how a backend keeps them (SQL, threads, connections) stays behind this interface.
+//
+// What every backend guarantees:
+// - Durable before resumed: a write's coroutine resumes only once its changes are durable
+//   (committed, and with synchronous_full fsynced), or with the write's exception when they
+//   are not; nothing is ever reported as done that a crash could take back.
+// - Atomic per call: the rows and events of one write are committed together or not at all.
+//   A call that takes several items writes each as a write of its own (one failing does not
+//   undo the others) and reports each item's outcome.
+// - Event ids are global, increasing in commit order, and never reused, not even after the
+//   newest events are deleted; ids of rolled-back writes may be skipped (gaps are allowed).
+// - `on_commit` receives every committed event once, in id order, after it is durable and
+//   before any writer that wrote it is resumed; `published_seq()` is the newest id handed
+//   over. A replay up to `published_seq()` and a subscription made before it together see
+//   every event once.
+// - Reads see a consistent snapshot of everything durable when they start.
 #pragma once
 
 #include <atomic>
-#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <exception>
 #include <functional>
-#include <mutex>
+#include <memory>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <string>
-#include <thread>
+#include <string_view>
 #include <vector>
 
+#include "core/event.hpp"
 #include "core/histogram.hpp"
-#include "store/sqlite.hpp"
+#include "core/operation.hpp"
 
 namespace buzzer::store {
 
-/// One row of the durable event log.
-struct event {
-    std::int64_t seq = 0;
-    std::string operation_id;
-    std::string type;
-    std::string data;
-    /// When its transaction committed (for events handed to `on_commit`).
-    std::chrono::steady_clock::time_point committed{};
-};
-
-/// What a write function sees: the writer connection inside the batch's transaction.
-class write_context {
+/// A failure of the database. `unavailable()`: it cannot take requests now but may later
+/// (a full disk, an I/O error, a read-only file, a lock held elsewhere): worth a retry.
+class database_error : public std::runtime_error {
   public:
-    write_context(connection& db, std::vector<event>& events, std::int64_t& last_seq)
-        : db(db), events_(events), last_seq_(last_seq) {}
-    /// The writer connection.
-    connection& db;
-    /// Appends an event row with the next global id; it is handed to `on_commit` once the
-    /// batch is durable. Ids of rolled-back events are not reused (gaps are allowed).
-    std::int64_t add_event(std::string_view operation_id, std::string_view type, std::string data);
+    database_error(const std::string& what, bool unavailable)
+        : std::runtime_error(what), unavailable_(unavailable) {}
+    /// Whether a later retry may succeed.
+    bool unavailable() const noexcept { return unavailable_; }
 
   private:
-    std::vector<event>& events_;
-    std::int64_t& last_seq_;
+    bool unavailable_;
 };
 
-/// Counters of the writer, for /metrics.
+/// A schema migration: `NNNN_name.sql` and its statements.
+struct migration {
+    std::string_view name;
+    std::string_view sql;
+};
+
+/// How to open the store.
+struct settings {
+    std::string path;                   ///< the SQLite database file
+    bool synchronous_full = true;       ///< fsync every commit before anybody is told of it
+    unsigned readers = 2;               ///< reader threads (connections)
+    std::size_t max_batch = 4096;       ///< writes in one group commit at most
+    std::vector<migration> migrations;  ///< the schema, in order (contiguous from 0001)
+};
+
+/// Counters of the store, for /metrics.
 struct store_stats {
     std::atomic<std::uint64_t> batches{0};
     std::atomic<std::uint64_t> writes{0};
@@ -60,146 +76,172 @@ struct store_stats {
     /// A write from its arrival in the queue to its caller being resumed (queue wait, the
     /// group commit and the fsync that covers it).
     core::histogram write_latency;
-    /// One fdatasync of the WAL.
+    /// One fsync of the log.
     core::histogram sync_latency;
 };
 
-/// How a store thread resumes a waiting coroutine; `resume` must run on `executor`.
-struct completion {
-    boost::asio::any_io_executor executor;
-    std::function<void(std::exception_ptr)> resume;
-    /// Posts `resume(e)` to the executor.
-    void operator()(std::exception_ptr e);
+/// What open() found and did: the queue to load, and the attempts a stopped server left.
+struct recovery {
+    std::vector<core::queued> pending;   ///< every pending operation, in queue order
+    std::vector<std::string> abandoned;  ///< ids of the operations that were running
 };
 
-/// The database: schema, writer thread, reader threads.
+/// An idempotency key with the canonical form of its request's body.
+struct idempotency_key {
+    std::string key;
+    std::string request;
+};
+
+/// What a submission came to.
+struct submit_result {
+    enum kind_t {
+        accepted,   ///< stored: `op` is the operation as stored, its row set
+        replayed,   ///< the key was used before with the same body: `operation_id` is its
+        key_reused  ///< the key was used before with another body: nothing stored
+    } kind = accepted;
+    core::operation op;
+    std::string operation_id;
+};
+
+/// An operation as stored, with its result once it has succeeded.
+struct operation_result {
+    core::operation op;
+    std::optional<core::result_body> result;  ///< set when `op` succeeded
+};
+
+/// What a cancel of a pending operation came to.
+struct cancel_result {
+    enum kind_t {
+        canceled,     ///< it was pending and is canceled now
+        not_pending,  ///< it is running or finished: unchanged
+        missing       ///< there is no such operation
+    } kind = missing;
+    core::operation op;  ///< as it is afterwards
+};
+
+/// What a delete came to.
+struct delete_result {
+    enum kind_t { deleted, missing, active } kind = missing;
+    core::status state = core::status::pending;  ///< for `active`: the operation's state
+};
+
+/// A pending operation the scheduler claims: its id and handle.
+struct claim {
+    std::string id;
+    std::int64_t row = 0;
+};
+
+/// What a claim came to: the operation now running, nothing (it was no longer pending), or
+/// the write's failure (it is still pending).
+struct claimed {
+    std::optional<core::operation> op;
+    std::exception_ptr error;
+};
+
+/// A change the lifecycle computed for an operation the caller holds as running: its new
+/// state, its events and, for a success, its result. A view: what it refers to must stay alive
+/// until the record() that takes it resumes.
+struct change {
+    const core::operation& op;  ///< after the change; `row` set
+    const std::vector<core::event>& events;
+    const core::result_body* result = nullptr;
+};
+
+/// What recording a change came to: written, skipped (the stored operation was no longer
+/// running), or failed with `error` (nothing written).
+struct recorded {
+    bool written = false;
+    std::exception_ptr error;
+};
+
+/// Filter and page of a list request.
+struct list_query {
+    std::vector<core::status> statuses;
+    std::optional<std::string> kind;
+    std::optional<std::string> before;  ///< ids strictly older than this one
+    int limit = 50;
+};
+
+/// The store's interface; one implementation per backend.
 class store {
   public:
-    struct settings {
-        std::string path;
-        bool synchronous_full = true;
-        unsigned readers = 2;
-        std::size_t max_batch = 4096;  ///< writes in one commit at most
-        /// WAL frames (4 KiB pages) written since the last checkpoint that start the next one,
-        /// and the WAL size past which a checkpoint waits for the writer so that the WAL
-        /// starts over.
-        int checkpoint_frames = 1000;
-        int restart_frames = 16000;
-    };
-    using write_fn = std::function<void(write_context&)>;
-    using read_fn = std::function<void(connection&)>;
+    virtual ~store() = default;
 
-    explicit store(settings s);
-    ~store();
-    store(const store&) = delete;
-    store& operator=(const store&) = delete;
+    /// Receives committed events (see the guarantees above). Set before open().
+    std::function<void(std::vector<core::event>)> on_commit;
 
-    /// Opens the database and brings the schema up to date. Runs `startup` on the writer
-    /// connection in one transaction (recovery), then starts the threads.
-    void open(const write_fn& startup = {});
+    /// Opens the database, brings the schema up to date and recovers in one transaction:
+    /// operations whose cancel was accepted are canceled, attempts a crash left running are
+    /// abandoned (lifecycle). Throws when the database cannot be used.
+    virtual recovery open(core::millis now) = 0;
 
-    /// Finishes queued work and joins the threads. Later calls fail.
-    void close();
+    /// Finishes queued work and closes the database; later calls fail.
+    virtual void close() = 0;
 
-    /// Runs `fn` in the next group commit and resumes the caller once it is durable.
-    /// An exception from `fn` (its changes are rolled back) or from the commit is rethrown.
-    /// `fn` may run more than once (its batch is run again when another request of it fails),
-    /// so it must not change anything but the database and its own outputs.
-    boost::asio::awaitable<void> write(write_fn fn);
+    /// Stores a new operation with the events of its submission (lifecycle `submitted`),
+    /// and the key when given. Atomic: a key's first use and its operation commit together.
+    virtual boost::asio::awaitable<submit_result> submit(core::operation op,
+                                                         std::vector<core::event> events,
+                                                         std::optional<idempotency_key> key) = 0;
 
-    /// Runs every function of `fns` as a write of its own (one failing does not undo the
-    /// others) and resumes the caller once, when all are durable, with the exception of each
-    /// (null for those that succeeded).
-    boost::asio::awaitable<std::vector<std::exception_ptr>> write_each(std::vector<write_fn> fns);
+    /// Starts the next attempt of each claimed operation that is still pending (lifecycle
+    /// `started`), each as a write of its own; one result per claim, in order.
+    virtual boost::asio::awaitable<std::vector<claimed>> start_attempts(std::vector<claim> claims,
+                                                                        core::millis now) = 0;
 
-    /// Runs `fn` on a reader connection (a consistent WAL snapshot per call).
-    boost::asio::awaitable<void> read(read_fn fn);
+    /// Writes each change as a write of its own, when its operation is still running in the
+    /// store; one result per change, in order. `changes` and what they refer to must stay
+    /// alive until this resumes.
+    virtual boost::asio::awaitable<std::vector<recorded>> record(
+        std::span<const change> changes) = 0;
 
-    /// Whether a write round trip currently succeeds (for /readyz).
-    boost::asio::awaitable<bool> writable();
+    /// Cancels operation `id` if it is pending (lifecycle `canceled`).
+    virtual boost::asio::awaitable<cancel_result> cancel_pending(std::string id) = 0;
 
-    /// Called on the writer thread after each commit with its events, in commit order.
-    std::function<void(std::vector<event>)> on_commit;
+    /// Records that active operation `id` is to be canceled (lifecycle `cancel_requested`):
+    /// durable, so that a server that stops before its job has stopped cancels it at start.
+    virtual boost::asio::awaitable<void> request_cancel(std::string id) = 0;
 
-    /// The newest event id that is durable and handed to `on_commit`. A reader sees commits
-    /// that their fsync has not covered yet; replays stop here, and what follows comes live.
-    std::int64_t published_seq() const { return published_seq_.load(std::memory_order_acquire); }
+    /// Deletes a finished operation with its result, events and keys.
+    virtual boost::asio::awaitable<delete_result> remove(std::string id) = 0;
 
-    /// Writer and reader counters.
-    const store_stats& stats() const { return stats_; }
+    /// Deletes up to `limit` operations that finished before `finished_before`, and the
+    /// idempotency keys made before `keys_before`; returns how many operations went.
+    virtual boost::asio::awaitable<int> purge(core::millis finished_before,
+                                              core::millis keys_before, int limit) = 0;
 
-  private:
-    struct write_request {
-        write_fn fn;
-        completion done;
-        std::chrono::steady_clock::time_point queued{};
-    };
-    struct read_request {
-        read_fn fn;
-        completion done;
-    };
+    /// Loads one operation.
+    virtual boost::asio::awaitable<std::optional<core::operation>> load(std::string id) = 0;
 
-    void configure(connection& db, bool writer) const;
-    void run_writer();
-    void run_reader(connection& db);
-    // A batch after its commit, until it is durable and its waiters are resumed.
-    struct committed {
-        std::vector<event> events;
-        std::vector<completion> waiters;
-        std::vector<std::chrono::steady_clock::time_point> queued;
-        std::vector<std::exception_ptr> errors;
-        std::exception_ptr commit_error;
-    };
+    /// Loads one operation and, when it succeeded, its result.
+    virtual boost::asio::awaitable<std::optional<operation_result>> load_result(std::string id) = 0;
 
-    void commit_batch(std::vector<write_request>& batch, std::vector<event>& events,
-                      std::optional<transaction>& tx, std::exception_ptr failure,
-                      std::int64_t first_seq);
-    void run_syncer();
-    void run_checkpointer();
-    void deliver(committed& c);
-    void run_isolated(std::vector<write_request>& batch, std::vector<event>& events,
-                      std::vector<std::exception_ptr>& errors);
-    void push_writes(std::vector<write_request> rs);
-    void push_read(read_request r);
+    /// Newest first, filtered; up to `limit + 1` so that the caller can tell whether more
+    /// follow.
+    virtual boost::asio::awaitable<std::vector<core::operation>> list(list_query q) = 0;
 
-    settings settings_;
-    std::unique_ptr<connection> writer_db_;
-    std::int64_t last_seq_ = 0;  ///< the newest event id handed out; writer thread only
-    std::atomic<std::int64_t> published_seq_{0};
-    store_stats stats_;
+    /// For each of `ids`: none when there is no such operation; else the id of its terminal
+    /// event, 0 while it is active.
+    virtual boost::asio::awaitable<std::vector<std::optional<std::int64_t>>> stream_ends(
+        std::vector<std::string> ids) = 0;
 
-    std::mutex write_mutex_;
-    std::condition_variable write_cv_;
-    std::deque<write_request> write_queue_;
-    std::mutex read_mutex_;
-    std::condition_variable read_cv_;
-    std::deque<read_request> read_queue_;
-    bool write_stopping_ = false;
-    /// An fsync is running or queued: the writer keeps its transaction open meanwhile.
-    std::atomic<bool> sync_busy_{false};
-    /// A checkpoint waits for the writer lock: no new transaction until it is done.
-    std::atomic<bool> restart_pending_{false};
-    bool read_stopping_ = false;
-    bool open_ = false;
+    /// The events of `ids` with `after < seq <= upto`, oldest first, at most `limit`.
+    virtual boost::asio::awaitable<std::vector<core::event>> replay(std::vector<std::string> ids,
+                                                                    std::int64_t after,
+                                                                    std::int64_t upto,
+                                                                    int limit) = 0;
 
-    std::mutex sync_mutex_;
-    std::condition_variable sync_cv_;
-    std::vector<committed> sync_queue_;
-    bool sync_stopping_ = false;
-    std::string wal_path_;  ///< the WAL file the syncer fsyncs, and its descriptor
-    int wal_fd_ = -1;
+    /// Whether a write round trip succeeds now (for /readyz).
+    virtual boost::asio::awaitable<bool> writable() = 0;
 
-    std::unique_ptr<connection> checkpoint_db_;
-    std::mutex checkpoint_mutex_;
-    std::condition_variable checkpoint_cv_;
-    int wal_frames_ = 0;
-    std::atomic<int> checkpointed_frames_{0};
-    bool checkpoint_stopping_ = false;
+    /// The newest event id that is durable and handed to `on_commit`.
+    virtual std::int64_t published_seq() const = 0;
 
-    std::thread writer_;
-    std::thread syncer_;
-    std::thread checkpointer_;
-    std::vector<std::thread> readers_;
+    /// Counters.
+    virtual const store_stats& stats() const = 0;
 };
+
+/// The embedded backend: an SQLite database file (WAL, group commit, one writer thread).
+std::unique_ptr<store> make_sqlite_store(settings s);
 
 }  // namespace buzzer::store

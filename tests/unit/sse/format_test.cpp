@@ -32,7 +32,7 @@ BOOST_AUTO_TEST_SUITE(format)
 
 BOOST_AUTO_TEST_CASE(a_stored_state_gets_the_links_of_the_current_public_url) {
     auto op = sample(core::status::succeeded);
-    store::event e{7, op.id, "completed", core::state_text(op)};
+    core::event e{7, op.id, "completed", core::state_text(op)};
     BOOST_TEST(e.data.find("links") == std::string::npos);
     // The same as the representation the API renders, for any base URL.
     BOOST_TEST(sse::event_data(e, "") == core::represent_text(op, ""));
@@ -47,21 +47,21 @@ BOOST_AUTO_TEST_CASE(each_state_event_gets_the_links_of_its_state) {
           std::pair{"failed", core::status::failed},
           std::pair{"canceled", core::status::canceled}}) {
         auto op = sample(state);
-        store::event e{1, op.id, type, core::state_text(op)};
+        core::event e{1, op.id, type, core::state_text(op)};
         BOOST_TEST(sse::event_data(e, "") == core::represent_text(op, ""));
     }
 }
 
 BOOST_AUTO_TEST_CASE(rows_stored_with_their_links_and_progress_are_sent_as_they_are) {
     auto op = sample(core::status::running);
-    store::event old{3, op.id, "running", core::represent_text(op, "http://old")};
+    core::event old{3, op.id, "running", core::represent_text(op, "http://old")};
     BOOST_TEST(sse::event_data(old, "http://new") == old.data);
-    store::event progress{4, op.id, "progress", R"({"id":"x","percent":5,"message":"m"})"};
+    core::event progress{4, op.id, "progress", R"({"id":"x","percent":5,"message":"m"})"};
     BOOST_TEST(sse::event_data(progress, "http://new") == progress.data);
 }
 
 BOOST_AUTO_TEST_CASE(frames_have_id_type_and_one_data_line) {
-    store::event e{42, "x", "progress", "{\"message\":\"a\nb\"}"};
+    core::event e{42, "x", "progress", "{\"message\":\"a\nb\"}"};
     BOOST_TEST(sse::format_event(e, "") ==
                "id: 42\nevent: progress\ndata: {\"message\":\"a b\"}\n\n");
 }

@@ -18,8 +18,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-store::event make_event(std::int64_t seq, std::string op, std::string type = "progress") {
-    return store::event{seq, std::move(op), std::move(type), "{}", {}};
+core::event make_event(std::int64_t seq, std::string op, std::string type = "progress") {
+    return core::event{seq, std::move(op), std::move(type), "{}", {}};
 }
 
 sse::event_ptr shared_event(std::int64_t seq) {

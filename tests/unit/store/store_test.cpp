@@ -1,5 +1,3 @@
-#include "store/store.hpp"
-
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -18,15 +16,33 @@
 #include <sstream>
 
 #include "core/ulid.hpp"
-#include "store/operations.hpp"
+#include "runtime/embedded.hpp"
+#include "store/sqlite/executor.hpp"
+#include "store/sqlite/queries.hpp"
 #include "support/process.hpp"
 #include "support/run_coroutine.hpp"
 #include "support/wait.hpp"
 
 using namespace buzzer;
 namespace asio = boost::asio;
+namespace sql = buzzer::store::sqlite;
 
 namespace {
+
+// Executor settings with the embedded schema.
+sql::executor::settings schema(std::string path, bool synchronous_full, unsigned readers,
+                               std::size_t max_batch, int checkpoint_frames = 1000,
+                               int restart_frames = 16000) {
+    sql::executor::settings s;
+    s.path = std::move(path);
+    s.synchronous_full = synchronous_full;
+    s.readers = readers;
+    s.max_batch = max_batch;
+    s.checkpoint_frames = checkpoint_frames;
+    s.restart_frames = restart_frames;
+    for (const auto& m : embedded::migrations()) s.migrations.push_back({m.name, m.content});
+    return s;
+}
 
 core::operation make_op(const std::string& id) {
     core::operation op;
@@ -39,11 +55,11 @@ core::operation make_op(const std::string& id) {
 }
 
 // Stores operation `id` with an input of ~3 KB (a page of the WAL of its own) and its event.
-asio::awaitable<void> write_large(store::store& db, std::string id) {
+asio::awaitable<void> write_large(sql::executor& db, std::string id) {
     auto op = make_op(id);
     op.input = std::string(3000, 'x');
-    co_await db.write([&](store::write_context& w) {
-        store::insert_operation(w.db, op);
+    co_await db.write([&](sql::write_context& w) {
+        sql::insert_operation(w.db, op);
         w.add_event(op.id, "pending", "{}");
     });
 }
@@ -70,13 +86,13 @@ void run_concurrently(int first, int last, Body body) {
 // A store on a temporary database (two readers) that keeps every event it publishes.
 struct recording_store {
     test::temp_dir dir;
-    std::vector<store::event> published;
+    std::vector<core::event> published;
     std::mutex m;
-    store::store db{{(dir / "s.db").string(), true, 2, 4096}};  // closed before the above go
+    sql::executor db{schema((dir / "s.db").string(), true, 2, 4096)};  // closed before the above go
 
     recording_store() {
         db.open();
-        db.on_commit = [this](std::vector<store::event> events) {
+        db.on_commit = [this](std::vector<core::event> events) {
             std::lock_guard lock(m);
             for (auto& e : events) published.push_back(std::move(e));
         };
@@ -92,8 +108,8 @@ BOOST_FIXTURE_TEST_CASE(concurrent_writes_share_commits, recording_store) {
     std::atomic<int> done{0};
     run_concurrently(0, n - 1, [&](int i) -> asio::awaitable<void> {
         auto op = make_op(id_of(i));
-        co_await db.write([&](store::write_context& w) {
-            store::insert_operation(w.db, op);
+        co_await db.write([&](sql::write_context& w) {
+            sql::insert_operation(w.db, op);
             w.add_event(op.id, "pending", "{}");
         });
         ++done;
@@ -109,31 +125,31 @@ BOOST_FIXTURE_TEST_CASE(concurrent_writes_share_commits, recording_store) {
 
 BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
     test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    sql::executor db{schema((dir / "s.db").string(), true, 1, 4096)};
     db.open();
     bool second_failed = false;
     test::run_coroutine([&]() -> asio::awaitable<void> {
         co_await db.write(
-            [&](store::write_context& w) { store::insert_operation(w.db, make_op(id_of(1))); });
+            [&](sql::write_context& w) { sql::insert_operation(w.db, make_op(id_of(1))); });
         try {
-            co_await db.write([&](store::write_context& w) {
-                store::insert_operation(w.db, make_op(id_of(2)));
+            co_await db.write([&](sql::write_context& w) {
+                sql::insert_operation(w.db, make_op(id_of(2)));
                 w.add_event(id_of(2), "pending", "{}");
-                store::insert_operation(w.db, make_op(id_of(1)));  // duplicate id: fails
+                sql::insert_operation(w.db, make_op(id_of(1)));  // duplicate id: fails
             });
-        } catch (const store::sqlite_error&) {
+        } catch (const sql::sqlite_error&) {
             second_failed = true;
         }
         std::optional<core::operation> one, two;
-        co_await db.read([&](store::connection& c) {
-            one = store::load_operation(c, id_of(1));
-            two = store::load_operation(c, id_of(2));
+        co_await db.read([&](sql::connection& c) {
+            one = sql::load_operation(c, id_of(1));
+            two = sql::load_operation(c, id_of(2));
         });
         BOOST_TEST(one.has_value());
         BOOST_TEST(!two.has_value());
-        std::vector<store::event> events;
-        co_await db.read([&](store::connection& c) {
-            events = store::read_events(c, {id_of(2)}, 0, INT64_MAX, 10);
+        std::vector<core::event> events;
+        co_await db.read([&](sql::connection& c) {
+            events = sql::read_events(c, {id_of(2)}, 0, INT64_MAX, 10);
         });
         BOOST_TEST(events.empty());
     });
@@ -143,20 +159,20 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
 BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves, recording_store) {
     test::run_coroutine([&]() -> asio::awaitable<void> {
         co_await db.write(
-            [&](store::write_context& w) { store::insert_operation(w.db, make_op(id_of(0))); });
+            [&](sql::write_context& w) { sql::insert_operation(w.db, make_op(id_of(0))); });
     });
     // Every third request inserts an id that exists, after an event and an insert of its own.
     constexpr int n = 300;
     std::atomic<int> ok{0}, failed{0};
     run_concurrently(1, n, [&](int i) -> asio::awaitable<void> {
         try {
-            co_await db.write([&](store::write_context& w) {
-                store::insert_operation(w.db, make_op(id_of(i)));
+            co_await db.write([&](sql::write_context& w) {
+                sql::insert_operation(w.db, make_op(id_of(i)));
                 w.add_event(id_of(i), "pending", "{}");
-                if (i % 3 == 0) store::insert_operation(w.db, make_op(id_of(0)));
+                if (i % 3 == 0) sql::insert_operation(w.db, make_op(id_of(0)));
             });
             ++ok;
-        } catch (const store::sqlite_error&) {
+        } catch (const sql::sqlite_error&) {
             ++failed;
         }
     });
@@ -166,11 +182,11 @@ BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves,
     BOOST_TEST(db.stats().batches.load() < static_cast<std::uint64_t>(n));
     std::vector<std::string> kept, events_of_failed;
     test::run_coroutine([&]() -> asio::awaitable<void> {
-        co_await db.read([&](store::connection& c) {
+        co_await db.read([&](sql::connection& c) {
             for (int i = 1; i <= n; ++i)
-                if (store::load_operation(c, id_of(i))) kept.push_back(id_of(i));
+                if (sql::load_operation(c, id_of(i))) kept.push_back(id_of(i));
             for (int i = 3; i <= n; i += 3)
-                for (auto& e : store::read_events(c, {id_of(i)}, 0, INT64_MAX, 10))
+                for (auto& e : sql::read_events(c, {id_of(i)}, 0, INT64_MAX, 10))
                     events_of_failed.push_back(e.operation_id);
         });
     });
@@ -185,20 +201,20 @@ BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves,
 BOOST_FIXTURE_TEST_CASE(write_each_reports_each_error_and_keeps_the_others, recording_store) {
     std::vector<std::exception_ptr> errors;
     test::run_coroutine([&]() -> asio::awaitable<void> {
-        std::vector<store::store::write_fn> fns;
+        std::vector<sql::executor::write_fn> fns;
         for (int i = 1; i <= 3; ++i) {
-            fns.push_back([i](store::write_context& w) {
-                store::insert_operation(w.db, make_op(id_of(i)));
+            fns.push_back([i](sql::write_context& w) {
+                sql::insert_operation(w.db, make_op(id_of(i)));
                 w.add_event(id_of(i), "pending", "{}");
                 if (i == 2) throw std::runtime_error("second");
             });
         }
         errors = co_await db.write_each(std::move(fns));
         std::optional<core::operation> one, two, three;
-        co_await db.read([&](store::connection& c) {
-            one = store::load_operation(c, id_of(1));
-            two = store::load_operation(c, id_of(2));
-            three = store::load_operation(c, id_of(3));
+        co_await db.read([&](sql::connection& c) {
+            one = sql::load_operation(c, id_of(1));
+            two = sql::load_operation(c, id_of(2));
+            three = sql::load_operation(c, id_of(3));
         });
         BOOST_TEST(one.has_value());
         BOOST_TEST(!two.has_value());
@@ -221,18 +237,18 @@ BOOST_AUTO_TEST_CASE(data_survives_reopening) {
     test::temp_dir dir;
     auto path = (dir / "s.db").string();
     {
-        store::store db({path, true, 1, 4096});
+        sql::executor db{schema(path, true, 1, 4096)};
         db.open();
         test::run_coroutine([&]() -> asio::awaitable<void> {
-            co_await db.write([&](store::write_context& w) {
-                store::insert_operation(w.db, make_op(id_of(7)));
+            co_await db.write([&](sql::write_context& w) {
+                sql::insert_operation(w.db, make_op(id_of(7)));
                 w.add_event(id_of(7), "pending", "{}");
             });
         });
     }
-    store::store db({path, true, 1, 4096});
-    std::vector<store::queued> pending;
-    db.open([&](store::write_context& w) { pending = store::pending_operations(w.db); });
+    sql::executor db{schema(path, true, 1, 4096)};
+    std::vector<core::queued> pending;
+    db.open([&](sql::write_context& w) { pending = sql::pending_operations(w.db); });
     BOOST_TEST(pending.size() == 1u);
     BOOST_TEST(pending[0].id == id_of(7));
 }
@@ -242,30 +258,29 @@ BOOST_AUTO_TEST_CASE(event_ids_are_not_reused_after_the_newest_events_are_delete
     auto path = (dir / "s.db").string();
     std::int64_t newest = 0;
     {
-        store::store db({path, true, 1, 4096});
+        sql::executor db{schema(path, true, 1, 4096)};
         db.open();
         test::run_coroutine([&]() -> asio::awaitable<void> {
-            co_await db.write([&](store::write_context& w) {
-                store::insert_operation(w.db, make_op(id_of(1)));
+            co_await db.write([&](sql::write_context& w) {
+                sql::insert_operation(w.db, make_op(id_of(1)));
                 w.add_event(id_of(1), "pending", "{}");
                 auto done = make_op(id_of(2));
                 done.state = core::status::succeeded;
-                store::insert_operation(w.db, done);
+                sql::insert_operation(w.db, done);
                 w.add_event(id_of(2), "pending", "{}");
                 newest = w.add_event(id_of(2), "completed", "{}");
             });
             // The newest events go with their operation.
-            co_await db.write([&](store::write_context& w) {
-                BOOST_TEST(store::delete_operation(w.db, id_of(2)));
-            });
+            co_await db.write(
+                [&](sql::write_context& w) { BOOST_TEST(sql::delete_operation(w.db, id_of(2))); });
         });
     }
-    store::store db({path, true, 1, 4096});
+    sql::executor db{schema(path, true, 1, 4096)};
     db.open();
     std::int64_t next = 0;
     test::run_coroutine([&]() -> asio::awaitable<void> {
         co_await db.write(
-            [&](store::write_context& w) { next = w.add_event(id_of(1), "running", "{}"); });
+            [&](sql::write_context& w) { next = w.add_event(id_of(1), "running", "{}"); });
     });
     BOOST_TEST(newest >= 3);
     BOOST_TEST(next > newest);
@@ -274,7 +289,7 @@ BOOST_AUTO_TEST_CASE(event_ids_are_not_reused_after_the_newest_events_are_delete
 BOOST_AUTO_TEST_CASE(every_commit_is_synced_and_the_wal_is_checkpointed_and_restarted) {
     test::temp_dir dir;
     auto path = (dir / "s.db").string();
-    store::store db({path, true, 1, 4096, 50, 200});
+    sql::executor db{schema(path, true, 1, 4096, 50, 200)};
     db.open();
     test::run_coroutine([&]() -> asio::awaitable<void> {
         for (int i = 0; i < 600; ++i) {
@@ -295,7 +310,7 @@ BOOST_AUTO_TEST_CASE(checkpoints_restart_the_wal_while_writers_never_pause) {
     // needs the writer lock must still get it, and no writer may wait for ever.
     test::temp_dir dir;
     auto path = (dir / "s.db").string();
-    store::store db({path, true, 1, 4096, 50, 200});
+    sql::executor db{schema(path, true, 1, 4096, 50, 200)};
     db.open();
     constexpr int writers = 32, each = 40;
     std::atomic<int> done{0};
@@ -315,7 +330,7 @@ BOOST_AUTO_TEST_CASE(checkpoints_restart_the_wal_while_writers_never_pause) {
     BOOST_TEST(max_wal.load() < 1000u * 4120u);
     std::int64_t stored = 0;
     test::run_coroutine([&]() -> asio::awaitable<void> {
-        co_await db.read([&](store::connection& c) {
+        co_await db.read([&](sql::connection& c) {
             auto s = c.cached("SELECT count(*) FROM operations");
             s->step();
             stored = s->get_int(0);
@@ -326,10 +341,10 @@ BOOST_AUTO_TEST_CASE(checkpoints_restart_the_wal_while_writers_never_pause) {
 
 BOOST_AUTO_TEST_CASE(events_are_published_in_order_and_counted_before_the_writer_resumes) {
     test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    sql::executor db{schema((dir / "s.db").string(), true, 1, 4096)};
     std::vector<std::int64_t> published;
     std::mutex m;
-    db.on_commit = [&](std::vector<store::event> events) {
+    db.on_commit = [&](std::vector<core::event> events) {
         std::lock_guard lock(m);
         for (const auto& e : events) {
             // The counter already covers what on_commit is handed.
@@ -342,8 +357,8 @@ BOOST_AUTO_TEST_CASE(events_are_published_in_order_and_counted_before_the_writer
     test::run_coroutine([&]() -> asio::awaitable<void> {
         for (int i = 0; i < 50; ++i) {
             std::int64_t seq = 0;
-            co_await db.write([&](store::write_context& w) {
-                store::insert_operation(w.db, make_op(id_of(i)));
+            co_await db.write([&](sql::write_context& w) {
+                sql::insert_operation(w.db, make_op(id_of(i)));
                 seq = w.add_event(id_of(i), "pending", "{}");
             });
             BOOST_TEST_REQUIRE(db.published_seq() >= seq);
@@ -356,12 +371,12 @@ BOOST_AUTO_TEST_CASE(events_are_published_in_order_and_counted_before_the_writer
 
 BOOST_AUTO_TEST_CASE(without_synchronous_full_nothing_is_synced) {
     test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), false, 1, 4096});
+    sql::executor db{schema((dir / "s.db").string(), false, 1, 4096)};
     db.open();
     test::run_coroutine([&]() -> asio::awaitable<void> {
         for (int i = 0; i < 20; ++i)
             co_await db.write(
-                [&](store::write_context& w) { store::insert_operation(w.db, make_op(id_of(i))); });
+                [&](sql::write_context& w) { sql::insert_operation(w.db, make_op(id_of(i))); });
     });
     BOOST_TEST(db.stats().batches.load() == 20u);
     BOOST_TEST(db.stats().syncs.load() == 0u);
@@ -369,13 +384,13 @@ BOOST_AUTO_TEST_CASE(without_synchronous_full_nothing_is_synced) {
 
 BOOST_AUTO_TEST_CASE(writes_after_close_fail_cleanly) {
     test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    sql::executor db{schema((dir / "s.db").string(), true, 1, 4096)};
     db.open();
     db.close();
     bool failed = false;
     test::run_coroutine([&]() -> asio::awaitable<void> {
         try {
-            co_await db.write([](store::write_context&) {});
+            co_await db.write([](sql::write_context&) {});
         } catch (const std::runtime_error&) {
             failed = true;
         }
@@ -387,7 +402,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_CASE(the_store_threads_are_named_and_checkpoints_run_at_a_lower_priority) {
     test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    sql::executor db{schema((dir / "s.db").string(), true, 1, 4096)};
     db.open();
     // The nice value (the 19th field of stat, after the parenthesised name) of each thread, by
     // name; the stores of other tests may still be running theirs.
@@ -421,7 +436,7 @@ BOOST_AUTO_TEST_CASE(the_store_threads_are_named_and_checkpoints_run_at_a_lower_
 
 BOOST_AUTO_TEST_CASE(the_purge_takes_operations_finished_before_the_cutoff_and_nothing_else) {
     test::temp_dir dir;
-    store::store db({(dir / "s.db").string(), true, 1, 4096});
+    sql::executor db{schema((dir / "s.db").string(), true, 1, 4096)};
     db.open();
     const core::millis now = core::now_ms();
     const core::millis cutoff = now - 5'000;
@@ -439,26 +454,26 @@ BOOST_AUTO_TEST_CASE(the_purge_takes_operations_finished_before_the_cutoff_and_n
     const auto new_done = op_at(now - 2'000, core::status::canceled, now - 1'000);
     int purged = -1;
     test::run_coroutine([&]() -> asio::awaitable<void> {
-        co_await db.write([&](store::write_context& w) {
+        co_await db.write([&](sql::write_context& w) {
             for (const auto* op :
                  {&old_done, &old_failed, &old_but_done_since, &old_still_running, &new_done}) {
                 auto saved = *op;
-                saved.row = store::insert_operation(w.db, saved);
-                store::save_operation(w.db, saved);  // its state and finish time
+                saved.row = sql::insert_operation(w.db, saved);
+                sql::save_operation(w.db, saved);  // its state and finish time
                 w.add_event(op->id, "pending", "{}");
             }
         });
         co_await db.write(
-            [&](store::write_context& w) { purged = store::purge_finished(w.db, cutoff, 1000); });
+            [&](sql::write_context& w) { purged = sql::purge_finished(w.db, cutoff, 1000); });
     });
     BOOST_TEST(purged == 2);
     std::map<std::string, bool> present;
     test::run_coroutine([&]() -> asio::awaitable<void> {
-        co_await db.read([&](store::connection& c) {
+        co_await db.read([&](sql::connection& c) {
             for (const auto* op :
                  {&old_done, &old_failed, &old_but_done_since, &old_still_running, &new_done})
-                present[op->id] = store::load_operation(c, op->id).has_value() &&
-                                  !store::read_events(c, {op->id}, 0, 1LL << 62, 10).empty();
+                present[op->id] = sql::load_operation(c, op->id).has_value() &&
+                                  !sql::read_events(c, {op->id}, 0, 1LL << 62, 10).empty();
         });
     });
     BOOST_TEST(!present[old_done.id]);

@@ -1,11 +1,13 @@
-#include "store/sqlite.hpp"
+#include "store/sqlite/connection.hpp"
 
 #include <sqlite3.h>
 
-namespace buzzer::store {
+namespace buzzer::store::sqlite {
 
-bool sqlite_error::unavailable() const noexcept {
-    switch (code_ & 0xff) {
+namespace {
+
+bool unavailable_code(int code) {
+    switch (code & 0xff) {
         case SQLITE_BUSY:
         case SQLITE_LOCKED:
         case SQLITE_NOMEM:
@@ -19,6 +21,11 @@ bool sqlite_error::unavailable() const noexcept {
             return false;
     }
 }
+
+}  // namespace
+
+sqlite_error::sqlite_error(int code, const std::string& what)
+    : database_error(what, unavailable_code(code)), code_(code) {}
 
 statement::statement(connection& db, std::string_view sql) : db_(db) {
     db_.check(sqlite3_prepare_v3(db.handle(), sql.data(), static_cast<int>(sql.size()),
@@ -200,4 +207,4 @@ void transaction::commit() {
     done_ = true;
 }
 
-}  // namespace buzzer::store
+}  // namespace buzzer::store::sqlite

@@ -1,11 +1,11 @@
-#include "store/migrate.hpp"
+#include "store/sqlite/migrate.hpp"
 
 #include <charconv>
 #include <string>
 
 #include "core/time.hpp"
 
-namespace buzzer::store {
+namespace buzzer::store::sqlite {
 namespace {
 
 int number_of(std::string_view name) {
@@ -27,7 +27,7 @@ int schema_version(connection& db) {
     return static_cast<int>(s->get_int(0));
 }
 
-int migrate(connection& db, std::span<const embedded::file> migrations) {
+int migrate(connection& db, std::span<const migration> migrations) {
     int expected = 1;
     for (const auto& m : migrations) {
         if (number_of(m.name) != expected)
@@ -43,7 +43,7 @@ int migrate(connection& db, std::span<const embedded::file> migrations) {
         int n = number_of(m.name);
         if (n <= current) continue;
         transaction tx(db);
-        db.exec(m.content);
+        db.exec(m.sql);
         auto ins = db.cached(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)");
         ins->bind(1, n).bind(2, m.name).bind(3, core::now_ms()).exec();
@@ -53,4 +53,4 @@ int migrate(connection& db, std::span<const embedded::file> migrations) {
     return current;
 }
 
-}  // namespace buzzer::store
+}  // namespace buzzer::store::sqlite

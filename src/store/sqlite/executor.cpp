@@ -1,4 +1,4 @@
-#include "store/store.hpp"
+#include "store/sqlite/executor.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -18,11 +18,10 @@
 
 #include "core/log.hpp"
 #include "core/thread.hpp"
-#include "runtime/embedded.hpp"
-#include "store/migrate.hpp"
-#include "store/operations.hpp"
+#include "store/sqlite/migrate.hpp"
+#include "store/sqlite/queries.hpp"
 
-namespace buzzer::store {
+namespace buzzer::store::sqlite {
 namespace asio = boost::asio;
 
 namespace {
@@ -52,7 +51,8 @@ void sync_file(int fd, const std::string& name) {
     do {
         rc = ::fdatasync(fd);
     } while (rc != 0 && errno == EINTR);
-    if (rc != 0) throw std::runtime_error("fdatasync " + name + ": " + std::strerror(errno));
+    // An fsync that fails (EIO, ENOSPC) may work later: the database is unavailable, not lost.
+    if (rc != 0) throw database_error("fdatasync " + name + ": " + std::strerror(errno), true);
 }
 
 void sync_directory(const std::string& file) {
@@ -78,15 +78,16 @@ std::int64_t write_context::add_event(std::string_view operation_id, std::string
         db.cached("INSERT INTO events (seq, operation_id, type, data) VALUES (?1, ?2, ?3, ?4)");
     const std::int64_t seq = ++last_seq_;
     s->bind(1, seq).bind(2, operation_id).bind(3, type).bind(4, std::string_view(data)).exec();
-    events_.push_back(event{seq, std::string(operation_id), std::string(type), std::move(data)});
+    events_.push_back(
+        core::event{seq, std::string(operation_id), std::string(type), std::move(data)});
     return seq;
 }
 
-store::store(settings s) : settings_(std::move(s)) {}
+executor::executor(settings s) : settings_(std::move(s)) {}
 
-store::~store() { close(); }
+executor::~executor() { close(); }
 
-void store::configure(connection& db, bool writer) const {
+void executor::configure(connection& db, bool writer) const {
     db.exec("PRAGMA busy_timeout = 5000");
     db.exec("PRAGMA foreign_keys = ON");
     if (writer) {
@@ -103,13 +104,13 @@ void store::configure(connection& db, bool writer) const {
     }
 }
 
-void store::open(const write_fn& startup) {
+void executor::open(const write_fn& startup) {
     writer_db_ = std::make_unique<connection>(settings_.path);
     configure(*writer_db_, true);
-    migrate(*writer_db_, embedded::migrations());
+    migrate(*writer_db_, settings_.migrations);
     last_seq_ = newest_event(*writer_db_);
     if (startup) {
-        std::vector<event> events;
+        std::vector<core::event> events;
         write_context ctx(*writer_db_, events, last_seq_);
         transaction tx(*writer_db_);
         startup(ctx);
@@ -168,7 +169,7 @@ void store::open(const write_fn& startup) {
     }
 }
 
-void store::close() {
+void executor::close() {
     {
         std::lock_guard lock(write_mutex_);
         write_stopping_ = true;
@@ -202,7 +203,7 @@ void store::close() {
     open_ = false;
 }
 
-void store::push_writes(std::vector<write_request> rs) {
+void executor::push_writes(std::vector<write_request> rs) {
     {
         std::lock_guard lock(write_mutex_);
         if (!write_stopping_ && open_) {
@@ -218,7 +219,7 @@ void store::push_writes(std::vector<write_request> rs) {
     for (auto& r : rs) r.done(closed_error());
 }
 
-void store::push_read(read_request r) {
+void executor::push_read(read_request r) {
     {
         std::lock_guard lock(read_mutex_);
         if (!read_stopping_ && open_) {
@@ -230,7 +231,7 @@ void store::push_read(read_request r) {
     r.done(closed_error());
 }
 
-asio::awaitable<void> store::write(write_fn fn) {
+asio::awaitable<void> executor::write(write_fn fn) {
     auto initiate = [this, &fn](auto handler) {
         std::vector<write_request> one;
         one.push_back(write_request{std::move(fn), completion_for(std::move(handler))});
@@ -240,7 +241,7 @@ asio::awaitable<void> store::write(write_fn fn) {
         initiate, asio::use_awaitable);
 }
 
-asio::awaitable<std::vector<std::exception_ptr>> store::write_each(std::vector<write_fn> fns) {
+asio::awaitable<std::vector<std::exception_ptr>> executor::write_each(std::vector<write_fn> fns) {
     using result = std::vector<std::exception_ptr>;
     if (fns.empty()) co_return result{};
     auto initiate = [this, &fns](auto handler) {
@@ -271,7 +272,7 @@ asio::awaitable<std::vector<std::exception_ptr>> store::write_each(std::vector<w
         initiate, asio::use_awaitable);
 }
 
-asio::awaitable<void> store::read(read_fn fn) {
+asio::awaitable<void> executor::read(read_fn fn) {
     auto initiate = [this, &fn](auto handler) {
         push_read(read_request{std::move(fn), completion_for(std::move(handler))});
     };
@@ -279,7 +280,7 @@ asio::awaitable<void> store::read(read_fn fn) {
         initiate, asio::use_awaitable);
 }
 
-asio::awaitable<bool> store::writable() {
+asio::awaitable<bool> executor::writable() {
     try {
         co_await write([](write_context& ctx) {
             ctx.db
@@ -295,12 +296,12 @@ asio::awaitable<bool> store::writable() {
     }
 }
 
-void store::run_writer() {
+void executor::run_writer() {
     // Requests run as they arrive, in a transaction that stays open while the syncer is busy
     // with the fsync of the previous commit, and is committed when the syncer is free: under
     // load one commit per fsync, each as large as the fsync before it was long.
     std::vector<write_request> batch;  // run in the open transaction
-    std::vector<event> events;
+    std::vector<core::event> events;
     std::optional<transaction> tx;
     std::exception_ptr failure;  // of a request of the open transaction
     std::int64_t first_seq = last_seq_;
@@ -359,8 +360,8 @@ void store::run_writer() {
     }
 }
 
-void store::run_isolated(std::vector<write_request>& batch, std::vector<event>& events,
-                         std::vector<std::exception_ptr>& errors) {
+void executor::run_isolated(std::vector<write_request>& batch, std::vector<core::event>& events,
+                            std::vector<std::exception_ptr>& errors) {
     connection& db = *writer_db_;
     events.clear();
     transaction tx(db);
@@ -382,9 +383,9 @@ void store::run_isolated(std::vector<write_request>& batch, std::vector<event>& 
     tx.commit();
 }
 
-void store::commit_batch(std::vector<write_request>& batch, std::vector<event>& events,
-                         std::optional<transaction>& tx, std::exception_ptr failure,
-                         std::int64_t first_seq) {
+void executor::commit_batch(std::vector<write_request>& batch, std::vector<core::event>& events,
+                            std::optional<transaction>& tx, std::exception_ptr failure,
+                            std::int64_t first_seq) {
     committed c;
     c.errors.resize(batch.size());
     try {
@@ -430,7 +431,7 @@ void store::commit_batch(std::vector<write_request>& batch, std::vector<event>& 
     sync_cv_.notify_one();
 }
 
-void store::run_syncer() {
+void executor::run_syncer() {
     std::vector<committed> ready;
     for (;;) {
         {
@@ -477,7 +478,7 @@ void store::run_syncer() {
     }
 }
 
-void store::run_checkpointer() {
+void executor::run_checkpointer() {
     for (;;) {
         int frames = 0;
         {
@@ -501,7 +502,7 @@ void store::run_checkpointer() {
                 write_cv_.notify_one();
             }
             struct resume_writer {
-                store& s;
+                executor& s;
                 bool active;
                 ~resume_writer() {
                     if (!active) return;
@@ -521,7 +522,7 @@ void store::run_checkpointer() {
     }
 }
 
-void store::deliver(committed& c) {
+void executor::deliver(committed& c) {
     const auto now = std::chrono::steady_clock::now();
     for (auto& e : c.events) e.committed = now;
     for (auto t : c.queued) stats_.write_latency.observe(now - t);
@@ -567,7 +568,7 @@ void store::deliver(committed& c) {
     }
 }
 
-void store::run_reader(connection& db) {
+void executor::run_reader(connection& db) {
     for (;;) {
         read_request r;
         {
@@ -588,4 +589,4 @@ void store::run_reader(connection& db) {
     }
 }
 
-}  // namespace buzzer::store
+}  // namespace buzzer::store::sqlite

@@ -1,4 +1,4 @@
-#include "store/operations.hpp"
+#include "store/sqlite/queries.hpp"
 
 #include <algorithm>
 #include <stdexcept>
@@ -6,12 +6,12 @@
 
 #include "core/ulid.hpp"
 
-namespace buzzer::store {
+namespace buzzer::store::sqlite {
 namespace {
 
 #define BUZZER_OP_COLUMNS                                                               \
     "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, " \
-    "started_at, finished_at, run_after, progress, error, rowid"
+    "started_at, finished_at, run_after, progress, error, rowid, cancel_requested"
 
 core::operation row_to_operation(statement& s) {
     core::operation op;
@@ -30,6 +30,7 @@ core::operation row_to_operation(statement& s) {
     op.progress = s.get_opt_text(12);
     op.error = s.get_opt_text(13);
     op.row = s.get_int(14);
+    op.cancel_requested = s.get_int(15) != 0;
     return op;
 }
 
@@ -62,15 +63,25 @@ std::optional<core::operation> load_operation(connection& db, std::string_view i
     return row_to_operation(*s);
 }
 
-void save_operation(connection& db, const core::operation& op, const result_body* result) {
-    // By row id: one index look-up fewer than by `id`. Every operation saved was loaded first.
+namespace {
+
+// One UPDATE of every mutable column by row id (one index look-up fewer than by `id`); with
+// `expected`, only while the stored status is that one. A requested cancel is never taken
+// back: the caller's copy may predate it.
+bool update_operation(connection& db, const core::operation& op,
+                      std::optional<core::status> expected, const core::result_body* result) {
     if (op.row <= 0) throw std::logic_error("save_operation: operation " + op.id + " has no row");
 #define BUZZER_SAVE_COLUMNS                                                                \
     "UPDATE operations SET status = ?2, attempt = ?3, started_at = ?4, finished_at = ?5, " \
-    "run_after = ?6, progress = ?7, error = ?8"
-    auto s =
-        result ? db.cached(BUZZER_SAVE_COLUMNS ", result = ?9, result_type = ?10 WHERE rowid = ?1")
-               : db.cached(BUZZER_SAVE_COLUMNS " WHERE rowid = ?1");
+    "run_after = ?6, progress = ?7, error = ?8, cancel_requested = max(cancel_requested, ?9)"
+#define BUZZER_SAVE_RESULT ", result = ?10, result_type = ?11"
+    auto s = expected
+                 ? (result ? db.cached(BUZZER_SAVE_COLUMNS BUZZER_SAVE_RESULT
+                                       " WHERE rowid = ?1 AND status = ?12")
+                           : db.cached(BUZZER_SAVE_COLUMNS " WHERE rowid = ?1 AND status = ?12"))
+                 : (result ? db.cached(BUZZER_SAVE_COLUMNS BUZZER_SAVE_RESULT " WHERE rowid = ?1")
+                           : db.cached(BUZZER_SAVE_COLUMNS " WHERE rowid = ?1"));
+#undef BUZZER_SAVE_RESULT
 #undef BUZZER_SAVE_COLUMNS
     s->bind(1, op.row);
     s->bind(2, core::to_string(op.state))
@@ -79,31 +90,37 @@ void save_operation(connection& db, const core::operation& op, const result_body
         .bind(5, op.finished_at)
         .bind(6, op.run_after)
         .bind(7, op.progress)
-        .bind(8, op.error);
-    if (result) s->bind_blob(9, result->body).bind(10, result->media_type);
+        .bind(8, op.error)
+        .bind(9, op.cancel_requested ? 1 : 0);
+    if (result) s->bind_blob(10, result->body).bind(11, result->media_type);
+    if (expected) s->bind(12, core::to_string(*expected));
     s->exec();
+    return db.changes() > 0;
 }
 
-std::optional<core::operation> start_attempt(connection& db, std::int64_t row, std::string_view id,
-                                             core::millis now) {
-    // An UPDATE and a SELECT of the same row: RETURNING materialises its rows in a temporary
-    // table first and cost more than both together.
-    auto u = db.cached(
-        "UPDATE operations SET status = 'running', attempt = attempt + 1, started_at = ?3, "
-        "progress = NULL, error = NULL WHERE rowid = ?1 AND id = ?2 AND status = 'pending'");
-    u->bind(1, row).bind(2, id).bind(3, now).exec();
-    if (db.changes() == 0) return std::nullopt;
-    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE rowid = ?1");
-    s->bind(1, row);
+}  // namespace
+
+void save_operation(connection& db, const core::operation& op, const core::result_body* result) {
+    update_operation(db, op, std::nullopt, result);
+}
+
+bool save_if(connection& db, const core::operation& op, core::status expected,
+             const core::result_body* result) {
+    return update_operation(db, op, expected, result);
+}
+
+std::optional<core::operation> load_row(connection& db, std::int64_t row, std::string_view id) {
+    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE rowid = ?1 AND id = ?2");
+    s->bind(1, row).bind(2, id);
     if (!s->step()) return std::nullopt;
     return row_to_operation(*s);
 }
 
-std::optional<result_body> load_result(connection& db, std::string_view id) {
+std::optional<core::result_body> load_result(connection& db, std::string_view id) {
     auto s = db.cached("SELECT result, result_type FROM operations WHERE id = ?1");
     s->bind(1, id);
     if (!s->step()) return std::nullopt;
-    return result_body{s->get_text(0), s->get_opt_text(1).value_or("application/json")};
+    return core::result_body{s->get_text(0), s->get_opt_text(1).value_or("application/json")};
 }
 
 std::vector<core::operation> list_operations(connection& db, const list_query& q) {
@@ -180,14 +197,6 @@ std::vector<core::operation> running_operations(connection& db) {
     return out;
 }
 
-void request_cancel(connection& db, std::string_view id) {
-    db.cached(
-          "UPDATE operations SET cancel_requested = 1 "
-          "WHERE id = ?1 AND status IN ('pending', 'running')")
-        ->bind(1, id)
-        .exec();
-}
-
 std::vector<core::operation> cancel_requested(connection& db) {
     auto s = db.cached("SELECT " BUZZER_OP_COLUMNS
                        " FROM operations WHERE status IN ('pending', 'running') "
@@ -197,15 +206,15 @@ std::vector<core::operation> cancel_requested(connection& db) {
     return out;
 }
 
-std::vector<queued> pending_operations(connection& db) {
+std::vector<core::queued> pending_operations(connection& db) {
     auto s = db.cached(
         "SELECT id, kind, priority, run_after, rowid FROM operations "
         "WHERE status = 'pending' AND status <> 'succeeded' "
         "ORDER BY priority DESC, rowid");
-    std::vector<queued> out;
+    std::vector<core::queued> out;
     while (s->step())
-        out.push_back(queued{s->get_text(0), s->get_text(1), static_cast<int>(s->get_int(2)),
-                             s->get_int(3), s->get_int(4)});
+        out.push_back(core::queued{s->get_text(0), s->get_text(1), static_cast<int>(s->get_int(2)),
+                                   s->get_int(3), s->get_int(4)});
     return out;
 }
 
@@ -231,16 +240,17 @@ void insert_key(connection& db, std::string_view key, std::string_view request,
     s->bind(1, key).bind(2, request).bind(3, operation_id).bind(4, now).exec();
 }
 
-std::vector<event> read_events(connection& db, const std::vector<std::string>& operation_ids,
-                               std::int64_t after, std::int64_t upto, int limit) {
-    std::vector<event> out;
+std::vector<core::event> read_events(connection& db, const std::vector<std::string>& operation_ids,
+                                     std::int64_t after, std::int64_t upto, int limit) {
+    std::vector<core::event> out;
     if (operation_ids.size() == 1) {
         auto s = db.cached(
             "SELECT seq, operation_id, type, data FROM events "
             "WHERE operation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4");
         s->bind(1, operation_ids[0]).bind(2, after).bind(3, upto).bind(4, limit);
         while (s->step())
-            out.push_back(event{s->get_int(0), s->get_text(1), s->get_text(2), s->get_text(3)});
+            out.push_back(
+                core::event{s->get_int(0), s->get_text(1), s->get_text(2), s->get_text(3)});
         return out;
     }
     std::string sql = "SELECT seq, operation_id, type, data FROM events WHERE operation_id IN (";
@@ -253,7 +263,7 @@ std::vector<event> read_events(connection& db, const std::vector<std::string>& o
     s.bind(i++, upto);
     s.bind(i, limit);
     while (s.step())
-        out.push_back(event{s.get_int(0), s.get_text(1), s.get_text(2), s.get_text(3)});
+        out.push_back(core::event{s.get_int(0), s.get_text(1), s.get_text(2), s.get_text(3)});
     return out;
 }
 
@@ -265,10 +275,6 @@ std::int64_t newest_event(connection& db) {
     return s->get_int(0);
 }
 
-}  // namespace buzzer::store
-
-namespace buzzer::store {
-
 std::int64_t terminal_event(connection& db, std::string_view operation_id) {
     auto s = db.cached(
         "SELECT coalesce(max(seq), 0) FROM events WHERE operation_id = ?1 "
@@ -278,4 +284,4 @@ std::int64_t terminal_event(connection& db, std::string_view operation_id) {
     return s->get_int(0);
 }
 
-}  // namespace buzzer::store
+}  // namespace buzzer::store::sqlite

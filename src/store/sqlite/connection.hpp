@@ -10,20 +10,21 @@
 #include <string>
 #include <string_view>
 
+#include "store/store.hpp"
+
 struct sqlite3;
 struct sqlite3_stmt;
 
-namespace buzzer::store {
+namespace buzzer::store::sqlite {
 
-/// An SQLite error, with the result code.
-class sqlite_error : public std::runtime_error {
+/// An SQLite error, with the result code. It is unavailable() when the database cannot take
+/// the request now but may later: a full disk, an I/O error, a read-only or unopenable file, a
+/// lock held elsewhere, memory short.
+class sqlite_error : public database_error {
   public:
-    sqlite_error(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
+    sqlite_error(int code, const std::string& what);
     /// The primary SQLite result code.
     int code() const noexcept { return code_; }
-    /// Whether the database cannot take the request now but may later: a full disk, an I/O
-    /// error, a read-only or unopenable file, a lock held elsewhere, memory short.
-    bool unavailable() const noexcept;
 
   private:
     int code_;
@@ -135,4 +136,4 @@ class transaction {
     bool done_ = false;
 };
 
-}  // namespace buzzer::store
+}  // namespace buzzer::store::sqlite

@@ -1,0 +1,258 @@
+// The SQLite backend of the store: each call is one write (group-committed by the executor's
+// writer thread) or one read (on a reader connection), and each state change it makes is the
+// lifecycle's.
+#include <boost/json/parse.hpp>
+
+#include "core/json_text.hpp"
+#include "core/lifecycle.hpp"
+#include "store/sqlite/executor.hpp"
+#include "store/sqlite/queries.hpp"
+#include "store/store.hpp"
+
+namespace buzzer::store {
+namespace sqlite {
+namespace {
+
+namespace lifecycle = core::lifecycle;
+
+// Write functions may run more than once (a batch is run again when one of its writes fails),
+// so they copy what they keep of their captures.
+void add_events(write_context& w, const std::vector<core::event>& events) {
+    for (const auto& e : events) w.add_event(e.operation_id, e.type, e.data);
+}
+
+// Stores what a lifecycle step made of an operation loaded in this write.
+void save_step(write_context& w, const lifecycle::step& s) {
+    save_operation(w.db, s.op);
+    add_events(w, s.events);
+}
+
+// Whether two canonical request bodies are the same. Texts differ for equal values too when one
+// was stored by an older version (numbers were written as 1.5E0 then): those compare as values.
+bool same_request(const std::string& stored, const std::string& sent) {
+    if (stored == sent) return true;
+    return core::same_json(boost::json::parse(stored, {}, core::json_options()),
+                           boost::json::parse(sent, {}, core::json_options()));
+}
+
+executor::settings executor_settings(settings s) {
+    executor::settings e;
+    e.path = std::move(s.path);
+    e.synchronous_full = s.synchronous_full;
+    e.readers = s.readers;
+    e.max_batch = s.max_batch;
+    e.migrations = std::move(s.migrations);
+    return e;
+}
+
+class sqlite_store final : public store {
+  public:
+    explicit sqlite_store(settings s) : db_(executor_settings(std::move(s))) {}
+
+    ~sqlite_store() override { db_.close(); }
+
+    recovery open(core::millis now) override {
+        recovery r;
+        db_.on_commit = on_commit;
+        db_.open([&](write_context& w) {
+            r = {};
+            // Their cancel was answered: canceled now (their work stopped with the server).
+            for (auto& op : cancel_requested(w.db)) {
+                if (op.state == core::status::running) r.abandoned.push_back(op.id);
+                save_step(w, lifecycle::apply(std::move(op), lifecycle::canceled{now}));
+            }
+            // A crash left them running: run again while attempts remain, else failed.
+            for (auto& op : running_operations(w.db)) {
+                r.abandoned.push_back(op.id);
+                save_step(w, lifecycle::apply(std::move(op), lifecycle::abandoned{now}));
+            }
+            r.pending = pending_operations(w.db);
+        });
+        return r;
+    }
+
+    void close() override { db_.close(); }
+
+    boost::asio::awaitable<submit_result> submit(core::operation op,
+                                                 std::vector<core::event> events,
+                                                 std::optional<idempotency_key> key) override {
+        submit_result r;
+        co_await db_.write([&](write_context& w) {
+            r = {};
+            if (key) {
+                if (auto found = find_key(w.db, key->key)) {
+                    r.kind = same_request(found->request, key->request) ? submit_result::replayed
+                                                                        : submit_result::key_reused;
+                    r.operation_id = found->operation_id;
+                    return;
+                }
+            }
+            r.op.row = insert_operation(w.db, op);
+            add_events(w, events);
+            if (key) insert_key(w.db, key->key, key->request, op.id, op.created_at);
+        });
+        if (r.kind == submit_result::accepted) {
+            const auto row = r.op.row;
+            r.op = std::move(op);
+            r.op.row = row;
+        }
+        co_return r;
+    }
+
+    boost::asio::awaitable<std::vector<claimed>> start_attempts(std::vector<claim> claims,
+                                                                core::millis now) override {
+        std::vector<claimed> out(claims.size());
+        std::vector<executor::write_fn> writes;
+        writes.reserve(claims.size());
+        for (std::size_t i = 0; i < claims.size(); ++i) {
+            writes.push_back([&out, &claims, i, now](write_context& w) {
+                out[i].op.reset();
+                auto op = load_row(w.db, claims[i].row, claims[i].id);
+                if (!op) return;
+                auto step = lifecycle::apply(std::move(*op), lifecycle::started{now});
+                if (!step) return;
+                save_step(w, step);
+                out[i].op = std::move(step.op);
+            });
+        }
+        auto errors = co_await db_.write_each(std::move(writes));
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            out[i].error = errors[i];
+            if (errors[i]) out[i].op.reset();
+        }
+        co_return out;
+    }
+
+    boost::asio::awaitable<std::vector<recorded>> record(std::span<const change> changes) override {
+        std::vector<recorded> out(changes.size());
+        std::vector<executor::write_fn> writes;
+        writes.reserve(changes.size());
+        for (std::size_t i = 0; i < changes.size(); ++i) {
+            writes.push_back([&out, changes, i](write_context& w) {
+                const auto& c = changes[i];
+                out[i].written = save_if(w.db, c.op, core::status::running, c.result);
+                if (out[i].written) add_events(w, c.events);
+            });
+        }
+        auto errors = co_await db_.write_each(std::move(writes));
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            out[i].error = errors[i];
+            if (errors[i]) out[i].written = false;
+        }
+        co_return out;
+    }
+
+    boost::asio::awaitable<cancel_result> cancel_pending(std::string id) override {
+        cancel_result r;
+        const auto now = core::now_ms();
+        co_await db_.write([&](write_context& w) {
+            r = {};
+            auto op = load_operation(w.db, id);
+            if (!op) return;
+            if (op->state != core::status::pending) {
+                r = {cancel_result::not_pending, std::move(*op)};
+                return;
+            }
+            auto step = lifecycle::apply(std::move(*op), lifecycle::canceled{now});
+            save_step(w, step);
+            r = {cancel_result::canceled, std::move(step.op)};
+        });
+        co_return r;
+    }
+
+    boost::asio::awaitable<void> request_cancel(std::string id) override {
+        co_await db_.write([&](write_context& w) {
+            auto op = load_operation(w.db, id);
+            if (!op) return;
+            auto step = lifecycle::apply(std::move(*op), lifecycle::cancel_requested{});
+            if (step) save_step(w, step);
+        });
+    }
+
+    boost::asio::awaitable<delete_result> remove(std::string id) override {
+        delete_result r;
+        co_await db_.write([&](write_context& w) {
+            r = {};
+            if (delete_operation(w.db, id)) {
+                r.kind = delete_result::deleted;
+            } else if (auto op = load_operation(w.db, id)) {
+                r.kind = delete_result::active;
+                r.state = op->state;
+            }
+        });
+        co_return r;
+    }
+
+    boost::asio::awaitable<int> purge(core::millis finished_before, core::millis keys_before,
+                                      int limit) override {
+        int purged = 0;
+        co_await db_.write([&](write_context& w) {
+            purged = purge_finished(w.db, finished_before, limit);
+            purge_keys(w.db, keys_before);
+        });
+        co_return purged;
+    }
+
+    boost::asio::awaitable<std::optional<core::operation>> load(std::string id) override {
+        std::optional<core::operation> op;
+        co_await db_.read([&](connection& db) { op = load_operation(db, id); });
+        co_return op;
+    }
+
+    boost::asio::awaitable<std::optional<operation_result>> load_result(std::string id) override {
+        std::optional<operation_result> r;
+        co_await db_.read([&](connection& db) {
+            auto op = load_operation(db, id);
+            if (!op) return;
+            r.emplace();
+            if (op->state == core::status::succeeded) r->result = sqlite::load_result(db, id);
+            r->op = std::move(*op);
+        });
+        co_return r;
+    }
+
+    boost::asio::awaitable<std::vector<core::operation>> list(list_query q) override {
+        std::vector<core::operation> rows;
+        co_await db_.read([&](connection& db) { rows = list_operations(db, q); });
+        co_return rows;
+    }
+
+    boost::asio::awaitable<std::vector<std::optional<std::int64_t>>> stream_ends(
+        std::vector<std::string> ids) override {
+        std::vector<std::optional<std::int64_t>> ends(ids.size());
+        co_await db_.read([&](connection& db) {
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                auto op = load_operation(db, ids[i]);
+                if (!op) continue;
+                ends[i] = core::is_terminal(op->state) ? terminal_event(db, ids[i]) : 0;
+            }
+        });
+        co_return ends;
+    }
+
+    boost::asio::awaitable<std::vector<core::event>> replay(std::vector<std::string> ids,
+                                                            std::int64_t after, std::int64_t upto,
+                                                            int limit) override {
+        std::vector<core::event> page;
+        co_await db_.read([&](connection& db) { page = read_events(db, ids, after, upto, limit); });
+        co_return page;
+    }
+
+    boost::asio::awaitable<bool> writable() override { co_return co_await db_.writable(); }
+
+    std::int64_t published_seq() const override { return db_.published_seq(); }
+
+    const store_stats& stats() const override { return db_.stats(); }
+
+  private:
+    executor db_;
+};
+
+}  // namespace
+}  // namespace sqlite
+
+std::unique_ptr<store> make_sqlite_store(settings s) {
+    return std::make_unique<sqlite::sqlite_store>(std::move(s));
+}
+
+}  // namespace buzzer::store
