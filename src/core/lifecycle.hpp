@@ -34,7 +34,7 @@ struct started {
 /// The running attempt reports progress (percent is clamped to 0..100).
 struct progressed {
     int percent = 0;
-    std::string message;
+    std::string message{};
 };
 
 /// The running attempt returned its result.
@@ -46,8 +46,8 @@ struct succeeded {
 /// attempts remain; `type` is the problem type (empty: /problems/job-failed).
 struct failed {
     millis now = 0;
-    std::string type;
-    std::string detail;
+    std::string type{};
+    std::string detail{};
     bool retryable = true;
     millis retry_delay_ms = 0;
 };

@@ -90,11 +90,16 @@ std::string make_ulid(millis t) {
         // previous one plus a random step of 1 to 2^64, so that 64 fresh random bits separate
         // it from its neighbour. The 80 bits overflow after some 65,000 ids in one millisecond:
         // then the time moves on by one.
+        // The first id of a millisecond starts in the lower half of the 80 bits (79 random bits)
+        // so that the steps always have room for those 65,000: from the upper half, a few
+        // thousand could overflow.
         if (ts == g.time) {
             const std::uint64_t step = std::max<std::uint64_t>(low, 1);
             low = g.low + step;
             high = static_cast<std::uint16_t>(g.high + (low < g.low ? 1 : 0));
             if (high < g.high) ++ts;
+        } else {
+            high &= 0x7fff;
         }
         g.time = ts;
         g.high = high;
