@@ -4,159 +4,33 @@
 #include <bit>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/defer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/json.hpp>
 #include <climits>
 
-#include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/run_on.hpp"
-#include "jobs/backoff.hpp"
 #include "jobs/executors.hpp"
 
 namespace buzzer::jobs {
 namespace asio = boost::asio;
-namespace json = boost::json;
 using namespace asio::experimental::awaitable_operators;
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-std::chrono::steady_clock::duration seconds(double s) {
-    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(s));
-}
-
-// Adds `item` to `list`. The first item after a take schedules `take` on `strand`, once the
-// caller's thread has run the handlers queued with this one: the items they add go with it,
-// with one wake-up of the strand's thread.
-template <class T, class Strand, class Take>
-void hand_over(handoff<T>& list, T item, const asio::any_io_executor& caller, const Strand& strand,
-               Take take) {
-    if (list.push(std::move(item)))
-        asio::defer(caller, [strand, take] { asio::post(strand, take); });
-}
-
-}  // namespace
-
-// Why a running job is being stopped; set on the job's strand.
-enum class stop_reason { none, cancel, shutdown };
-
-struct scheduler::job_control {
-    job_control(std::string id, std::int64_t row, std::string kind, asio::io_context& io)
-        : id(std::move(id)),
-          row(row),
-          kind(std::move(kind)),
-          strand(asio::make_strand(io)),
-          wake(strand) {
-        wake.expires_at(std::chrono::steady_clock::time_point::max());
-    }
-    std::string id;
-    std::int64_t row;  ///< the operation's row in the store
-    std::string kind;
-    int priority = 0;  ///< as queued (for a claim that is put back)
-    asio::strand<asio::io_context::executor_type> strand;
-    asio::steady_timer wake;           ///< fires at the attempt's deadline, or at once when stopped
-    asio::cancellation_signal cancel;  ///< bound to the job's coroutine; the timer emits it
-    stop_reason reason = stop_reason::none;
-    bool cancel_asked = false;  ///< on the scheduler's strand: a cancel request came
-
-    void stop(stop_reason r) {
-        if (reason == stop_reason::none) reason = r;
-        wake.expires_at(std::chrono::steady_clock::time_point::min());
-    }
-};
-
 // The completion handler of a job's coroutine: logs its failure, naming the job (the text is
 // built only then).
-auto scheduler::job_failures(std::shared_ptr<job_control> ctrl) {
+auto job_failures(std::shared_ptr<job_control> ctrl) {
     return [ctrl = std::move(ctrl)](const std::exception_ptr& e) {
         if (e) core::log_failure(e, "job " + ctrl->id + ": ");
     };
 }
 
-void scheduler::spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op) {
-    stats_.attempts.fetch_add(1, std::memory_order_relaxed);
-    auto& signal = ctrl->cancel;
-    asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)),
-                   asio::bind_cancellation_slot(signal.slot(), job_failures(ctrl)));
-}
-
-struct scheduler::outcome {
-    enum kind_t { success, failure, timeout, cancel, shutdown } kind = failure;
-    std::string body;        ///< result bytes
-    std::string media_type;  ///< of the result; empty: application/json
-    std::string type;        ///< of the failure's problem; empty: /problems/job-failed
-    std::string detail;
-    bool retryable = true;
-};
-
-// One attempt as the kind's function sees it.
-class scheduler::attempt_context final : public job {
-  public:
-    attempt_context(store::store& db, core::operation& op) : db_(db), op_(op) {}
-
-    const std::string& id() const override { return op_.id; }
-    const std::string& kind() const override { return op_.kind; }
-    int attempt() const override { return op_.attempt; }
-    // Parsed on first use: kinds that pass the input on as text never parse it.
-    const json::value& input() const override {
-        if (!input_) {
-            boost::system::error_code ec;
-            input_.emplace(json::parse(op_.input, ec, {}, core::json_options()));
-            if (ec) *input_ = nullptr;
-        }
-        return *input_;
-    }
-    std::string_view input_text() const override { return op_.input; }
-
-    asio::awaitable<void> progress(int percent, std::string message) override {
-        auto step = core::lifecycle::apply(
-            std::move(op_), core::lifecycle::progressed{percent, std::move(message)});
-        op_ = std::move(step.op);
-        if (!step) co_return;
-        // Every report is an event, and the job waits for it to be durable: one that reports
-        // faster than the store commits is slowed down to its pace, none is dropped.
-        const store::change report{op_, step.events};
-        std::exception_ptr failure;
-        try {
-            auto written = co_await db_.record({&report, 1});
-            failure = written.front().error;
-        } catch (...) {
-            failure = std::current_exception();
-        }
-        if (!failure) co_return;
-        try {
-            std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-            // A report the store cannot take is dropped, not the attempt: the job goes on, and
-            // its outcome is written when the store takes writes again.
-            if (!std::exchange(progress_lost_, true))
-                core::log(core::level::warn, "job " + op_.id + ": progress not recorded (" +
-                                                 e.what() + "); later reports may be lost too");
-        } catch (...) {
-        }
-    }
-
-    void set_result(std::string body, std::string media_type) override {
-        raw_result_ = std::move(body);
-        media_type_ = std::move(media_type);
-    }
-
-    std::optional<std::string> raw_result_;
-    std::string media_type_;
-
-  private:
-    store::store& db_;
-    core::operation& op_;
-    mutable std::optional<json::value> input_;
-    bool progress_lost_ = false;  ///< a report of this attempt could not be written
-};
+}  // namespace
 
 scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry& kinds,
                      scheduler_settings settings)
@@ -166,9 +40,18 @@ scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry
       settings_(std::move(settings)),
       strand_(asio::make_strand(io)),
       delay_timer_(strand_),
-      free_slots_(static_cast<int>(std::min<unsigned>(settings_.max_running, INT_MAX))) {}
+      free_slots_(static_cast<int>(std::min<unsigned>(settings_.max_running, INT_MAX))),
+      outcomes_(io, strand_, db,
+                [this](settled s, bool written) { recorded(std::move(s), written); }) {}
 
 scheduler::~scheduler() = default;
+
+void scheduler::spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op) {
+    stats_.attempts.fetch_add(1, std::memory_order_relaxed);
+    auto& signal = ctrl->cancel;
+    asio::co_spawn(ctrl->strand, run_job(ctrl, std::move(op)),
+                   asio::bind_cancellation_slot(signal.slot(), job_failures(ctrl)));
+}
 
 void scheduler::load(const std::vector<core::queued>& pending) {
     for (const auto& q : pending) add(q);
@@ -224,8 +107,7 @@ void scheduler::take_adopted() {
     }
 }
 
-std::shared_ptr<scheduler::job_control> scheduler::track(std::string id, std::int64_t row,
-                                                         std::string kind) {
+std::shared_ptr<job_control> scheduler::track(std::string id, std::int64_t row, std::string kind) {
     auto ctrl = std::make_shared<job_control>(std::move(id), row, std::move(kind), io_);
     running_.emplace(ctrl->id, ctrl);
     ++running_by_kind_[ctrl->kind];
@@ -234,22 +116,16 @@ std::shared_ptr<scheduler::job_control> scheduler::track(std::string id, std::in
 }
 
 void scheduler::add(core::queued q) {
-    if (index_.count(q.id) || running_.count(q.id)) return;
-    entry e{q.priority, q.order, q.id};
-    bool delayed = q.run_after > core::now_ms();
-    index_.emplace(q.id, queued_info{q.kind, e, q.run_after, delayed});
-    stats_.pending.store(static_cast<std::int64_t>(index_.size()));
-    if (delayed) {
-        delayed_.emplace(q.run_after, q.id);
-        arm_delay_timer();
-    } else {
-        ready_[q.kind].insert(e);
-    }
+    if (running_.count(q.id)) return;
+    if (!queue_.add(q, core::now_ms())) return;
+    stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
+    arm_delay_timer();
 }
 
 void scheduler::arm_delay_timer() {
-    if (delayed_.empty()) return;
-    auto wait_ms = std::max<core::millis>(delayed_.begin()->first - core::now_ms(), 0);
+    auto first = queue_.next_due();
+    if (!first) return;
+    auto wait_ms = std::max<core::millis>(*first - core::now_ms(), 0);
     auto due = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
     if (delay_timer_.expiry() <= due && delay_timer_.expiry() > std::chrono::steady_clock::now())
         return;  // already armed for an earlier moment
@@ -261,15 +137,7 @@ void scheduler::arm_delay_timer() {
 }
 
 void scheduler::release_due() {
-    auto now = core::now_ms();
-    while (!delayed_.empty() && delayed_.begin()->first <= now) {
-        auto id = delayed_.begin()->second;
-        delayed_.erase(delayed_.begin());
-        auto it = index_.find(id);
-        if (it == index_.end()) continue;
-        it->second.delayed = false;
-        ready_[it->second.kind].insert(it->second.e);
-    }
+    queue_.release_due(core::now_ms());
     arm_delay_timer();
     pump();
 }
@@ -279,36 +147,26 @@ void scheduler::pump() {
         queue_idle_.store(false, std::memory_order_release);
         return;
     }
+    // Kinds with a concurrency limit of their own take only what it leaves.
+    auto has_room = [this](std::string_view kind) {
+        const auto* k = kinds_.find(kind);
+        unsigned limit = k ? k->defaults.concurrency : 0;
+        if (!limit) return true;
+        auto r = running_by_kind_.find(kind);
+        return r == running_by_kind_.end() || r->second < limit;
+    };
     std::vector<std::shared_ptr<job_control>> claimed;
     bool waiting = false;  // a queued operation that a free slot could start
-    for (;;) {
-        // The best head among kinds that have room: priority, then age.
-        std::set<entry>* best = nullptr;
-        std::string_view best_kind;
-        for (auto& [kind, queue] : ready_) {
-            if (queue.empty()) continue;
-            const auto* k = kinds_.find(kind);
-            unsigned limit = k ? k->defaults.concurrency : 0;
-            auto r = running_by_kind_.find(kind);
-            if (limit && r != running_by_kind_.end() && r->second >= limit) continue;
-            if (!best || *queue.begin() < *best->begin()) {
-                best = &queue;
-                best_kind = kind;
-            }
-        }
-        if (!best) break;
+    while (const auto* next = queue_.peek(has_room)) {
         if (!take_slot()) {
             waiting = true;
             break;
         }
-        entry e = *best->begin();
-        best->erase(best->begin());
-        std::string kind(best_kind);
-        index_.erase(e.id);
-        stats_.pending.store(static_cast<std::int64_t>(index_.size()));
-        claimed.push_back(track(std::move(e.id), e.order, std::move(kind)));
-        claimed.back()->priority = e.priority;
+        auto q = queue_.pop(next);
+        claimed.push_back(track(std::move(q.id), q.order, std::move(q.kind)));
+        claimed.back()->priority = q.priority;
     }
+    stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
     queue_idle_.store(!waiting, std::memory_order_release);
     if (!claimed.empty())
         asio::co_spawn(strand_, start_jobs(std::move(claimed)),
@@ -372,22 +230,7 @@ asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
             asio::post(ctrl->strand, [ctrl] { ctrl->stop(stop_reason::cancel); });
             return cancel_state::cancelling;
         }
-        if (auto q = index_.find(id); q != index_.end()) {
-            auto& info = q->second;
-            if (info.delayed) {
-                for (auto it = delayed_.lower_bound(info.run_after);
-                     it != delayed_.end() && it->first == info.run_after; ++it) {
-                    if (it->second == id) {
-                        delayed_.erase(it);
-                        break;
-                    }
-                }
-            } else {
-                ready_[info.kind].erase(info.e);
-            }
-            index_.erase(q);
-            stats_.pending.store(static_cast<std::int64_t>(index_.size()));
-        }
+        if (queue_.remove(id)) stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
         return cancel_state::not_active;
     };
     auto state = co_await core::run_on(strand_, std::move(on_strand));
@@ -430,113 +273,16 @@ asio::awaitable<void> scheduler::shutdown(std::chrono::steady_clock::time_point 
     core::log(core::level::warn, "shutdown: jobs still running after the grace period");
     // Outcomes that the store would not take are left: their operations are still running in
     // the store, and run again at the next start.
-    auto abandon = [this] {
-        outcomes_abandoned_ = true;
-        for (auto* t : outcome_timers_) t->cancel();
-    };
+    auto abandon = [this] { outcomes_.abandon(); };
     co_await core::run_on(strand_, std::move(abandon));
 }
 
-asio::awaitable<scheduler::outcome> scheduler::run_attempt(std::shared_ptr<job_control> ctrl,
-                                                           core::operation& op,
-                                                           attempt_context& a) {
-    outcome out;
-    if (ctrl->reason != stop_reason::none) {
-        out.kind = ctrl->reason == stop_reason::cancel ? outcome::cancel : outcome::shutdown;
-        co_return out;
-    }
-    const kind_def* k = kinds_.find(op.kind);
-    if (!k) {
-        out.type = "/problems/unknown-kind";
-        out.detail = "this server does not run the kind " + op.kind;
-        out.retryable = false;
-        co_return out;
-    }
-    // The body never throws: its failure is an outcome, so the race below ends with it.
-    auto body = [](const kind_def* k, attempt_context& a) -> asio::awaitable<outcome> {
-        outcome o;
-        try {
-            json::value v = co_await k->run(a);
-            o.kind = outcome::success;
-            if (a.raw_result_) {
-                o.body = std::move(*a.raw_result_);
-                o.media_type = a.media_type_;
-            } else {
-                o.body = core::to_json(v);
-            }
-        } catch (const job_error& e) {
-            o.type = e.type();
-            o.detail = e.what();
-            o.retryable = e.retryable();
-        } catch (const std::exception& e) {
-            o.detail = e.what();
-        }
-        co_return o;
-    };
-    // One timer for both ends: it expires at the attempt's deadline, or at once when the job
-    // is stopped (which also sets the reason). Whichever comes first, the body's end or the
-    // timer's, decides; the timer cancels what the body waits for (through the signal bound
-    // to this coroutine), and the body is awaited to its end either way.
-    struct race {
-        bool body_done = false;
-        bool timer_first = false;
-    };
-    auto rc = std::make_shared<race>();
-    ctrl->wake.expires_after(seconds(op.timeout_s));
-    ctrl->wake.async_wait([rc, c = ctrl](boost::system::error_code) {
-        if (rc->body_done) return;
-        rc->timer_first = true;
-        c->cancel.emit(asio::cancellation_type::all);
-    });
-    outcome result = co_await body(k, a);
-    rc->body_done = true;
-    if (!rc->timer_first) {
-        ctrl->wake.cancel();
-        co_return result;
-    }
-    if (ctrl->reason == stop_reason::none) {
-        out.kind = outcome::timeout;
-        co_return out;
-    }
-    out.kind = ctrl->reason == stop_reason::shutdown ? outcome::shutdown : outcome::cancel;
-    co_return out;
-}
-
-// What an attempt's outcome is to the lifecycle. Decided outside the store's writer thread,
-// which then only writes the row and the events.
-core::lifecycle::change scheduler::settle(const outcome& out, const core::operation& op) const {
-    namespace lifecycle = core::lifecycle;
-    const auto now = core::now_ms();
-    auto retry_delay = [&] {
-        const kind_def* k = kinds_.find(op.kind);
-        kind_options d = k ? k->defaults : kind_options{};
-        return backoff_delay_ms(op.attempt, d.backoff_base_s, d.backoff_max_s);
-    };
-    switch (out.kind) {
-        case outcome::success:
-            return lifecycle::succeeded{now};
-        case outcome::timeout:
-            return lifecycle::timed_out{now, retry_delay()};
-        case outcome::failure:
-            return lifecycle::failed{now, out.type, out.detail, out.retryable, retry_delay()};
-        case outcome::cancel:
-            return lifecycle::canceled{now};
-        case outcome::shutdown:
-            break;
-    }
-    return lifecycle::handed_back{};
-}
-
 asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core::operation op) {
-    attempt_context a(db_, op);
-    outcome out = co_await run_attempt(ctrl, op, a);
-    // A cancel that arrived while the body was finishing still wins over its result.
-    if (ctrl->reason == stop_reason::cancel && out.kind != outcome::cancel)
-        out.kind = outcome::cancel;
-
+    auto ended = co_await run_attempt(ctrl, kinds_, db_, std::move(op));
+    auto& out = ended.out;
+    const auto change = settle(out, ended.op, kinds_, core::now_ms());
+    auto step = core::lifecycle::apply(std::move(ended.op), change);
     settled s;
-    auto change = settle(out, op);
-    auto step = core::lifecycle::apply(std::move(op), change);
     if (out.kind == outcome::success) {
         if (out.media_type.empty()) out.media_type = "application/json";
         s.result = core::result_body{std::move(out.body), std::move(out.media_type)};
@@ -545,72 +291,18 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
     s.op = std::move(step.op);
     s.events = std::move(step.events);
     s.ctrl = std::move(ctrl);
-    record(std::move(s));
+    outcomes_.record(std::move(s));
 }
 
-void scheduler::record(settled s) {
-    // The outcomes of the jobs that end while this thread runs its queued handlers are written
-    // together.
-    hand_over(settled_, std::move(s), io_.get_executor(), strand_, [this] {
-        asio::co_spawn(strand_, write_outcomes(), core::log_failures("recording outcomes: "));
-    });
-}
-
-asio::awaitable<void> scheduler::write_outcomes() { co_await record_outcomes(settled_.take()); }
-
-// An outcome whose write fails is written again, after a pause that grows from 100 ms to 1 s,
-// until the store takes it: its operation is running in the store until then, so its job
-// still counts as running (a cancel is answered, a shutdown waits for it).
-asio::awaitable<void> scheduler::record_outcomes(std::vector<settled> batch) {
-    auto pause = std::chrono::milliseconds(100);
-    for (int round = 1;; ++round) {
-        std::vector<store::change> changes;
-        changes.reserve(batch.size());
-        for (const auto& s : batch)
-            changes.push_back({s.op, s.events, s.result ? &*s.result : nullptr});
-        auto written = co_await db_.record(changes);
-        std::vector<settled> failed;
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            auto& s = batch[i];
-            if (written[i].error) {
-                if (round == 1)
-                    core::log_failure(written[i].error,
-                                      "job " + s.op.id + ": cannot record the outcome, retrying: ");
-                failed.push_back(std::move(s));
-                continue;
-            }
-            if (!written[i].written) {
-                // The store no longer has it running: nothing of this attempt is to be kept.
-                core::log(
-                    core::level::warn,
-                    "job " + s.op.id + ": outcome dropped, the operation is no longer running");
-                finished(s.ctrl, std::nullopt);
-                continue;
-            }
-            if (round > 1)
-                core::log(core::level::info, "job " + s.op.id + ": outcome recorded after " +
-                                                 std::to_string(round) + " tries");
-            count_outcome(s);
-            std::optional<core::queued> again;
-            if (s.op.state == core::status::pending) again = core::queue_entry(s.op);
-            finished(s.ctrl, std::move(again));
-        }
-        if (failed.empty()) co_return;
-        batch = std::move(failed);
-        asio::steady_timer wait(strand_, pause);
-        if (!outcomes_abandoned_) {
-            outcome_timers_.insert(&wait);
-            co_await wait.async_wait(tuple_awaitable);
-            outcome_timers_.erase(&wait);
-        }
-        if (outcomes_abandoned_) {
-            for (const auto& s : batch)
-                core::log(core::level::warn,
-                          "job " + s.op.id + ": outcome not recorded before the shutdown");
-            co_return;
-        }
-        pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::seconds(1));
+void scheduler::recorded(settled s, bool written) {
+    if (!written) {
+        finished(s.ctrl, std::nullopt);
+        return;
     }
+    count_outcome(s);
+    std::optional<core::queued> again;
+    if (s.op.state == core::status::pending) again = core::queue_entry(s.op);
+    finished(s.ctrl, std::move(again));
 }
 
 void scheduler::count_outcome(const settled& s) {

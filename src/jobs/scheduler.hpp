@@ -1,6 +1,6 @@
-// The scheduler: an in-memory ready queue (priority, then age) fed after each commit, per-kind
-// and global concurrency limits, and one coroutine per running attempt. Its state lives on
-// its own strand.
+// The scheduler: claims pending operations from its ready queue (fed after each commit) within
+// the global and per-kind concurrency limits, runs each attempt (jobs/attempt.hpp) and hands
+// its outcome to the outcome writer. Its state lives on its own strand.
 #pragma once
 
 #include <atomic>
@@ -17,8 +17,11 @@
 #include <utility>
 #include <vector>
 
-#include "core/lifecycle.hpp"
+#include "jobs/attempt.hpp"
+#include "jobs/handoff.hpp"
 #include "jobs/kinds.hpp"
+#include "jobs/outcome_writer.hpp"
+#include "jobs/ready_queue.hpp"
 #include "store/store.hpp"
 
 namespace buzzer::jobs {
@@ -37,30 +40,6 @@ struct scheduler_stats {
     std::atomic<std::uint64_t> canceled{0};
     std::atomic<std::int64_t> running{0};
     std::atomic<std::int64_t> pending{0};
-};
-
-/// Items handed to one consumer from any thread: whoever adds the first item after a take
-/// is told so, and schedules the next take; the items added meanwhile go with it.
-template <class T>
-class handoff {
-  public:
-    /// Adds `item`; true when the list was empty (a take is due).
-    bool push(T item) {
-        std::lock_guard lock(mutex_);
-        items_.push_back(std::move(item));
-        return items_.size() == 1;
-    }
-    /// Everything added since the last take.
-    std::vector<T> take() {
-        std::vector<T> out;
-        std::lock_guard lock(mutex_);
-        out.swap(items_);
-        return out;
-    }
-
-  private:
-    std::mutex mutex_;
-    std::vector<T> items_;
 };
 
 /// Runs pending operations.
@@ -131,28 +110,7 @@ class scheduler {
     const scheduler_stats& stats() const { return stats_; }
 
   private:
-    struct job_control;
-    static auto job_failures(std::shared_ptr<job_control> ctrl);
     void spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op);
-    struct entry {
-        int priority;
-        std::int64_t order;
-        std::string id;
-        bool operator<(const entry& o) const {
-            if (priority != o.priority) return priority > o.priority;
-            if (order != o.order) return order < o.order;
-            return id < o.id;
-        }
-    };
-    struct queued_info {
-        std::string kind;
-        entry e;
-        core::millis run_after;
-        bool delayed;
-    };
-    struct outcome;
-    class attempt_context;
-
     void add(core::queued q);
     void take_incoming();
     void take_adopted();
@@ -163,23 +121,10 @@ class scheduler {
     void arm_delay_timer();
     void release_due();
     void finished(const std::shared_ptr<job_control>& ctrl, std::optional<core::queued> again);
-    // An attempt's outcome, to be written.
-    struct settled {
-        std::shared_ptr<job_control> ctrl;
-        core::operation op;  ///< after the outcome
-        std::vector<core::event> events;
-        std::optional<core::result_body> result;  ///< of a success
-        bool failed_attempt = false;
-    };
     boost::asio::awaitable<void> start_jobs(std::vector<std::shared_ptr<job_control>> ctrls);
     boost::asio::awaitable<void> run_job(std::shared_ptr<job_control> ctrl, core::operation op);
-    void record(settled s);
-    boost::asio::awaitable<void> write_outcomes();
-    boost::asio::awaitable<void> record_outcomes(std::vector<settled> batch);
+    void recorded(settled s, bool written);
     void count_outcome(const settled& s);
-    boost::asio::awaitable<outcome> run_attempt(std::shared_ptr<job_control> ctrl,
-                                                core::operation& op, attempt_context& a);
-    core::lifecycle::change settle(const outcome& out, const core::operation& op) const;
 
     boost::asio::io_context& io_;
     store::store& db_;
@@ -187,9 +132,7 @@ class scheduler {
     scheduler_settings settings_;
     boost::asio::strand<boost::asio::io_context::executor_type> strand_;
     boost::asio::steady_timer delay_timer_;
-    std::map<std::string, std::set<entry>, std::less<>> ready_;
-    std::multimap<core::millis, std::string> delayed_;
-    std::unordered_map<std::string, queued_info> index_;
+    ready_queue queue_;
     std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
     std::map<std::string, unsigned, std::less<>> running_by_kind_;
     handoff<core::queued> incoming_;    ///< enqueued, not yet seen by the strand
@@ -198,12 +141,8 @@ class scheduler {
     std::atomic<int> free_slots_;
     // Set by pump(): no queued operation is left that a free slot could start.
     std::atomic<bool> queue_idle_{false};
-    handoff<settled> settled_;          ///< outcomes not yet handed to the store
+    outcome_writer outcomes_;
     std::uint64_t start_failures_ = 0;  ///< claims in a row whose write failed (on the strand)
-    // Outcomes whose write failed wait on these timers (on the strand) before the next try;
-    // when a shutdown's grace has passed they are given up.
-    std::set<boost::asio::steady_timer*> outcome_timers_;
-    bool outcomes_abandoned_ = false;
     bool started_ = false;
     bool stopping_ = false;
     std::function<void()> on_drained_;
