@@ -51,6 +51,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/run_on.hpp"
+#include "jobs/exec/protocol.hpp"
 #include "jobs/executors.hpp"
 
 extern char** environ;
@@ -65,8 +66,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
-constexpr std::size_t stderr_tail_bytes = 4096;  ///< stderr kept for the error detail
-constexpr std::size_t read_chunk = 16384;        ///< one pipe read
+constexpr std::size_t read_chunk = 16384;  ///< one pipe read
 /// Output may still be open after the command exits (a background child holds the pipe):
 /// it gets this long to finish before the rest of the group is stopped.
 constexpr auto drain_after_exit = std::chrono::seconds(1);
@@ -324,46 +324,6 @@ void ignore_sigpipe() {
     });
 }
 
-/// `text` with invalid UTF-8 replaced by U+FFFD, so that the error detail stays valid JSON text.
-std::string valid_utf8(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    std::size_t i = 0;
-    while (i < s.size()) {
-        auto c = static_cast<unsigned char>(s[i]);
-        std::size_t len = c < 0x80           ? 1
-                          : (c >> 5) == 0x6  ? 2
-                          : (c >> 4) == 0xE  ? 3
-                          : (c >> 3) == 0x1E ? 4
-                                             : 0;
-        bool ok = len > 0 && i + len <= s.size();
-        char32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-        for (std::size_t k = 1; ok && k < len; ++k) {
-            auto cc = static_cast<unsigned char>(s[i + k]);
-            ok = (cc & 0xC0) == 0x80;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        // No overlong forms, no surrogates, nothing past U+10FFFF.
-        static constexpr std::array<char32_t, 5> smallest = {0, 0, 0x80, 0x800, 0x10000};
-        if (ok && len > 1)
-            ok = cp >= smallest[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-        if (ok) {
-            out.append(s.substr(i, len));
-            i += len;
-        } else {
-            out += "\xEF\xBF\xBD";
-            ++i;
-        }
-    }
-    return out;
-}
-
-std::string signal_name(int sig) {
-    const char* abbrev = ::sigabbrev_np(sig);
-    if (!abbrev) return std::to_string(sig);
-    return std::string("SIG") + abbrev + " (" + std::to_string(sig) + ")";
-}
-
 /// Reads /proc/PID/stat: whether the process belongs to `pgid` and is not a zombie.
 bool running_in_group(const char* pid, pid_t pgid) {
     std::array<char, 64> path{};
@@ -396,32 +356,6 @@ bool group_running(pid_t pgid) {
     }
     return false;
 }
-
-/// A progress line's report.
-struct progress_report {
-    int percent = 0;
-    std::string message;
-};
-
-/// `{"percent": N, "message": "..."}`; nothing when percent is not a finite number.
-std::optional<progress_report> parse_progress(const json::value& p) {
-    const json::object* o = p.if_object();
-    const json::value* percent = o ? o->if_contains("percent") : nullptr;
-    if (!percent || !percent->is_number()) return std::nullopt;
-    double d = percent->to_number<double>();
-    if (!std::isfinite(d)) return std::nullopt;
-    progress_report r;
-    r.percent = static_cast<int>(std::clamp(d, 0.0, 100.0));
-    if (const json::value* m = o->if_contains("message"); m && m->is_string())
-        r.message = std::string(m->get_string());
-    return r;
-}
-
-/// A result file named on stdout: read after a successful exit.
-struct result_file_ref {
-    std::string path;
-    std::string media_type;
-};
 
 // The process groups of the commands that run now, for kill_running_commands.
 struct live_groups {
@@ -479,7 +413,6 @@ class exec_attempt {
     asio::awaitable<void> read_stderr();
     asio::awaitable<void> handle_line(std::string line);
     asio::awaitable<void> report_progress(int percent, std::string message);
-    void take_result_file(const json::value& f);
     asio::awaitable<void> watch_exit();
     asio::awaitable<void> wait_exit();
     asio::awaitable<void> wait_pidfd();
@@ -492,7 +425,6 @@ class exec_attempt {
     void close_pipes();
     void request_stop(bool kill_now);
     json::value finish();
-    [[nodiscard]] std::string with_stderr(std::string head) const;
 
     const exec_spec& spec_;
     job& job_;
@@ -510,17 +442,10 @@ class exec_attempt {
     std::exception_ptr progress_error_;
 
     std::string input_;
-    std::string out_line_;         ///< stdout not yet ended by a newline
-    std::size_t out_scanned_ = 0;  ///< bytes of out_line_ known to hold no newline
+    exec::line_splitter lines_;  ///< stdout not yet ended by a newline
     std::size_t out_total_ = 0;
-    std::string err_tail_;
-    bool err_truncated_ = false;
-
-    /// The last of `result` (its JSON text as printed) and `result_file` wins; a malformed
-    /// result_file is remembered.
-    std::optional<std::string> result_;
-    std::optional<result_file_ref> result_file_;
-    bool bad_result_file_ = false;
+    exec::stdout_state out_;
+    exec::stderr_tail err_;
 };
 
 asio::awaitable<void> exec_attempt::spawn() {
@@ -688,27 +613,16 @@ asio::awaitable<void> exec_attempt::read_stdout() {
                 request_stop(true);
                 co_return;
             }
-            out_line_.append(chunk.data(), n);
-            std::size_t start = 0;
-            std::size_t newline = out_line_.find('\n', out_scanned_);
-            while (newline != std::string::npos) {
-                std::string line = out_line_.substr(start, newline - start);
-                start = newline + 1;
-                co_await handle_line(std::move(line));
+            lines_.append(std::string_view(chunk.data(), n));
+            while (auto line = lines_.next_line()) {
+                co_await handle_line(std::move(*line));
                 if (stop_requested_) co_return;
-                newline = out_line_.find('\n', start);
             }
-            out_line_.erase(0, start);
-            out_scanned_ = out_line_.size();
         }
         if (ec) break;  // end of file (or a read error): no more output
     }
     // The last line may lack its newline.
-    if (!out_line_.empty()) {
-        std::string line = std::move(out_line_);
-        out_line_.clear();
-        co_await handle_line(std::move(line));
-    }
+    if (auto line = lines_.last_line()) co_await handle_line(std::move(*line));
 }
 
 asio::awaitable<void> exec_attempt::read_stderr() {
@@ -717,38 +631,15 @@ asio::awaitable<void> exec_attempt::read_stderr() {
         auto r = co_await stderr_.async_read_some(asio::buffer(chunk), tuple_awaitable);
         auto ec = std::get<0>(r);
         if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
-        err_tail_.append(chunk.data(), std::get<1>(r));
-        // Bounded memory however much the command writes: keep only the tail.
-        if (err_tail_.size() > 2 * stderr_tail_bytes) {
-            err_tail_.erase(0, err_tail_.size() - stderr_tail_bytes);
-            err_truncated_ = true;
-        }
+        err_.append(std::string_view(chunk.data(), std::get<1>(r)));
         if (ec) break;
     }
 }
 
-// One stdout line: a JSON object with progress, result or result_file; anything else is
-// ignored, so a command may log to stdout too.
+// One stdout line; a progress report in it is stored before the next line is read.
 asio::awaitable<void> exec_attempt::handle_line(std::string line) {
-    boost::system::error_code ec;
-    json::value v = json::parse(line, ec, {}, core::json_options());
-    if (ec || !v.is_object()) co_return;
-    // In key order, so that within a line too the last of result and result_file wins.
-    for (const auto& member : v.get_object()) {
-        if (member.key() == "progress") {
-            auto report = parse_progress(member.value());
-            if (!report) continue;
-            co_await report_progress(report->percent, std::move(report->message));
-            if (stop_requested_) co_return;
-        } else if (member.key() == "result") {
-            // As printed: the parsed value would turn 1e400 or long integers into doubles.
-            result_ = std::string(core::member_text(line, "result").value());
-            result_file_.reset();
-            bad_result_file_ = false;
-        } else if (member.key() == "result_file") {
-            take_result_file(member.value());
-        }
-    }
+    auto report = out_.take_line(line);
+    if (report) co_await report_progress(report->percent, std::move(report->message));
 }
 
 asio::awaitable<void> exec_attempt::report_progress(int percent, std::string message) {
@@ -764,22 +655,6 @@ asio::awaitable<void> exec_attempt::report_progress(int percent, std::string mes
     // The report could not be stored: the attempt fails with that error, after the cleanup.
     progress_error_ = err;
     request_stop(false);
-}
-
-void exec_attempt::take_result_file(const json::value& f) {
-    result_.reset();
-    result_file_.reset();
-    bad_result_file_ = true;
-    const json::object* o = f.if_object();
-    const json::value* path = o ? o->if_contains("path") : nullptr;
-    if (!path || !path->is_string() || path->get_string().empty()) return;
-    result_file_ref ref{std::string(path->get_string()), "application/octet-stream"};
-    if (const json::value* mt = o->if_contains("media_type")) {
-        if (!mt->is_string() || mt->get_string().empty()) return;
-        ref.media_type = std::string(mt->get_string());
-    }
-    result_file_ = std::move(ref);
-    bad_result_file_ = false;
 }
 
 // Waits for the exit; if output is still open then, gives it drain_after_exit to end (pump()
@@ -930,55 +805,33 @@ void exec_attempt::request_stop(bool kill_now) {
     stop_.expires_at(clock::time_point::min());
 }
 
-std::string exec_attempt::with_stderr(std::string head) const {
-    std::string_view tail = err_tail_;
-    bool cut = err_truncated_;
-    if (tail.size() > stderr_tail_bytes) {
-        tail.remove_prefix(tail.size() - stderr_tail_bytes);
-        cut = true;
-    }
-    // The cut may have split a character: start at the next one.
-    if (cut) {
-        while (!tail.empty() && (static_cast<unsigned char>(tail.front()) & 0xC0) == 0x80)
-            tail.remove_prefix(1);
-    }
-    auto space = [](char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
-    while (!tail.empty() && space(tail.front())) tail.remove_prefix(1);
-    while (!tail.empty() && space(tail.back())) tail.remove_suffix(1);
-    if (tail.empty()) return head;
-    return head + ": " + (cut ? "..." : "") + valid_utf8(tail);
-}
-
 json::value exec_attempt::finish() {
     if (status_lost_)
-        throw job_error(with_stderr("the exit status of " + spec_.argv.front() +
-                                    " was lost (is SIGCHLD ignored?)"));
-    if (WIFSIGNALED(status_))
-        throw job_error(with_stderr("killed by signal " + signal_name(WTERMSIG(status_))));
-    const int code = WEXITSTATUS(status_);
-    if (code != 0) throw job_error(with_stderr("exit status " + std::to_string(code)));
-    if (bad_result_file_)
-        throw job_error(
-            R"(result_file must be {"path": "<file>", "media_type": "<type>"} with strings)");
-    if (!result_file_) {
-        if (result_) job_.set_result(std::move(*result_), "application/json");
+        throw job_error(err_.with_stderr("the exit status of " + spec_.argv.front() +
+                                         " was lost (is SIGCHLD ignored?)"));
+    if (auto failed = exec::exit_failure(status_)) throw job_error(err_.with_stderr(*failed));
+    if (out_.bad_result_file()) throw job_error(std::string(exec::bad_result_file_detail));
+    if (!out_.result_file()) {
+        if (auto result = out_.take_result())
+            job_.set_result(std::move(*result), "application/json");
         return nullptr;
     }
+    const exec::result_file_ref& ref = *out_.result_file();
 
     // Relative to the command's working directory.
-    std::filesystem::path path(result_file_->path);
+    std::filesystem::path path(ref.path);
     if (path.is_relative() && !spec_.cwd.empty()) path = std::filesystem::path(spec_.cwd) / path;
     std::error_code ec;
     const auto size = std::filesystem::file_size(path, ec);
-    if (ec) throw job_error("cannot read result_file " + result_file_->path + ": " + ec.message());
+    if (ec) throw job_error("cannot read result_file " + ref.path + ": " + ec.message());
     if (size > spec_.max_output)
-        throw job_error("result_file " + result_file_->path + " exceeds " +
-                        std::to_string(spec_.max_output) + " bytes");
+        throw job_error("result_file " + ref.path + " exceeds " + std::to_string(spec_.max_output) +
+                        " bytes");
     std::ifstream file(path, std::ios::binary);
     std::string body(static_cast<std::size_t>(size), '\0');
     if (!file.read(body.data(), static_cast<std::streamsize>(body.size())))
-        throw job_error("cannot read result_file " + result_file_->path);
-    job_.set_result(std::move(body), result_file_->media_type);
+        throw job_error("cannot read result_file " + ref.path);
+    job_.set_result(std::move(body), ref.media_type);
     return nullptr;
 }
 
