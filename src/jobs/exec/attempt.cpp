@@ -14,22 +14,21 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/value.hpp>
 #include <chrono>
 #include <cmath>
 #include <exception>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
+#include "core/run_on.hpp"
 #include "jobs/exec/process_group.hpp"
 #include "jobs/exec/protocol.hpp"
 #include "jobs/exec/spawn.hpp"
@@ -49,6 +48,19 @@ constexpr std::size_t read_chunk = 16384;  ///< one pipe read
 /// Output may still be open after the command exits (a background child holds the pipe):
 /// it gets this long to finish before the rest of the group is stopped.
 constexpr auto drain_after_exit = std::chrono::seconds(1);
+
+/// Threads for what the attempt must not do on its I/O thread because it may block (reading a
+/// result file). They live as long as the process.
+asio::any_io_executor blocking_work() {
+    static asio::thread_pool pool(2);
+    return pool.get_executor();
+}
+
+/// A result file read on blocking_work(): its bytes, or why it could not be read.
+struct file_content {
+    std::string body;
+    std::exception_ptr error;
+};
 
 /// One attempt of an exec kind: the command, its pipes, and what it said.
 class exec_attempt {
@@ -84,7 +96,7 @@ class exec_attempt {
     asio::awaitable<void> drain_until_stopped();
     void close_pipes();
     void request_stop(bool kill_now);
-    json::value finish();
+    asio::awaitable<json::value> finish();
 
     const exec_spec& spec_;
     job& job_;
@@ -163,7 +175,7 @@ asio::awaitable<json::value> exec_attempt::run() {
     if (failure) std::rethrow_exception(failure);
     if (progress_error_) std::rethrow_exception(progress_error_);
     if (overflow_) throw job_error("output exceeds " + std::to_string(spec_.max_output) + " bytes");
-    co_return finish();
+    co_return co_await finish();
 }
 
 // The report pipe closes at a successful execve; a child_report on it means the child failed.
@@ -286,7 +298,7 @@ void exec_attempt::request_stop(bool kill_now) {
     stop_.expires_at(clock::time_point::min());
 }
 
-json::value exec_attempt::finish() {
+asio::awaitable<json::value> exec_attempt::finish() {
     if (group_->status_lost())
         throw job_error(err_.with_stderr("the exit status of " + spec_.argv.front() +
                                          " was lost (is SIGCHLD ignored?)"));
@@ -296,25 +308,29 @@ json::value exec_attempt::finish() {
     if (!out_.result_file()) {
         if (auto result = out_.take_result())
             job_.set_result(std::move(*result), "application/json");
-        return nullptr;
+        co_return nullptr;
     }
-    const exec::result_file_ref& ref = *out_.result_file();
 
-    // Relative to the command's working directory.
-    std::filesystem::path path(ref.path);
-    if (path.is_relative() && !spec_.cwd.empty()) path = std::filesystem::path(spec_.cwd) / path;
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) throw job_error("cannot read result_file " + ref.path + ": " + ec.message());
-    if (size > spec_.max_output)
-        throw job_error("result_file " + ref.path + " exceeds " + std::to_string(spec_.max_output) +
-                        " bytes");
-    std::ifstream file(path, std::ios::binary);
-    std::string body(static_cast<std::size_t>(size), '\0');
-    if (!file.read(body.data(), static_cast<std::streamsize>(body.size())))
-        throw job_error("cannot read result_file " + ref.path);
-    job_.set_result(std::move(body), ref.media_type);
-    return nullptr;
+    // Up to max_output bytes from a disk that may be slow: not on this thread, which runs
+    // other jobs (and, in the server, the event hub, the scheduler and the acceptor). The
+    // worker gets copies: it must not touch the attempt.
+    auto read = [ref = *out_.result_file(), cwd = spec_.cwd, max = spec_.max_output] {
+        file_content content;
+        try {
+            content.body = exec::read_result_file(ref, cwd, max);
+        } catch (...) {
+            content.error = std::current_exception();
+        }
+        return content;
+    };
+    file_content content = co_await core::run_on(blocking_work(), std::move(read));
+    if (content.error) std::rethrow_exception(content.error);
+    // A cancellation that came during the read still wins: no result for a cancelled attempt.
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none)
+        throw boost::system::system_error(asio::error::operation_aborted);
+    job_.set_result(std::move(content.body), out_.result_file()->media_type);
+    co_return nullptr;
 }
 
 asio::awaitable<json::value> run_exec(std::shared_ptr<const exec_spec> spec, job& j) {

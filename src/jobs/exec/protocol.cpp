@@ -1,19 +1,44 @@
 #include "jobs/exec/protocol.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <boost/json/parse.hpp>
+#include <buzzer/server.hpp>
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "core/json_text.hpp"
+#include "jobs/exec/unique_fd.hpp"
 
 namespace buzzer::jobs::exec {
 namespace json = boost::json;
+
+namespace {
+
+std::string errno_text(int err) { return std::generic_category().message(err); }
+
+// What a file that is not a regular one is, for the error detail.
+const char* file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "a special file";
+}
+
+}  // namespace
 
 std::optional<progress_report> parse_progress(const json::value& p) {
     const json::object* o = p.if_object();
@@ -161,6 +186,47 @@ std::string signal_name(int sig) {
     const char* abbrev = ::sigabbrev_np(sig);
     if (!abbrev) return std::to_string(sig);
     return std::string("SIG") + abbrev + " (" + std::to_string(sig) + ")";
+}
+
+std::string read_result_file(const result_file_ref& ref, const std::string& cwd,
+                             std::size_t max_output) {
+    auto cannot_read = [&ref](const std::string& why) {
+        return job_error("cannot read result_file " + ref.path + ": " + why);
+    };
+    // Relative to the command's working directory.
+    std::filesystem::path path(ref.path);
+    if (path.is_relative() && !cwd.empty()) path = std::filesystem::path(cwd) / path;
+    // O_NONBLOCK: opening a FIFO would wait for a writer. O_NOCTTY: a terminal must not become
+    // the server's. The type and the size are then taken from this descriptor, not the path,
+    // so that the file cannot be swapped between the check and the read.
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+    if (fd.get() < 0) throw cannot_read(errno_text(errno));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw cannot_read(errno_text(errno));
+    if (!S_ISREG(st.st_mode))
+        throw job_error("result_file " + ref.path + " is " + file_kind(st.st_mode) +
+                        ", not a regular file");
+    if (static_cast<std::uintmax_t>(st.st_size) > max_output)
+        throw job_error("result_file " + ref.path + " exceeds " + std::to_string(max_output) +
+                        " bytes");
+    // A regular file: reads may wait for the disk but must not fail with EAGAIN, as some
+    // file systems would let them with O_NONBLOCK.
+    const int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+        throw cannot_read(errno_text(errno));
+
+    std::string body(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t got = 0;
+    while (got < body.size()) {
+        const ssize_t n = ::read(fd.get(), body.data() + got, body.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw cannot_read(errno_text(errno));
+        if (n == 0)
+            throw cannot_read("it ended after " + std::to_string(got) + " of " +
+                              std::to_string(body.size()) + " bytes");
+        got += static_cast<std::size_t>(n);
+    }
+    return body;
 }
 
 std::optional<std::string> exit_failure(int wait_status) {

@@ -1,6 +1,7 @@
 // The exec protocol: what a command says on stdout (JSON Lines with progress, result and
-// result_file members) and what of its stderr and its exit goes into an attempt's error.
-// Pure functions of the bytes: no processes, no Asio.
+// result_file members), what of its stderr and its exit goes into an attempt's error, and how
+// a result file is read. Pure functions of the bytes, but for read_result_file: no processes,
+// no Asio.
 #pragma once
 
 #include <boost/json/value.hpp>
@@ -99,6 +100,13 @@ std::string valid_utf8(std::string_view s);
 
 /// "SIGTERM (15)"; the number alone for a signal without a name.
 std::string signal_name(int sig);
+
+/// The content of the result file `ref` of a command that ran in `cwd` (empty: the server's
+/// directory). Throws job_error when it cannot be opened or read, is not a regular file (a
+/// FIFO nobody writes to would block the reader forever) or holds more than `max_output`
+/// bytes. Blocks on the disk: call it off the I/O threads.
+std::string read_result_file(const result_file_ref& ref, const std::string& cwd,
+                             std::size_t max_output);
 
 /// Why a command whose waitpid status is `wait_status` failed ("exit status 3", "killed by
 /// signal SIGKILL (9)"); nothing when it exited with 0.
