@@ -50,7 +50,7 @@ constexpr std::size_t read_chunk = 16384;  ///< one pipe read
 constexpr auto drain_after_exit = std::chrono::seconds(1);
 
 /// Threads for what the attempt must not do on its I/O thread because it may block (reading a
-/// result file). They live as long as the process.
+/// result file, scanning /proc for its group). They live as long as the process.
 asio::any_io_executor blocking_work() {
     static asio::thread_pool pool(2);
     return pool.get_executor();
@@ -120,7 +120,7 @@ class exec_attempt {
 
 asio::awaitable<void> exec_attempt::spawn() {
     exec::started_command c = co_await exec::start_command(exec::make_command(spec_, job_));
-    group_.emplace(ex_, c.pid);
+    group_.emplace(ex_, blocking_work(), c.pid);
     auto adopt = [](asio::posix::stream_descriptor& d, exec::unique_fd& fd) {
         d.assign(fd.get());
         fd.release();
@@ -155,7 +155,9 @@ asio::awaitable<json::value> exec_attempt::run() {
     // Stopping the group is I/O after a cancellation, and it must not be cut short by a second
     // one: it is bounded by kill_grace_s plus the wait after SIGKILL.
     co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
-    if (group_ && (!group_->reaped() || group_->alive())) {
+    bool must_stop = group_ && !group_->reaped();
+    if (group_ && !must_stop) must_stop = co_await group_->alive();
+    if (must_stop) {
         const double grace_s =
             std::isfinite(spec_.kill_grace_s) ? std::clamp(spec_.kill_grace_s, 0.0, 3600.0) : 5.0;
         auto grace = kill_now_ ? clock::duration::zero()

@@ -25,9 +25,11 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/log.hpp"
+#include "core/run_on.hpp"
 #include "jobs/exec/unique_fd.hpp"
 #include "jobs/executors.hpp"
 
@@ -75,8 +77,12 @@ bool running_in_group(const char* pid, pid_t pgid) {
     return pgrp == pgid && state != 'Z' && state != 'X';
 }
 
+bool group_exists(pid_t pgid) {
+    return ::kill(-pgid, 0) == 0 || errno != ESRCH;  // EPERM: a member we may not signal
+}
+
 bool group_running(pid_t pgid) {
-    if (::kill(-pgid, 0) != 0) return errno != ESRCH;  // EPERM: a member we may not signal
+    if (::kill(-pgid, 0) != 0) return errno != ESRCH;
     std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
     if (!proc) return true;
     // NOLINTNEXTLINE(concurrency-mt-unsafe): readdir on a DIR of our own is safe in glibc.
@@ -87,8 +93,9 @@ bool group_running(pid_t pgid) {
     return false;
 }
 
-process_group::process_group(const asio::any_io_executor& ex, pid_t leader)
-    : ex_(ex), leader_(leader), pidfd_(ex) {
+process_group::process_group(const asio::any_io_executor& ex, asio::any_io_executor blocking,
+                             pid_t leader)
+    : ex_(ex), blocking_(std::move(blocking)), leader_(leader), pidfd_(ex) {
     // Also from here: the group must exist before anything signals it.
     ::setpgid(leader_, leader_);
     {
@@ -173,19 +180,28 @@ bool process_group::try_reap() {
     return reaped_;
 }
 
-bool process_group::alive() {
-    // Once the leader is reaped, members that are our children (a subreaper server adopts the
-    // orphans) are reaped here; the leader's status must not be taken this way.
-    auto reap_members = [this] {
-        if (!reaped_) return;
-        while (::waitpid(-leader_, nullptr, WNOHANG) > 0) {
-        }
-    };
+// Once the leader is reaped, members that are our children (a subreaper server adopts the
+// orphans) are reaped here; the leader's status must not be taken this way.
+void process_group::reap_members() {
+    if (!reaped_) return;
+    while (::waitpid(-leader_, nullptr, WNOHANG) > 0) {
+    }
+}
+
+asio::awaitable<bool> process_group::alive() {
     reap_members();
-    if (group_running(leader_)) return true;
+    // Usually the group is gone by now, which one kill(2) tells. Otherwise the scan reads
+    // every process's stat file: a few milliseconds on a busy machine, repeated while a stop
+    // waits, so it runs on the blocking executor and this thread goes on with other work.
+    bool running = group_exists(leader_);
+    if (running) {
+        auto scan = [pgid = leader_] { return group_running(pgid); };
+        running = co_await core::run_on(blocking_, std::move(scan));
+    }
+    if (running) co_return true;
     // Members may have turned into zombies since the first pass: reap those that are ours.
     reap_members();
-    return false;
+    co_return false;
 }
 
 asio::awaitable<void> process_group::stop(clock::duration grace) {
@@ -219,7 +235,8 @@ asio::awaitable<bool> process_group::wait_gone(clock::time_point deadline) {
     asio::steady_timer timer(ex_);
     auto interval = std::chrono::milliseconds(2);
     for (;;) {
-        if (!alive()) co_return true;
+        const bool running = co_await alive();
+        if (!running) co_return true;
         const auto now = clock::now();
         if (now >= deadline) co_return false;
         timer.expires_at(std::min<clock::time_point>(deadline, now + interval));

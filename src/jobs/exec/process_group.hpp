@@ -17,8 +17,11 @@ bool running_in_group(const char* pid, pid_t pgid);
 
 /// Whether any process of group `pgid` still runs. A group whose members are all zombies
 /// (orphans waiting for an init that reaps slowly) has stopped working: it counts as gone.
-/// Reads the stat file of every process in /proc.
+/// Reads the stat file of every process in /proc: call it off the I/O threads.
 bool group_running(pid_t pgid);
+
+/// Whether some process, a zombie perhaps, still has group id `pgid`; one kill(2), no scan.
+bool group_exists(pid_t pgid);
 
 /// A started command, leader of a process group of its own (pgid == pid), until it and its
 /// group are gone. Its coroutines run on one executor (the attempt's); not thread-safe.
@@ -26,8 +29,10 @@ class process_group {
   public:
     using clock = std::chrono::steady_clock;
 
-    /// Takes over the child `leader`, just started; registers its group as running.
-    process_group(const boost::asio::any_io_executor& ex, pid_t leader);
+    /// Takes over the child `leader`, just started; registers its group as running. The
+    /// coroutines run on `ex`; the /proc scans on `blocking`.
+    process_group(const boost::asio::any_io_executor& ex, boost::asio::any_io_executor blocking,
+                  pid_t leader);
     process_group(const process_group&) = delete;
     process_group& operator=(const process_group&) = delete;
     /// Unregisters the group and, if the leader was not reaped, SIGKILLs it: an attempt
@@ -47,7 +52,7 @@ class process_group {
     boost::asio::awaitable<void> wait_exit();
     /// Whether a process of the group still runs; once the leader is reaped, also reaps the
     /// members that are the server's children (a subreaper server adopts orphans).
-    bool alive();
+    boost::asio::awaitable<bool> alive();
     /// SIGKILL to the whole group, at once.
     void kill() noexcept;
     /// SIGTERM (and SIGCONT, for a stopped group), up to `grace` for the group to be gone,
@@ -58,9 +63,11 @@ class process_group {
   private:
     boost::asio::awaitable<void> wait_pidfd();
     bool try_reap();
+    void reap_members();
     boost::asio::awaitable<bool> wait_gone(clock::time_point deadline);
 
     boost::asio::any_io_executor ex_;
+    boost::asio::any_io_executor blocking_;
     pid_t leader_;
     bool reaped_ = false;
     bool status_lost_ = false;

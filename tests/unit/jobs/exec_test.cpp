@@ -26,6 +26,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -159,6 +160,19 @@ std::optional<std::uint64_t> bytes_read_by_this_thread() {
 std::string file_content(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// What one read of the stat file of every process in /proc reads now.
+std::uint64_t bytes_of_a_proc_scan() {
+    std::uint64_t total = 0;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+         it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.empty() || name[0] < '0' || name[0] > '9') continue;
+        total += file_content(it->path() / "stat").size();
+    }
+    return total;
 }
 
 // A child that ignores SIGTERM, with a background grandchild, reporting both pids.
@@ -510,6 +524,27 @@ echo "{\"result\": $!}")"),
     BOOST_TEST_REQUIRE(result.is_int64());
     // What the command left behind is stopped with it.
     BOOST_TEST(!test::process_running(static_cast<pid_t>(result.as_int64())));
+}
+
+BOOST_AUTO_TEST_CASE(the_io_thread_does_not_scan_proc_while_a_group_stops) {
+    // The command exits at once, leaving a process that ignores SIGTERM: the group is watched
+    // through /proc for the whole grace, a dozen scans or more, before SIGKILL ends it.
+    auto spec = sh(R"sh(sh -c 'trap "" TERM; exec sleep 100' </dev/null >/dev/null 2>&1 &
+until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done
+echo '{"result": 1}')sh");
+    spec.kill_grace_s = 1;
+    fake_job j;
+    const std::uint64_t one_scan = bytes_of_a_proc_scan();
+    BOOST_TEST_MESSAGE("bytes of one /proc scan: " << one_scan);
+    const auto before = bytes_read_by_this_thread();
+    BOOST_TEST_REQUIRE(before.has_value());
+    const auto start = clock_type::now();
+    BOOST_TEST(run_job(spec, j) == json::value(1));
+    const auto after = bytes_read_by_this_thread();
+    BOOST_TEST_REQUIRE(after.has_value());
+    BOOST_TEST(seconds_since(start) >= 1.0);  // the grace was waited for
+    BOOST_TEST_MESSAGE("bytes read by the I/O thread: " << (*after - *before));
+    BOOST_TEST(*after - *before < one_scan);
 }
 
 BOOST_AUTO_TEST_CASE(cancel_sigkills_a_group_that_ignores_sigterm_after_the_grace) {
