@@ -2,12 +2,15 @@
 
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
+#include <buzzer/server.hpp>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <optional>
 #include <string>
 
 #include "jobs/exec/protocol.hpp"
+#include "support/process.hpp"
 
 using namespace buzzer::jobs;
 namespace json = boost::json;
@@ -28,6 +31,17 @@ std::string repeat(std::string_view piece, std::size_t times) {
 }
 
 const std::string replacement = "\xEF\xBF\xBD";
+
+// The detail of the job_error that reading `ref` fails with; empty if it does not.
+std::string read_failure(const exec::result_file_ref& ref, const std::string& cwd,
+                         std::size_t max_output = 1 << 20) {
+    try {
+        exec::read_result_file(ref, cwd, max_output);
+    } catch (const buzzer::job_error& e) {
+        return e.what();
+    }
+    return {};
+}
 
 }  // namespace
 
@@ -222,6 +236,33 @@ BOOST_AUTO_TEST_CASE(a_long_line_arrives_in_many_reads) {
     }
     lines.append("\n");
     BOOST_TEST(lines.next_line().value_or("") == line);
+}
+
+BOOST_AUTO_TEST_CASE(a_result_file_is_read_relative_to_the_working_directory) {
+    buzzer::test::temp_dir dir("buzzer-protocol-");
+    const std::string bytes("PNG\0\1\2", 6);
+    dir.write_file("out.png", bytes);
+    BOOST_TEST(exec::read_result_file({"out.png", "image/png"}, dir.path().string(), 6) == bytes);
+    // An absolute path does not depend on it.
+    BOOST_TEST(exec::read_result_file({(dir / "out.png").string(), ""}, "/nonexistent", 6) ==
+               bytes);
+    dir.write_file("empty", "");
+    BOOST_TEST(exec::read_result_file({"empty", ""}, dir.path().string(), 0) == "");
+}
+
+BOOST_AUTO_TEST_CASE(a_result_file_that_cannot_be_had_is_a_clear_error) {
+    buzzer::test::temp_dir dir("buzzer-protocol-");
+    const std::string cwd = dir.path().string();
+    BOOST_TEST(read_failure({"missing.png", ""}, cwd) ==
+               "cannot read result_file missing.png: No such file or directory");
+    dir.write_file("big", std::string(4097, 'x'));
+    BOOST_TEST(read_failure({"big", ""}, cwd, 4096) == "result_file big exceeds 4096 bytes");
+    BOOST_TEST(read_failure({"big", ""}, cwd, 4097) == "");
+    std::filesystem::create_directory(dir / "sub");
+    BOOST_TEST(read_failure({"sub", ""}, cwd) ==
+               "result_file sub is a directory, not a regular file");
+    BOOST_TEST(read_failure({"/dev/null", ""}, cwd) ==
+               "result_file /dev/null is a character device, not a regular file");
 }
 
 BOOST_AUTO_TEST_CASE(stderr_is_trimmed_and_follows_the_head) {
