@@ -2,9 +2,8 @@
 // stdin, JSON Lines (progress, result, result_file) on its stdout, the tail of its stderr in the
 // error. The attempt ties together starting the command (spawn), its group (process_group) and
 // what its output means (protocol). Everything waits on Asio: pipes and a pidfd, never a
-// blocking wait on an I/O thread.
-#include <signal.h>
-
+// blocking wait on an I/O thread; what may take long on the disk or in the kernel (a result
+// file, scans of /proc) runs on threads of its own.
 #include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -119,7 +118,8 @@ class exec_attempt {
 };
 
 asio::awaitable<void> exec_attempt::spawn() {
-    exec::started_command c = co_await exec::start_command(exec::make_command(spec_, job_));
+    exec::command_line cmd = exec::make_command(spec_, job_);
+    exec::started_command c = co_await exec::start_command(std::move(cmd));
     group_.emplace(ex_, blocking_work(), c.pid);
     auto adopt = [](asio::posix::stream_descriptor& d, exec::unique_fd& fd) {
         d.assign(fd.get());
@@ -315,7 +315,7 @@ asio::awaitable<json::value> exec_attempt::finish() {
 
     // Up to max_output bytes from a disk that may be slow: not on this thread, which runs
     // other jobs (and, in the server, the event hub, the scheduler and the acceptor). The
-    // worker gets copies: it must not touch the attempt.
+    // worker gets copies, so that it shares nothing with the attempt.
     auto read = [ref = *out_.result_file(), cwd = spec_.cwd, max = spec_.max_output] {
         file_content content;
         try {
