@@ -262,6 +262,7 @@ int end_orphans(const std::vector<std::string>& operation_ids) {
     int killed = 0;
     DIR* proc = ::opendir("/proc");
     if (!proc) return 0;
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): readdir on a DIR of our own is safe in glibc.
     while (dirent* entry = ::readdir(proc)) {
         char* end = nullptr;
         long pid = std::strtol(entry->d_name, &end, 10);

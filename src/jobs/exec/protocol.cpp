@@ -1,8 +1,6 @@
 #include "jobs/exec/protocol.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,7 +11,9 @@
 #include <buzzer/server.hpp>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <utility>

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -13,6 +12,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <cerrno>
+#include <csignal>
 #include <mutex>
 #include <ranges>
 #include <string_view>
@@ -153,7 +153,7 @@ pid_t start_child(const child_plan& plan) {
     if (pid == 0) run_child(plan);
     return pid;
 #else
-    constexpr std::size_t stack_size = 256 * 1024;
+    constexpr std::size_t stack_size = std::size_t{256} * 1024;
     void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return -1;
