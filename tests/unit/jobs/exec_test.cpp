@@ -2,6 +2,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -15,14 +16,18 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -30,6 +35,7 @@
 #include "support/fake_job.hpp"
 #include "support/process.hpp"
 #include "support/run_coroutine.hpp"
+#include "support/wait.hpp"
 
 using namespace buzzer;
 namespace asio = boost::asio;
@@ -106,6 +112,68 @@ struct subreaper_scope {
     subreaper_scope() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
     ~subreaper_scope() { ::prctl(PR_SET_CHILD_SUBREAPER, 0); }
 };
+
+// If the attempt is not over within `deadline`, opens `fifo` for writing, which ends an open
+// or a read blocked on it: a hang becomes a failed check instead of a test that never ends.
+class fifo_watchdog {
+  public:
+    fifo_watchdog(std::filesystem::path fifo, std::chrono::milliseconds deadline)
+        : thread_([this, fifo = std::move(fifo), deadline] {
+              if (test::wait_until([this] { return done_.load(); }, deadline)) return;
+              fired_ = true;
+              test::wait_until(
+                  [&] {
+                      int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+                      if (fd >= 0) ::close(fd);
+                      return done_.load();
+                  },
+                  std::chrono::seconds(60));
+          }) {}
+    fifo_watchdog(const fifo_watchdog&) = delete;
+    fifo_watchdog& operator=(const fifo_watchdog&) = delete;
+    ~fifo_watchdog() { stop(); }
+
+    // Ends the watch; returns whether the deadline passed before.
+    bool stop() {
+        done_ = true;
+        if (thread_.joinable()) thread_.join();
+        return fired_;
+    }
+
+  private:
+    std::atomic<bool> done_{false};
+    std::atomic<bool> fired_{false};
+    std::thread thread_;
+};
+
+// What the calling thread has read with read(2) and its kin so far (rchar in its io file).
+std::optional<std::uint64_t> bytes_read_by_this_thread() {
+    std::ifstream io("/proc/thread-self/io");
+    std::string key;
+    std::uint64_t value = 0;
+    while (io >> key >> value) {
+        if (key == "rchar:") return value;
+    }
+    return std::nullopt;
+}
+
+std::string file_content(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// What one read of the stat file of every process in /proc reads now.
+std::uint64_t bytes_of_a_proc_scan() {
+    std::uint64_t total = 0;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+         it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.empty() || name[0] < '0' || name[0] > '9') continue;
+        total += file_content(it->path() / "stat").size();
+    }
+    return total;
+}
 
 // A child that ignores SIGTERM, with a background grandchild, reporting both pids.
 const char* const stubborn_script = R"sh(trap '' TERM
@@ -219,6 +287,78 @@ BOOST_AUTO_TEST_CASE(a_missing_result_file_fails_the_attempt) {
     BOOST_TEST_REQUIRE(e.has_value());
     BOOST_TEST(std::string(e->what()).find("cannot read result_file missing.png") == 0u);
     BOOST_TEST(!j.raw_body);
+}
+
+BOOST_AUTO_TEST_CASE(a_result_file_that_is_a_fifo_fails_the_attempt_promptly) {
+    // Nothing writes to the FIFO: a reader that opened it as a file would wait forever.
+    test::temp_dir dir("buzzer-exec-");
+    auto spec = sh(R"(mkfifo out.fifo
+echo '{"result_file": {"path": "out.fifo", "media_type": "text/plain"}}')");
+    spec.cwd = dir.path().string();
+    fake_job j;
+    fifo_watchdog watchdog(dir / "out.fifo", std::chrono::seconds(10));
+    auto e = failure_of(spec, j);
+    BOOST_TEST(!watchdog.stop());
+    BOOST_TEST_REQUIRE(e.has_value());
+    BOOST_TEST(std::string(e->what()) == "result_file out.fifo is a FIFO, not a regular file");
+    BOOST_TEST(!j.raw_body);
+}
+
+BOOST_AUTO_TEST_CASE(a_result_file_that_is_a_directory_fails_the_attempt) {
+    test::temp_dir dir("buzzer-exec-");
+    auto spec = sh(R"(mkdir out.d
+echo '{"result_file": {"path": "out.d"}}')");
+    spec.cwd = dir.path().string();
+    fake_job j;
+    auto e = failure_of(spec, j);
+    BOOST_TEST_REQUIRE(e.has_value());
+    BOOST_TEST(std::string(e->what()) == "result_file out.d is a directory, not a regular file");
+    BOOST_TEST(!j.raw_body);
+}
+
+BOOST_AUTO_TEST_CASE(a_result_file_larger_than_max_output_fails_the_attempt) {
+    test::temp_dir dir("buzzer-exec-");
+    auto spec = sh(R"(head -c 5000 /dev/zero > out.bin
+echo '{"result_file": {"path": "out.bin"}}')");
+    spec.cwd = dir.path().string();
+    spec.max_output = 4096;
+    fake_job j;
+    auto e = failure_of(spec, j);
+    BOOST_TEST_REQUIRE(e.has_value());
+    BOOST_TEST(std::string(e->what()) == "result_file out.bin exceeds 4096 bytes");
+    BOOST_TEST(!j.raw_body);
+}
+
+BOOST_AUTO_TEST_CASE(a_large_result_file_is_read_whole) {
+    test::temp_dir dir("buzzer-exec-");
+    auto spec = sh(R"(head -c 6291456 /dev/urandom > out.bin
+echo '{"result_file": {"path": "out.bin", "media_type": "application/x-random"}}')");
+    spec.cwd = dir.path().string();
+    fake_job j;
+    BOOST_TEST(run_job(spec, j).is_null());
+    BOOST_TEST_REQUIRE(j.raw_body.has_value());
+    BOOST_TEST(j.raw_body->size() == 6291456u);
+    BOOST_TEST((*j.raw_body == file_content(dir / "out.bin")));
+    BOOST_TEST(j.raw_media_type == "application/x-random");
+}
+
+BOOST_AUTO_TEST_CASE(the_io_thread_does_not_read_the_result_file) {
+    // run_job runs the attempt's I/O thread here: what this thread reads (its pipes, a little)
+    // must not include the 8 MiB of the file, which a slow disk would make a long stall.
+    test::temp_dir dir("buzzer-exec-");
+    auto spec = sh(R"(head -c 8388608 /dev/zero > out.bin
+echo '{"result_file": {"path": "out.bin"}}')");
+    spec.cwd = dir.path().string();
+    fake_job j;
+    const auto before = bytes_read_by_this_thread();
+    BOOST_TEST_REQUIRE(before.has_value());
+    run_job(spec, j);
+    const auto after = bytes_read_by_this_thread();
+    BOOST_TEST_REQUIRE(after.has_value());
+    BOOST_TEST_REQUIRE(j.raw_body.has_value());
+    BOOST_TEST(j.raw_body->size() == 8388608u);
+    BOOST_TEST_MESSAGE("bytes read by the I/O thread: " << (*after - *before));
+    BOOST_TEST(*after - *before < 1048576u);
 }
 
 BOOST_AUTO_TEST_CASE(lines_that_are_not_json_objects_are_ignored) {
@@ -384,6 +524,27 @@ echo "{\"result\": $!}")"),
     BOOST_TEST_REQUIRE(result.is_int64());
     // What the command left behind is stopped with it.
     BOOST_TEST(!test::process_running(static_cast<pid_t>(result.as_int64())));
+}
+
+BOOST_AUTO_TEST_CASE(the_io_thread_does_not_scan_proc_while_a_group_stops) {
+    // The command exits at once, leaving a process that ignores SIGTERM: the group is watched
+    // through /proc for the whole grace, a dozen scans or more, before SIGKILL ends it.
+    auto spec = sh(R"sh(sh -c 'trap "" TERM; exec sleep 100' </dev/null >/dev/null 2>&1 &
+until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done
+echo '{"result": 1}')sh");
+    spec.kill_grace_s = 1;
+    fake_job j;
+    const std::uint64_t one_scan = bytes_of_a_proc_scan();
+    BOOST_TEST_MESSAGE("bytes of one /proc scan: " << one_scan);
+    const auto before = bytes_read_by_this_thread();
+    BOOST_TEST_REQUIRE(before.has_value());
+    const auto start = clock_type::now();
+    BOOST_TEST(run_job(spec, j) == json::value(1));
+    const auto after = bytes_read_by_this_thread();
+    BOOST_TEST_REQUIRE(after.has_value());
+    BOOST_TEST(seconds_since(start) >= 1.0);  // the grace was waited for
+    BOOST_TEST_MESSAGE("bytes read by the I/O thread: " << (*after - *before));
+    BOOST_TEST(*after - *before < one_scan);
 }
 
 BOOST_AUTO_TEST_CASE(cancel_sigkills_a_group_that_ignores_sigterm_after_the_grace) {
