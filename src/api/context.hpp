@@ -4,6 +4,7 @@
 #include <atomic>
 #include <buzzer/server.hpp>
 #include <string>
+#include <string_view>
 
 #include "http/router.hpp"
 #include "http/server.hpp"
@@ -24,6 +25,7 @@ struct context {
     http::server_stats& http_stats;
     std::atomic<bool>& shutting_down;
     std::string base_url;  ///< public_url without a trailing slash, or empty
+    std::string_view index_page;  ///< the demo page served at /
 };
 
 /// A router handler that calls `fn(ctx, request)`; `fn` is a plain function.

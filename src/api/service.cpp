@@ -2,7 +2,6 @@
 #include <boost/json.hpp>
 
 #include "api/common.hpp"
-#include "runtime/embedded.hpp"
 
 namespace buzzer::api {
 namespace asio = boost::asio;
@@ -10,14 +9,9 @@ namespace json = boost::json;
 
 namespace {
 
-asio::awaitable<http::response> index_page(context&, http::request&) {
+asio::awaitable<http::response> index_page(context& ctx, http::request&) {
     http::response r;
-    for (const auto& f : embedded::assets()) {
-        if (f.name == "index.html") {
-            r.body = std::string(f.content);
-            break;
-        }
-    }
+    r.body = std::string(ctx.index_page);
     r.set("Content-Type", "text/html; charset=utf-8");
     r.set("Cache-Control", "no-cache");
     co_return r;

@@ -169,6 +169,8 @@ void server::run() {
     http::server front(io, connection_contexts, routes, hs);
     api::context ctx{
         db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
+    for (const auto& f : embedded::assets())
+        if (f.name == "index.html") ctx.index_page = f.content;
     api::add_routes(routes, ctx);
 
     std::string bound = front.listen(s.opts.listen);
