@@ -1,5 +1,6 @@
 #define BOOST_TEST_MODULE integration_lifecycle
 #include <boost/test/unit_test.hpp>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -19,6 +20,17 @@ struct server_fixture {
 
 std::string str(const json::object& o, std::string_view key) {
     return std::string(o.at(key).as_string());
+}
+
+// `ids` as the names given to them in `names`, space-separated, for messages.
+std::string names_of(const std::vector<std::string>& ids,
+                     const std::map<std::string, std::string>& names) {
+    std::string out;
+    for (const auto& id : ids) {
+        auto it = names.find(id);
+        out += (out.empty() ? "" : " ") + (it == names.end() ? id : it->second);
+    }
+    return out;
 }
 
 }  // namespace
@@ -279,10 +291,20 @@ BOOST_AUTO_TEST_CASE(higher_priority_runs_first) {
     auto young = submit(client, R"({"kind":"echo","input":"young"})");
     client.post_json("/operations/" + busy[0] + "/cancel", "");
     for (const auto& id : {low, old, high, young}) wait_for_status(client, id, "succeeded");
-    auto started = [&](const std::string& id) { return str(status_of(client, id), "started_at"); };
-    BOOST_TEST(started(high) <= started(old));
-    BOOST_TEST(started(old) <= started(young));
-    BOOST_TEST(started(young) <= started(low));
+    // Event ids are global and increasing: the order of the `running` events is the order in
+    // which the four started (started_at, in milliseconds, can tie).
+    sse_stream s(server.port(),
+                 "/events?operation=" + low + "&operation=" + old + "&operation=" + high +
+                     "&operation=" + young,
+                 "0");
+    BOOST_TEST_REQUIRE(s.status() == 200);
+    std::vector<std::string> started;
+    for (const auto& e : s.read_until_end(15s))
+        if (e.type == "running") started.push_back(str(json::parse(e.data).as_object(), "id"));
+    BOOST_TEST_REQUIRE(s.ended(), "the replay did not end");
+    BOOST_TEST((started == std::vector<std::string>{high, old, young, low}),
+               "started: " << names_of(
+                   started, {{high, "high"}, {old, "old"}, {young, "young"}, {low, "low"}}));
     for (std::size_t i = 1; i < busy.size(); ++i)
         client.post_json("/operations/" + busy[i] + "/cancel", "");
 }
