@@ -1,11 +1,14 @@
 // Helpers shared by the integration tests: submitting and following operations.
 #pragma once
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "support/http_client.hpp"
 #include "support/process.hpp"
@@ -61,6 +64,53 @@ while :; do sleep 0.05; done
     return dir.write_file("buzzer.json", R"({"kinds": {"stubborn": {"exec": {
         "argv": ["/bin/sh", ")" + script.string() +
                                              R"("]}}}})");
+}
+
+/// The number of threads of process `pid` (from /proc), or -1 if it has none.
+inline int threads_of(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.starts_with("Threads:")) return std::stoi(line.substr(8));
+    return -1;
+}
+
+/// Whether the servers of this run write with `--synchronous normal` (no fdatasync).
+inline bool synchronous_normal() { return server_arg_of_the_run("--synchronous") == "normal"; }
+
+/// Checks that `server` runs with the flags of the run (server_args_of_the_run): they are on
+/// its command line, and they act. With `--synchronous normal` a durable write makes no
+/// fdatasync, otherwise it makes one; with `--threads N` it has two threads fewer than a
+/// server started with `--threads N+2`.
+inline void check_flags_of_the_run(server_process& server) {
+    auto const flags = server_args_of_the_run();
+    std::string shown;
+    for (const auto& f : flags) shown += " " + f;
+    BOOST_TEST_MESSAGE("flags of the run:" << (shown.empty() ? " none" : shown));
+    std::ifstream file("/proc/" + std::to_string(server.pid()) + "/cmdline", std::ios::binary);
+    std::vector<std::string> cmdline;
+    for (std::string word; std::getline(file, word, '\0');) cmdline.push_back(word);
+    bool const given =
+        std::search(cmdline.begin(), cmdline.end(), flags.begin(), flags.end()) != cmdline.end();
+    BOOST_TEST(given, "the server's command line lacks the flags of the run");
+
+    http_client c(server.port());
+    auto id = submit(c, R"({"kind":"echo","input":"the flags of the run"})");
+    wait_for_status(c, id, "succeeded");
+    auto const syncs = metric(c, "buzzer_store_sync_seconds_count");
+    if (synchronous_normal())
+        BOOST_TEST(syncs == 0);
+    else
+        BOOST_TEST(syncs >= 1);
+
+    if (auto n = server_arg_of_the_run("--threads")) {
+        server_process more{
+            server_options{.args = {"--threads", std::to_string(std::stoi(*n) + 2)}}};
+        bool const two_more =
+            wait_until([&] { return threads_of(more.pid()) == threads_of(server.pid()) + 2; },
+                       std::chrono::seconds(10));
+        BOOST_TEST(two_more, "threads: " << threads_of(server.pid()) << " with --threads " << *n
+                                         << ", " << threads_of(more.pid()) << " with two more");
+    }
 }
 
 /// The `detail` of a problem body, or "" when there is none.

@@ -31,8 +31,9 @@ constexpr std::string_view unknown_id = "01JDB6Q6X8Z3M9J1V7QJ4T2N5K";
 // One MiB: the default body limit.
 constexpr std::size_t mib = 1024 * 1024;
 
-// One server for the whole module: the abuse accumulates, and the last suite checks that the
-// process is still up and healthy after all of it.
+// One server for the whole module: the abuse accumulates on it. Every case ends by checking
+// that it is still up and answering (server_still_up), so a case that kills or wedges it fails
+// itself, in whatever order the cases run (--random).
 struct shared_server {
     shared_server() { instance = std::make_unique<server_process>(); }
     ~shared_server() { instance.reset(); }
@@ -187,6 +188,22 @@ void expect_healthy(unsigned short p) {
     BOOST_TEST(r.body.find("\"ok\"") != std::string::npos, r.body);
 }
 
+// The fixture of every case: after the case, the shared server still runs and answers a new
+// connection. One that died is reported (with its log) and replaced, so that the cases after
+// it test a server of their own rather than fail with it.
+struct server_still_up {
+    void teardown() {
+        if (!server().running()) {
+            BOOST_ERROR("the shared server exited with status "
+                        << server().wait_exit(0ms).value_or(-1) << " (134 = SIGABRT); log:\n"
+                        << server().log_contents(4000));
+            shared_server::instance = std::make_unique<server_process>();
+            return;
+        }
+        expect_healthy(port());
+    }
+};
+
 // A POST /operations request head (HTTP/1.1) with the given framing field and content type.
 std::string post_head(std::string_view framing,
                       std::string_view content_type = "application/json") {
@@ -221,7 +238,7 @@ void expect_rejected(http_client& c, const std::vector<bad_submit>& cases) {
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(submit_errors)
+BOOST_FIXTURE_TEST_SUITE(submit_errors, server_still_up)
 
 BOOST_AUTO_TEST_CASE(malformed_json_is_400) {
     http_client c(port());
@@ -389,7 +406,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(id_errors)
+BOOST_FIXTURE_TEST_SUITE(id_errors, server_still_up)
 
 BOOST_AUTO_TEST_CASE(malformed_ids_are_404) {
     http_client c(port());
@@ -480,7 +497,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(route_errors)
+BOOST_FIXTURE_TEST_SUITE(route_errors, server_still_up)
 
 BOOST_AUTO_TEST_CASE(unknown_path_is_404) {
     http_client c(port());
@@ -517,7 +534,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(query_errors)
+BOOST_FIXTURE_TEST_SUITE(query_errors, server_still_up)
 
 BOOST_AUTO_TEST_CASE(bad_list_parameters_are_400) {
     http_client c(port());
@@ -614,9 +631,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-// Rejections made by the HTTP layer rather than by a handler come after the handler checks: a
-// server that dies on one takes the later tests down with it, and the checks above still report.
-BOOST_AUTO_TEST_SUITE(body_limit)
+BOOST_FIXTURE_TEST_SUITE(body_limit, server_still_up)
 
 BOOST_AUTO_TEST_CASE(body_just_under_the_limit_is_accepted) {
     // The limit is 1 MiB, not less: a body of exactly 1 MiB is taken, with Content-Length and
@@ -688,7 +703,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(protocol_abuse)
+BOOST_FIXTURE_TEST_SUITE(protocol_abuse, server_still_up)
 
 BOOST_AUTO_TEST_CASE(garbage_bytes_get_400_and_a_close) {
     std::vector<std::pair<std::string, std::string>> requests = {
@@ -811,7 +826,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(slow_clients)
+BOOST_FIXTURE_TEST_SUITE(slow_clients, server_still_up)
 
 // The connection, whose last bytes were sent at `start`, gets a 408 problem after the 1 s
 // timeout under test, and is closed.
@@ -911,14 +926,9 @@ BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_SUITE(afterwards)
+BOOST_FIXTURE_TEST_SUITE(service, server_still_up)
 
-BOOST_AUTO_TEST_CASE(the_server_survived_all_of_it) {
-    bool const up = server().running();
-    BOOST_TEST_REQUIRE(up, "the server exited with status " << server().wait_exit(0ms).value_or(-1)
-                                                            << " (134 = SIGABRT); log:\n"
-                                                            << server().log_contents(4000));
-    expect_healthy(port());
+BOOST_AUTO_TEST_CASE(metrics_are_served_as_prometheus_text) {
     http_client c(port());
     auto m = c.get("/metrics");
     BOOST_TEST(m.status == 200);

@@ -420,6 +420,8 @@ BOOST_AUTO_TEST_CASE(resuming_while_events_are_written_loses_none_and_repeats_no
     }
 }
 
+BOOST_AUTO_TEST_CASE(the_server_runs_with_the_flags_of_the_run) { check_flags_of_the_run(server); }
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_CASE(streams_resume_across_a_kill9_restart) {

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/test/framework.hpp>
 #include <boost/test/results_collector.hpp>
 #include <boost/test/tree/test_unit.hpp>
@@ -186,7 +187,50 @@ pid_t spawn(std::vector<std::string> argv_strings, const environment& env, int i
     ::_exit(127);
 }
 
+// Whether `args` give the flag `name` ("--threads"), as "--threads N" or "--threads=N".
+bool gives_flag(const std::vector<std::string>& args, std::string_view name) {
+    return std::any_of(args.begin(), args.end(), [name](const std::string& arg) {
+        return arg == name ||
+               (arg.starts_with(name) && arg.size() > name.size() && arg[name.size()] == '=');
+    });
+}
+
+// `args` with the flags of the run added, but for those that `args` give themselves. A flag
+// starts at a word beginning with "--" and takes the words after it up to the next flag.
+std::vector<std::string> with_run_args(std::vector<std::string> args) {
+    auto const extra = server_args_of_the_run();
+    std::vector<std::string> out = args;
+    for (auto it = extra.begin(); it != extra.end();) {
+        auto end = std::find_if(it + 1, extra.end(),
+                                [](const std::string& word) { return word.starts_with("--"); });
+        auto const name = it->substr(0, it->find('='));
+        if (!gives_flag(args, name)) out.insert(out.end(), it, end);
+        it = end;
+    }
+    return out;
+}
+
 }  // namespace
+
+std::vector<std::string> server_args_of_the_run() {
+    std::vector<std::string> words;
+    const char* env = std::getenv("BUZZER_TEST_SERVER_ARGS");
+    std::istringstream in(env == nullptr ? "" : env);
+    for (std::string word; in >> word;) words.push_back(word);
+    return words;
+}
+
+std::optional<std::string> server_arg_of_the_run(std::string_view flag) {
+    auto const words = server_args_of_the_run();
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        if (words[i] == flag && i + 1 < words.size() && !words[i + 1].starts_with("--"))
+            return words[i + 1];
+        if (words[i].starts_with(flag) && words[i].size() > flag.size() &&
+            words[i][flag.size()] == '=')
+            return words[i].substr(flag.size() + 1);
+    }
+    return std::nullopt;
+}
 
 std::filesystem::path buzzer_binary() {
     if (const char* env = std::getenv("BUZZER_TEST_BINARY"); env != nullptr && *env != '\0') {
@@ -351,9 +395,10 @@ void server_process::start(server_options options) {
     database_ = options.database.empty() ? dir_ / "buzzer.db" : options.database;
     log_path_ = dir_ / "server.log";
 
-    std::vector<std::string> argv{binary.string(), "--listen", options.listen, "--database",
-                                  database_.string()};
-    argv.insert(argv.end(), options.args.begin(), options.args.end());
+    std::vector<std::string> args{"--listen", options.listen, "--database", database_.string()};
+    args.insert(args.end(), options.args.begin(), options.args.end());
+    if (options.binary.empty() && options.run_args) args = with_run_args(std::move(args));
+    args.insert(args.begin(), binary.string());
 
     fd_guard log_fd{::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
     if (log_fd.fd < 0) throw_errno("open server log");
@@ -363,7 +408,7 @@ void server_process::start(server_options options) {
     if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe2");
     fd_guard out_read{out[0]};
     fd_guard out_write{out[1]};
-    pid_ = spawn(std::move(argv), options.env, null_fd.fd, out_write.fd, log_fd.fd);
+    pid_ = spawn(std::move(args), options.env, null_fd.fd, out_write.fd, log_fd.fd);
     stdout_fd_ = out_read.release();
 
     // The child has its own copy; ours must go so that its exit reads as end of file.

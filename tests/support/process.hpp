@@ -57,10 +57,21 @@ struct server_options {
     std::chrono::milliseconds startup_deadline = std::chrono::seconds(20);
     // The executable; empty means $BUZZER_TEST_BINARY if set, else the built BUZZER_BINARY.
     std::filesystem::path binary = {};
+    // Whether the flags of $BUZZER_TEST_SERVER_ARGS are added (see server_args_of_the_run);
+    // they never are when `binary` is given, which may not understand them.
+    bool run_args = true;
 };
 
 // The buzzer executable the tests run: $BUZZER_TEST_BINARY if set, else the built one.
 [[nodiscard]] std::filesystem::path buzzer_binary();
+
+// The flags of $BUZZER_TEST_SERVER_ARGS, split at white space: what a CTest registration of a
+// suite adds to every buzzer server it starts (e.g. "--threads 1" or "--synchronous normal").
+// A flag that a test's own `args` also give is left out for that server: the test's wins.
+[[nodiscard]] std::vector<std::string> server_args_of_the_run();
+
+// The value that $BUZZER_TEST_SERVER_ARGS gives `flag` ("--threads"), if it gives one.
+[[nodiscard]] std::optional<std::string> server_arg_of_the_run(std::string_view flag);
 
 // What a process run to completion did.
 struct process_result {

@@ -474,6 +474,58 @@ BOOST_AUTO_TEST_CASE(server_process_kill9_and_restart_on_the_same_database) {
     BOOST_TEST(wait_until([&] { return log_has(second, database.string()); }, 5s));
 }
 
+BOOST_AUTO_TEST_CASE(server_process_adds_the_flags_of_the_run_but_for_those_a_test_gives) {
+    temp_dir dir;
+    auto const binary = fake_binary(dir, well_behaved);
+    // Unset again however the case ends: the cases after it start servers too.
+    struct unset_at_exit {
+        ~unset_at_exit() {
+            ::unsetenv("BUZZER_TEST_SERVER_ARGS");
+            ::unsetenv("BUZZER_TEST_BINARY");
+        }
+    } unset;
+    ::setenv("BUZZER_TEST_BINARY", binary.c_str(), 1);
+    ::setenv("BUZZER_TEST_SERVER_ARGS", " --threads 1\t--synchronous  normal --no-builtin-kinds ",
+             1);
+    BOOST_TEST(
+        (server_args_of_the_run() == std::vector<std::string>{"--threads", "1", "--synchronous",
+                                                              "normal", "--no-builtin-kinds"}));
+    BOOST_TEST(server_arg_of_the_run("--threads").value_or("") == "1");
+    BOOST_TEST(server_arg_of_the_run("--synchronous").value_or("") == "normal");
+    BOOST_TEST(!server_arg_of_the_run("--no-builtin-kinds"));
+    BOOST_TEST(!server_arg_of_the_run("--thread"));
+    auto const args_of = [](const server_process& server) {
+        return "args: --listen 127.0.0.1:0 --database " + server.database_path().string();
+    };
+    {
+        server_process server(server_options{.args = {"--max-running", "2"}});
+        BOOST_TEST(wait_until([&] { return log_has(server, "after listening"); }, 5s));
+        BOOST_TEST(
+            log_has(server, args_of(server) + " --max-running 2 --threads 1 --synchronous normal "
+                                              "--no-builtin-kinds\n"),
+            server.log_contents());
+    }
+    {
+        // The test's own --threads (in either form) wins; the other flags are still added.
+        server_process server(server_options{.args = {"--threads=4", "--no-builtin-kinds"}});
+        BOOST_TEST(wait_until([&] { return log_has(server, "after listening"); }, 5s));
+        BOOST_TEST(log_has(server, args_of(server) +
+                                       " --threads=4 --no-builtin-kinds --synchronous normal\n"),
+                   server.log_contents());
+    }
+    {
+        // Not for a server that asks for none, nor for another binary.
+        server_process none(server_options{.run_args = false});
+        server_process other(server_options{.binary = binary});
+        for (auto* server : {&none, &other}) {
+            BOOST_TEST(wait_until([&] { return log_has(*server, "after listening"); }, 5s));
+            BOOST_TEST(log_has(*server, args_of(*server) + "\n"), server->log_contents());
+        }
+    }
+    ::unsetenv("BUZZER_TEST_SERVER_ARGS");
+    BOOST_TEST(server_args_of_the_run().empty());
+}
+
 BOOST_AUTO_TEST_CASE(server_process_reports_an_early_exit) {
     temp_dir dir;
     auto const binary = fake_binary(dir, "echo 'bad config: oops' >&2\nexit 2\n");

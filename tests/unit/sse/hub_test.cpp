@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/test/unit_test.hpp>
+#include <future>
 #include <thread>
 
 #include "support/run_coroutine.hpp"
@@ -40,6 +41,22 @@ asio::awaitable<bool> wait_or_fail(sse::mailbox& box, std::chrono::milliseconds 
     co_return open;
 }
 
+// Runs `make()` on a fresh io_context until no handler is ready: the coroutine, not finished,
+// is then suspended in the wait it must reach (its only one). Then `from_outside` runs on
+// another thread while the io_context runs to the end. No sleep, no race with the wait.
+template <class F, class G>
+void run_suspended_then(F make, G from_outside) {
+    asio::io_context io;
+    auto done = asio::co_spawn(io, make(), asio::use_future);
+    io.poll();
+    BOOST_TEST_REQUIRE((done.wait_for(0s) == std::future_status::timeout),
+                       "the coroutine ended before it waited");
+    std::thread other(std::move(from_outside));
+    io.run();
+    other.join();
+    done.get();
+}
+
 // Runs `body(hub)` with a hub on a fresh io_context. The hub is destroyed after io.run() has
 // returned (every handler it posted has run) and before the io_context.
 template <class F>
@@ -61,17 +78,17 @@ BOOST_AUTO_TEST_SUITE(mailbox)
 BOOST_AUTO_TEST_CASE(a_push_from_another_thread_wakes_the_waiter) {
     sse::mailbox box(8);
     std::vector<sse::event_ptr> got;
-    test::run_coroutine([&]() -> asio::awaitable<void> {
-        std::thread pusher([&box] {
-            std::this_thread::sleep_for(20ms);
+    bool open = false;
+    run_suspended_then(
+        [&]() -> asio::awaitable<void> {
+            open = co_await wait_or_fail(box);
+            box.take(got);
+        },
+        [&box] {
             box.push(shared_event(1));
             box.push(shared_event(2));
         });
-        bool open = co_await wait_or_fail(box);
-        pusher.join();
-        BOOST_TEST(open);
-        box.take(got);
-    });
+    BOOST_TEST(open);
     BOOST_TEST_REQUIRE(!got.empty());
     BOOST_TEST(got.front()->seq == 1);
 }
@@ -140,14 +157,8 @@ BOOST_AUTO_TEST_CASE(close_is_not_an_overflow) {
 BOOST_AUTO_TEST_CASE(close_wakes_a_suspended_waiter) {
     sse::mailbox box(8);
     bool open = true;
-    test::run_coroutine([&]() -> asio::awaitable<void> {
-        std::thread closer([&box] {
-            std::this_thread::sleep_for(20ms);
-            box.close();
-        });
-        open = co_await wait_or_fail(box);
-        closer.join();
-    });
+    run_suspended_then([&]() -> asio::awaitable<void> { open = co_await wait_or_fail(box); },
+                       [&box] { box.close(); });
     BOOST_TEST(!open);
 }
 
