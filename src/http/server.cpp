@@ -228,6 +228,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                    } catch (const std::exception& x) {
                                        core::log(core::level::error,
                                                  std::string("connection: ") + x.what());
+                                   } catch (...) {
+                                       // Not a std::exception (a stream body's `throw 42`):
+                                       // it ends this connection, never the process.
+                                       core::log(core::level::error,
+                                                 "connection: an exception of unknown type");
                                    }
                                }
                                {
@@ -332,6 +337,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (!error)
                 error =
                     http_error{500, "internal-error", "the server failed to answer this request"};
+        } catch (...) {
+            core::log(core::level::error,
+                      "handler " + req.method + " " + req.path + ": an exception of unknown type");
+            error = http_error{500, "internal-error", "the server failed to answer this request"};
         }
         co_return problem_response(*error, req.path);
     }
