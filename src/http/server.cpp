@@ -17,6 +17,7 @@
 #include <unordered_set>
 
 #include "core/log.hpp"
+#include "http/head.hpp"
 
 namespace buzzer::http {
 namespace asio = boost::asio;
@@ -79,53 +80,6 @@ class chunk_writer final : public body_writer {
     beast::tcp_stream& stream_;
     std::chrono::milliseconds timeout_;
 };
-
-// Header values come from handlers and, for results, from executors: no line breaks.
-void append_header_text(std::string& out, std::string_view text) {
-    // Appended in runs: a field's text rarely holds a line break.
-    std::size_t plain = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] != '\r' && text[i] != '\n') continue;
-        out.append(text.data() + plain, i - plain);
-        out += ' ';
-        plain = i + 1;
-    }
-    out.append(text.data() + plain, text.size() - plain);
-}
-
-// "HTTP/1.1 STATUS REASON", the fields, Content-Length (none for 204 and 304; for a streamed
-// body, which only a HEAD request gets here, the chunked coding its GET has) and, when the
-// connection closes after it, "Connection: close".
-std::string response_head(const response& r, bool keep_alive) {
-    std::string out;
-    out.reserve(160 + 48 * r.headers.size());
-    out += "HTTP/1.1 ";
-    out += std::to_string(r.status);
-    out += ' ';
-    // RFC 9110's phrases where they changed (422 Unprocessable Content), as problem titles say.
-    auto reason = status_title(r.status);
-    if (reason == "Error")
-        reason = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
-    out += reason;
-    out += "\r\n";
-    for (const auto& f : r.headers) {
-        append_header_text(out, f.name);
-        out += ": ";
-        append_header_text(out, f.value);
-        out += "\r\n";
-    }
-    if (r.stream) {
-        // Only a HEAD request's answer is written here: the fields its GET would have.
-        out += "Transfer-Encoding: chunked\r\n";
-    } else if (r.status != 204 && r.status != 304) {
-        out += "Content-Length: ";
-        out += std::to_string(r.body.size());
-        out += "\r\n";
-    }
-    if (!keep_alive) out += "Connection: close\r\n";
-    out += "\r\n";
-    return out;
-}
 
 // The origin form (/path?query) of a request target; an absolute-form one
 // (http://host/path?query, which servers must accept) loses its scheme and authority.
@@ -275,18 +229,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await asio::async_write(stream, buffers, use_awaitable);
     }
 
-    // The head of a chunked response; its message and serializer are gone once it is sent.
+    // The head of a chunked response, which ends the connection: the body's end is the
+    // connection's.
     asio::awaitable<void> write_stream_head(beast::tcp_stream& stream, response& r) {
-        bhttp::response<bhttp::empty_body> out;
-        out.version(11);
-        out.result(static_cast<unsigned>(r.status));
-        for (auto& f : r.headers) out.insert(f.name, f.value);
-        out.keep_alive(false);
-        out.chunked(true);
+        std::string out = response_head(r, false);
         count(r.status);
-        bhttp::response_serializer<bhttp::empty_body> sr(out);
         stream.expires_after(settings.write_timeout);
-        co_await bhttp::async_write_header(stream, sr, use_awaitable);
+        co_await asio::async_write(stream, asio::buffer(out), use_awaitable);
     }
 
     // A streamed body (SSE). Its coroutine frames stay small: an idle stream holds this
@@ -456,9 +405,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
         if (!parser.is_done()) bec = parse_buffered(parser, buffer).first;
         if (!bec && !parser.is_done()) {
             if (bhttp::token_list(head[bhttp::field::expect]).exists("100-continue")) {
-                bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+                response interim;
+                interim.status = 100;
+                std::string out = response_head(interim, true);
                 stream.expires_after(settings.write_timeout);
-                co_await bhttp::async_write(stream, cont, use_awaitable);
+                co_await asio::async_write(stream, asio::buffer(out), use_awaitable);
             }
             auto [rec, rn] = co_await read_within(stream, settings.idle_timeout, [&] {
                 return bhttp::async_read(stream, buffer, parser, tuple_awaitable);

@@ -72,6 +72,20 @@ http::router failing_routes() {
         };
         co_return res;
     });
+    r.add("GET", "/events", [](http::request&) -> asio::awaitable<http::response> {
+        http::response res;
+        res.set("Content-Type", "text/event-stream");
+        res.set("Cache-Control", "no-store");
+        res.stream = [](http::body_writer& w) -> asio::awaitable<void> {
+            co_await w.write("data: 1\n\n");
+        };
+        co_return res;
+    });
+    r.add("POST", "/echo", [](http::request& req) -> asio::awaitable<http::response> {
+        http::response res;
+        res.body = req.body;
+        co_return res;
+    });
     r.add("GET", "/handler-throws-42", [](http::request&) -> asio::awaitable<http::response> {
         throw 42;
         co_return http::response{};
@@ -126,6 +140,64 @@ BOOST_AUTO_TEST_CASE(a_handler_that_throws_a_non_std_exception_gets_a_500) {
     BOOST_TEST(r.header("Content-Type") == "application/problem+json");
     BOOST_TEST(r.body.find("/problems/internal-error") != std::string::npos, r.body);
     BOOST_TEST(c.get("/ok").status == 200);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(heads_on_the_wire)
+
+BOOST_AUTO_TEST_CASE(a_stream_has_its_fields_then_connection_close_and_chunked) {
+    auto routes = failing_routes();
+    served s(routes);
+    auto got = exchange(s.port(), "/events");
+    BOOST_TEST(got ==
+               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+               "Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "9\r\ndata: 1\n\n\r\n0\r\n\r\n");
+}
+
+BOOST_AUTO_TEST_CASE(a_head_request_of_a_stream_gets_its_head_and_the_connection_stays) {
+    auto routes = failing_routes();
+    served s(routes);
+    auto c = buzzer::test::raw_connect(s.port());
+    BOOST_TEST_REQUIRE(!c.send("HEAD /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    std::string got;
+    BOOST_TEST(buzzer::test::wait_until(
+        [&] {
+            got += c.receive(100ms);
+            return got.find("\r\n\r\n") != std::string::npos;
+        },
+        5s));
+    BOOST_TEST(got ==
+               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n");
+    BOOST_TEST(!c.closed());
+}
+
+BOOST_AUTO_TEST_CASE(expect_100_continue_gets_the_interim_head_before_the_body_is_sent) {
+    auto routes = failing_routes();
+    served s(routes);
+    auto c = buzzer::test::raw_connect(s.port());
+    BOOST_TEST_REQUIRE(
+        !c.send("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                "Content-Length: 5\r\n\r\n"));
+    std::string got;
+    BOOST_TEST(buzzer::test::wait_until(
+        [&] {
+            got += c.receive(100ms);
+            return got.find("\r\n\r\n") != std::string::npos;
+        },
+        5s));
+    BOOST_TEST(got == "HTTP/1.1 100 Continue\r\n\r\n");
+    BOOST_TEST_REQUIRE(!c.send("hello"));
+    got.clear();
+    BOOST_TEST(buzzer::test::wait_until(
+        [&] {
+            got += c.receive(100ms);
+            return got.ends_with("hello");
+        },
+        5s));
+    BOOST_TEST(got == "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
