@@ -18,6 +18,7 @@
 
 #include "core/log.hpp"
 #include "http/head.hpp"
+#include "http/read_error.hpp"
 
 namespace buzzer::http {
 namespace asio = boost::asio;
@@ -198,14 +199,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
         }
     }
 
-    http_error header_too_large() const {
-        return {431, "header-too-large",
-                "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
-    }
-
-    http_error payload_too_large() const {
-        return {413, "payload-too-large",
-                "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+    // Answers a failed read of a request with its problem, if the client is still there to
+    // read one; the connection closes after it either way.
+    asio::awaitable<void> fail_read(beast::tcp_stream& stream, boost::system::error_code ec,
+                                    read_phase phase, std::string_view instance) {
+        auto problem = read_problem(ec, phase, settings.header_limit, settings.body_limit);
+        if (problem) co_await send_error(stream, *problem, instance);
     }
 
     asio::awaitable<void> send_error(beast::tcp_stream& stream, const http_error& e,
@@ -363,29 +362,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
             hn += rn;
         }
         if (hec) {
+            // A Content-Length over the limit fails the header as it completes: only then is
+            // the target known, and the problem's instance.
+            std::string at;
             if (hec == bhttp::error::body_limit) {
-                http_error err = payload_too_large();
-                std::string target(parser.get().target());
-                std::string_view at(target.data(), target.find('?') == std::string::npos
-                                                       ? target.size()
-                                                       : target.find('?'));
-                co_await send_error(stream, err, at);
-            } else if (hec == bhttp::error::header_limit || hec == bhttp::error::buffer_overflow) {
-                co_await send_error(stream, header_too_large(), "");
-            } else if (hec == beast::error::timeout) {
-                http_error err{408, "request-timeout",
-                               "the request headers did not arrive in time"};
-                co_await send_error(stream, err, "");
-            } else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
-                       hec != asio::error::connection_reset &&
-                       hec != asio::error::operation_aborted) {
-                http_error err{400, "malformed-request", hec.message()};
-                co_await send_error(stream, err, "");
+                auto origin = origin_form(parser.get().target());
+                at = origin.substr(0, origin.find('?'));
             }
+            co_await fail_read(stream, hec, read_phase::header, at);
             co_return std::nullopt;
         }
         if (hn > settings.header_limit) {
-            co_await send_error(stream, header_too_large(), "");
+            co_await fail_read(stream, bhttp::error::header_limit, read_phase::header, "");
             co_return std::nullopt;
         }
         auto& head = parser.get();
@@ -397,8 +385,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             co_return std::nullopt;
         }
         if (auto len = parser.content_length(); len && *len > settings.body_limit) {
-            http_error err = payload_too_large();
-            co_await send_error(stream, err, path);
+            co_await fail_read(stream, bhttp::error::body_limit, read_phase::body, path);
             co_return std::nullopt;
         }
         boost::system::error_code bec;
@@ -417,18 +404,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             bec = rec;
         }
         if (bec) {
-            if (bec == bhttp::error::body_limit) {
-                http_error err = payload_too_large();
-                co_await send_error(stream, err, path);
-            } else if (bec == beast::error::timeout) {
-                http_error err{408, "request-timeout", "the request body did not arrive in time"};
-                co_await send_error(stream, err, path);
-            } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
-                       bec != bhttp::error::partial_message &&
-                       bec != asio::error::connection_reset) {
-                http_error err{400, "malformed-request", bec.message()};
-                co_await send_error(stream, err, path);
-            }
+            co_await fail_read(stream, bec, read_phase::body, path);
             co_return std::nullopt;
         }
         std::optional<incoming> in(std::in_place);
