@@ -319,11 +319,176 @@ BOOST_AUTO_TEST_CASE(invalid_config_exits_2_naming_the_key) {
     }
 }
 
+// A bad value of one setting, on the command line or in the configuration file, and the
+// message it must get (after "buzzer: "; for a file, after "FILE: ").
+struct bad_setting {
+    std::vector<std::string> flag;  ///< the arguments; empty: `file` is the test
+    std::string file;               ///< the configuration file's text
+    std::string message;
+};
+
+// The ranges of the settings table, as the messages spell them.
+const std::string max_running = "must be an integer from 1 to 1000000";
+const std::string threads = "must be an integer from 0 to 256";
+const std::string header_timeout = "must be a number from 0.1 to 3600";
+
+const std::vector<bad_setting> bad_settings{
+    // Out of range, negative, fractional, not a number, empty: flags.
+    {{"--max-running", "0"}, "", "--max-running: " + max_running + " (got 0)"},
+    {{"--max-running", "1000001"}, "", "--max-running: " + max_running + " (got 1000001)"},
+    {{"--max-running", "-1"}, "", "--max-running: " + max_running + " (got -1)"},
+    {{"--max-running", "2.5"}, "", "--max-running: " + max_running + " (got 2.5)"},
+    {{"--max-running", "many"}, "", "--max-running: " + max_running + " (got many)"},
+    {{"--max-running", ""}, "", "--max-running: " + max_running + " (got \"\")"},
+    {{"--max-running=1e400"}, "", "--max-running: " + max_running + " (got 1e400)"},
+    {{"--header-timeout", "-1"}, "", "--header-timeout: " + header_timeout + " (got -1)"},
+    {{"--header-timeout", "0"}, "", "--header-timeout: " + header_timeout + " (got 0)"},
+    {{"--header-timeout", "3601"}, "", "--header-timeout: " + header_timeout + " (got 3601)"},
+    {{"--header-timeout", "soon"}, "", "--header-timeout: " + header_timeout + " (got soon)"},
+    {{"--header-timeout", "nan"}, "", "--header-timeout: " + header_timeout + " (got nan)"},
+    {{"--header-timeout", "inf"}, "", "--header-timeout: " + header_timeout + " (got inf)"},
+    {{"--threads", "100000"}, "", "--threads: " + threads + " (got 100000)"},
+    {{"--threads", "-1"}, "", "--threads: " + threads + " (got -1)"},
+    {{"--threads", "0x10"}, "", "--threads: " + threads + " (got 0x10)"},
+    {{"--idle-timeout", "0.05"},
+     "",
+     "--idle-timeout: must be a number from 0.1 to 86400 (got 0.05)"},
+    {{"--sse-heartbeat", "0.01"},
+     "",
+     "--sse-heartbeat: must be a number from 0.05 to 3600 (got 0.01)"},
+    {{"--sse-retry-ms", "3600001"},
+     "",
+     "--sse-retry-ms: must be an integer from 0 to 3600000 (got 3600001)"},
+    {{"--sse-backlog", "0"}, "", "--sse-backlog: must be an integer from 1 to 1048576 (got 0)"},
+    {{"--body-limit", "1023"},
+     "",
+     "--body-limit: must be an integer from 1024 to 1073741824 (got 1023)"},
+    {{"--body-limit", "1073741825"},
+     "",
+     "--body-limit: must be an integer from 1024 to 1073741824 (got 1073741825)"},
+    {{"--header-limit", "100"},
+     "",
+     "--header-limit: must be an integer from 1024 to 1048576 (got 100)"},
+    {{"--retention", "-1"}, "", "--retention: must be a number from 0 to 315360000 (got -1)"},
+    {{"--shutdown-grace", "3601"},
+     "",
+     "--shutdown-grace: must be a number from 0 to 3600 (got 3601)"},
+    {{"--max-pending", "0"}, "", "--max-pending: must be an integer from 1 to 1000000000 (got 0)"},
+    {{"--synchronous", "fast"}, "", "--synchronous: must be full or normal (got fast)"},
+    {{"--listen", "127.0.0.1:99999"},
+     "",
+     "--listen: must be HOST:PORT such as 127.0.0.1:8080 (got 127.0.0.1:99999)"},
+    {{"--public-url", "ftp://example.com"},
+     "",
+     "--public-url: must be an absolute http or https URL such as https://api.example.com "
+     "(got ftp://example.com)"},
+    // The same ranges in the configuration file, and values of the wrong JSON type.
+    {{}, R"({"max_running": 0})", "max_running: " + max_running + " (got 0)"},
+    {{}, R"({"max_running": "8"})", "max_running: " + max_running + " (got \"8\")"},
+    {{}, R"({"max_running": 2.5})", "max_running: " + max_running + " (got 2.5)"},
+    {{}, R"({"max_running": -3})", "max_running: " + max_running + " (got -3)"},
+    {{}, R"({"max_running": null})", "max_running: " + max_running + " (got null)"},
+    {{}, R"({"threads": 100000})", "threads: " + threads + " (got 100000)"},
+    {{}, R"({"threads": -1})", "threads: " + threads + " (got -1)"},
+    {{}, R"({"header_timeout_s": -1})", "header_timeout_s: " + header_timeout + " (got -1)"},
+    {{}, R"({"header_timeout_s": "10"})", "header_timeout_s: " + header_timeout + " (got \"10\")"},
+    {{},
+     R"({"header_timeout_s": 1e400})",
+     "header_timeout_s: " + header_timeout + " (got a number too large to represent)"},
+    {{}, R"({"idle_timeout_s": 0})", "idle_timeout_s: must be a number from 0.1 to 86400 (got 0)"},
+    {{}, R"({"sse_retry_ms": -5})", "sse_retry_ms: must be an integer from 0 to 3600000 (got -5)"},
+    {{},
+     R"({"sse_backlog": 1048577})",
+     "sse_backlog: must be an integer from 1 to 1048576 (got 1048577)"},
+    {{},
+     R"({"body_limit": [1]})",
+     "body_limit: must be an integer from 1024 to 1073741824 (got [1])"},
+    {{},
+     R"({"header_limit": {}})",
+     "header_limit: must be an integer from 1024 to 1048576 (got {})"},
+    {{},
+     R"({"retention_s": -0.5})",
+     "retention_s: must be a number from 0 to 315360000 (got -0.5)"},
+    {{},
+     R"({"shutdown_grace_s": true})",
+     "shutdown_grace_s: must be a number from 0 to 3600 (got true)"},
+    {{},
+     R"({"max_pending": 1e10})",
+     "max_pending: must be an integer from 1 to 1000000000 (got 10000000000)"},
+    {{}, R"({"synchronous": "fast"})", "synchronous: must be full or normal (got \"fast\")"},
+    {{}, R"({"synchronous": 1})", "synchronous: must be full or normal (got 1)"},
+    {{}, R"({"builtin_kinds": "no"})", "builtin_kinds: must be true or false (got \"no\")"},
+    {{}, R"({"listen": 8080})", "listen: must be HOST:PORT such as 127.0.0.1:8080 (got 8080)"},
+    {{}, R"({"database": 5})", "database: must be a file path (got 5)"},
+    {{},
+     R"({"public_url": "https://"})",
+     "public_url: must be an absolute http or https URL such as https://api.example.com "
+     "(got \"https://\")"},
+};
+
+BOOST_AUTO_TEST_CASE(every_bad_setting_exits_2_naming_the_setting_and_its_range) {
+    temp_dir dir;
+    for (const auto& bad : bad_settings) {
+        std::vector<std::string> args = bad.flag;
+        std::string expected = "buzzer: " + bad.message + "\n";
+        if (args.empty()) {
+            auto file = dir.write_file("bad.json", bad.file);
+            args = {"--config", file.string()};
+            expected = "buzzer: " + file.string() + ": " + bad.message + "\n";
+        }
+        // A database that would be made if the server got as far as starting.
+        args.insert(args.end(), {"--database", (dir / "never.db").string()});
+        BOOST_TEST_CONTEXT((bad.flag.empty() ? bad.file : bad.flag.front())) {
+            auto r = run_buzzer(args, 10s);
+            BOOST_TEST(!r.timed_out);
+            BOOST_TEST(r.exit_code == 2);
+            // The one line and nothing else: no sanitizer report, no terminate, no start.
+            BOOST_TEST(r.err == expected);
+            BOOST_TEST(r.out.empty(), r.out);
+        }
+    }
+    BOOST_TEST(!std::filesystem::exists(dir / "never.db"));
+}
+
+BOOST_AUTO_TEST_CASE(flags_override_the_configuration_file) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json",
+                                 R"({"public_url": "https://file.example", "max_running": 3})");
+    server_process server{server_options{
+        .args = {"--config", config.string(), "--public-url", "https://flag.example"}}};
+    http_client client{server.port()};
+    auto r = client.post_json("/operations", R"({"kind":"echo","input":1})");
+    BOOST_TEST_REQUIRE(r.status == 202);
+    BOOST_TEST(r.header("Location").starts_with("https://flag.example/operations/"),
+               r.header("Location"));
+}
+
 BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     auto r = run_buzzer({"--help"});
     BOOST_TEST(r.exit_code == 0);
     for (auto flag : {"--listen", "--database", "--config", "--threads"})
         BOOST_TEST(r.out.find(flag) != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(help_shows_each_flag_with_its_range_default_and_config_key) {
+    auto r = run_buzzer({"--help"});
+    BOOST_TEST(r.exit_code == 0);
+    // Program_options wraps lines: compare with the white space runs made single spaces.
+    std::string text;
+    for (char c : r.out)
+        if (c != ' ' && c != '\n')
+            text += c;
+        else if (!text.empty() && text.back() != ' ')
+            text += ' ';
+    for (auto line : {"--max-running N operations running at once (an integer from 1 to 1000000; "
+                      "default 256; config key max_running)",
+                      "--header-timeout S seconds to receive a request's headers (a number from "
+                      "0.1 to 3600; default 10; config key header_timeout_s)",
+                      "--synchronous MODE SQLite synchronous mode (full or normal; default full; "
+                      "config key synchronous)",
+                      "--no-builtin-kinds do not register the sleep, echo and fail kinds (config "
+                      "key builtin_kinds: true or false, default true)"})
+        BOOST_TEST(text.find(line) != std::string::npos, line << " not in:\n" << r.out);
 }
 
 // A command that ignores SIGTERM (and so does its background child), reporting both pids.
