@@ -172,6 +172,33 @@ void server::run() {
         extra_work.push_back(asio::make_work_guard(*extra.back()));
         contexts.push_back(extra.back().get());
     }
+    // The connections' threads start before anything else, so that one that cannot start
+    // (too many, or no memory for a stack) leaves nothing else to undo. If anything after
+    // this throws, they are stopped and joined before the scope unwinds: a joinable
+    // std::thread's destructor would end the process (`terminate called without an active
+    // exception`).
+    std::vector<std::thread> pool;
+    struct join_on_exit {
+        std::vector<std::thread>& pool;
+        std::vector<std::unique_ptr<asio::io_context>>& contexts;
+        ~join_on_exit() {
+            if (std::none_of(pool.begin(), pool.end(), [](auto& t) { return t.joinable(); }))
+                return;
+            for (auto& c : contexts) c->stop();
+            for (auto& t : pool)
+                if (t.joinable()) t.join();
+        }
+    } joiner{pool, extra};
+    try {
+        for (auto& c : extra)
+            pool.emplace_back([ctx = c.get()] {
+                core::name_this_thread("buzzer-io");
+                ctx->run();
+            });
+    } catch (const std::system_error& e) {
+        throw std::runtime_error("cannot start " + std::to_string(threads) +
+                                 " I/O threads: " + e.what());
+    }
 
     store::store db({s.opts.database, s.opts.synchronous_full, 2, 4096});
     std::vector<store::queued> pending;
@@ -280,12 +307,6 @@ void server::run() {
     if (on_listening) on_listening(bound);
     core::log(core::level::info, "buzzer listening on " + bound + ", database " + s.opts.database);
 
-    std::vector<std::thread> pool;
-    for (auto& c : extra)
-        pool.emplace_back([ctx = c.get()] {
-            core::name_this_thread("buzzer-io");
-            ctx->run();
-        });
     io.run();
     for (auto& t : pool) t.join();
     {

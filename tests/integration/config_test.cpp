@@ -463,6 +463,59 @@ BOOST_AUTO_TEST_CASE(flags_override_the_configuration_file) {
                r.header("Location"));
 }
 
+// Total memory and swap in KiB, from /proc/meminfo.
+long long memory_and_swap_kib() {
+    std::ifstream f("/proc/meminfo");
+    long long total = 0;
+    for (std::string line; std::getline(f, line);)
+        if (line.starts_with("MemTotal:") || line.starts_with("SwapTotal:"))
+            total += std::stoll(line.substr(line.find(':') + 1));
+    return total;
+}
+
+BOOST_AUTO_TEST_CASE(io_threads_that_cannot_start_exit_1_with_a_message_not_a_terminate) {
+    // Threads get stacks of the stack limit's size: one larger than memory and swap together
+    // cannot be had, unless the kernel is told to overcommit anything.
+    std::string overcommit;
+    std::ifstream("/proc/sys/vm/overcommit_memory") >> overcommit;
+    if (overcommit == "1") {
+        BOOST_TEST_MESSAGE("skipped: vm.overcommit_memory is 1, every stack can be had");
+        return;
+    }
+    temp_dir dir;
+    const auto stack_kib = std::to_string(4 * memory_and_swap_kib());
+    auto r = run_process("/bin/sh",
+                         {"-c", "ulimit -s " + stack_kib + " || exit 77; exec \"$0\" \"$@\"",
+                          buzzer_binary().string(), "--threads", "4", "--listen", "127.0.0.1:0",
+                          "--database", (dir / "b.db").string()},
+                         20s);
+    if (r.exit_code == 77) {
+        BOOST_TEST_MESSAGE("skipped: cannot raise the stack limit: " << r.err);
+        return;
+    }
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err == "buzzer: cannot start 4 I/O threads: Resource temporarily unavailable\n");
+    BOOST_TEST(r.out.empty(), r.out);  // not listening
+}
+
+BOOST_AUTO_TEST_CASE(failures_to_start_after_the_io_threads_exit_1_with_a_message) {
+    // The I/O threads are running by then: they are stopped and joined, not left to terminate().
+    temp_dir dir;
+    auto r = run_buzzer({"--threads", "4", "--listen", "127.0.0.1:0", "--database",
+                         (dir / "no-such-dir" / "b.db").string()});
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err.starts_with("buzzer: cannot open database "), r.err);
+    BOOST_TEST(r.err.find("terminate") == std::string::npos, r.err);
+    server_process first;
+    r = run_buzzer({"--threads", "4", "--listen", "127.0.0.1:" + std::to_string(first.port()),
+                    "--database", (dir / "b.db").string()});
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(first.port()) +
+                          ": Address already in use") != std::string::npos,
+               r.err);
+    BOOST_TEST(r.err.find("terminate") == std::string::npos, r.err);
+}
+
 BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     auto r = run_buzzer({"--help"});
     BOOST_TEST(r.exit_code == 0);
