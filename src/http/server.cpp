@@ -133,6 +133,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     std::mutex mutex;
     std::unordered_set<std::shared_ptr<connection_state>> live;
     std::atomic<bool> stopping{false};
+    // On the accept strand: when refusals were last logged, and how many came since.
+    std::optional<std::chrono::steady_clock::time_point> refusals_logged;
+    std::uint64_t refused_unlogged = 0;
 
     void count(int status) {
         if (status < 300)
@@ -143,6 +146,23 @@ struct server::impl : std::enable_shared_from_this<impl> {
             stats.responses_4xx.fetch_add(1, std::memory_order_relaxed);
         else
             stats.responses_5xx.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    // Counts a connection closed at max_connections, and says so in the log at most once
+    // every few seconds, with the count since the last line: a flood of connections must not
+    // become a flood of lines. (Refusals after the last line show in the metric.)
+    void refused() {
+        stats.connections_refused.fetch_add(1, std::memory_order_relaxed);
+        ++refused_unlogged;
+        const auto now = std::chrono::steady_clock::now();
+        if (refusals_logged && now - *refusals_logged < std::chrono::seconds(5)) return;
+        core::log(core::level::warn,
+                  "max_connections (" + std::to_string(settings.max_connections) +
+                      ") reached: " + std::to_string(refused_unlogged) +
+                      (refused_unlogged == 1 ? " new connection" : " new connections") +
+                      " closed since the last report");
+        refusals_logged = now;
+        refused_unlogged = 0;
     }
 
     asio::awaitable<void> accept_loop() {
@@ -161,6 +181,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (stats.connections.load() >= static_cast<std::int64_t>(settings.max_connections)) {
                 boost::system::error_code ignored;
                 socket.close(ignored);
+                refused();
                 continue;
             }
             boost::system::error_code ignored;

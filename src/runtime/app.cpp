@@ -229,6 +229,8 @@ void server::run() {
     hs.header_timeout =
         std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
     hs.idle_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.idle_timeout_s * 1000));
+    hs.write_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.write_timeout_s * 1000));
+    hs.max_connections = s.opts.max_connections;
     std::vector<asio::io_context*> connection_contexts(contexts.begin() + (contexts.size() > 1),
                                                        contexts.end());
     http::server front(io, connection_contexts, routes, hs);

@@ -304,6 +304,11 @@ const std::vector<setting>& settings() {
                    "seconds to receive a request's headers"),
         number_row("idle-timeout", "idle_timeout_s", &o::idle_timeout_s, "S", 0.1, 86400,
                    "seconds a keep-alive connection may stay idle, and to receive a body"),
+        number_row("write-timeout", "write_timeout_s", &o::write_timeout_s, "S", 0.1, 3600,
+                   "seconds to send a response, or one write of an event stream, before the "
+                   "connection is closed"),
+        integer_row("max-connections", "max_connections", &o::max_connections, "N", 1, 1e6,
+                    "open connections; more are closed as soon as they are accepted"),
         number_row("sse-heartbeat", "sse_heartbeat_s", &o::sse_heartbeat_s, "S", 0.05, 3600,
                    "idle seconds before an event stream gets a keepalive comment"),
         integer_row("sse-retry-ms", "sse_retry_ms", &o::sse_retry_ms, "MS", 0, 3600000,

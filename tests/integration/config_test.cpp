@@ -373,6 +373,19 @@ const std::vector<bad_setting> bad_settings{
     {{"--shutdown-grace", "3601"},
      "",
      "--shutdown-grace: must be a number from 0 to 3600 (got 3601)"},
+    {{"--write-timeout", "0"}, "", "--write-timeout: must be a number from 0.1 to 3600 (got 0)"},
+    {{"--write-timeout", "-30"},
+     "",
+     "--write-timeout: must be a number from 0.1 to 3600 (got -30)"},
+    {{"--max-connections", "0"},
+     "",
+     "--max-connections: must be an integer from 1 to 1000000 (got 0)"},
+    {{"--max-connections", "1e7"},
+     "",
+     "--max-connections: must be an integer from 1 to 1000000 (got 1e7)"},
+    {{"--max-connections", "lots"},
+     "",
+     "--max-connections: must be an integer from 1 to 1000000 (got lots)"},
     {{"--max-pending", "0"}, "", "--max-pending: must be an integer from 1 to 1000000000 (got 0)"},
     {{"--synchronous", "fast"}, "", "--synchronous: must be full or normal (got fast)"},
     {{"--listen", "127.0.0.1:99999"},
@@ -415,6 +428,18 @@ const std::vector<bad_setting> bad_settings{
     {{},
      R"({"max_pending": 1e10})",
      "max_pending: must be an integer from 1 to 1000000000 (got 10000000000)"},
+    {{},
+     R"({"write_timeout_s": "30"})",
+     "write_timeout_s: must be a number from 0.1 to 3600 (got \"30\")"},
+    {{},
+     R"({"write_timeout_s": 3600.5})",
+     "write_timeout_s: must be a number from 0.1 to 3600 (got 3600.5)"},
+    {{},
+     R"({"max_connections": 0})",
+     "max_connections: must be an integer from 1 to 1000000 (got 0)"},
+    {{},
+     R"({"max_connections": 10.5})",
+     "max_connections: must be an integer from 1 to 1000000 (got 10.5)"},
     {{}, R"({"synchronous": "fast"})", "synchronous: must be full or normal (got \"fast\")"},
     {{}, R"({"synchronous": 1})", "synchronous: must be full or normal (got 1)"},
     {{}, R"({"builtin_kinds": "no"})", "builtin_kinds: must be true or false (got \"no\")"},
@@ -514,6 +539,72 @@ BOOST_AUTO_TEST_CASE(failures_to_start_after_the_io_threads_exit_1_with_a_messag
                           ": Address already in use") != std::string::npos,
                r.err);
     BOOST_TEST(r.err.find("terminate") == std::string::npos, r.err);
+}
+
+// How many times `needle` occurs in `text`.
+std::size_t occurrences(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+}
+
+BOOST_AUTO_TEST_CASE(connections_past_max_connections_are_closed_counted_and_logged_once) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({"max_connections": 5})");
+    // The flag overrides the file: two connections at most.
+    server_process server{server_options{
+        .args = {"--config", config.string(), "--max-connections", "2", "--threads", "2"}}};
+    http_client kept(server.port());
+    BOOST_TEST_REQUIRE(kept.get("/healthz").status == 200);
+    auto second = raw_connect(server.port());
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return metric(kept, "buzzer_http_connections") == 2; }, 10s),
+        "open connections: " << metric(kept, "buzzer_http_connections"));
+    BOOST_TEST(metric(kept, "buzzer_http_connections_refused_total") == 0);
+
+    // A third is accepted by the kernel, then closed by the server without a byte.
+    for (int i = 0; i < 4; ++i) {
+        auto third = raw_connect(server.port());
+        (void)third.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        auto got = third.receive_until_close(10s);
+        BOOST_TEST(third.closed());
+        BOOST_TEST(got.empty(), got);
+    }
+    BOOST_TEST(metric(kept, "buzzer_http_connections_refused_total") == 4);
+    // One line for the burst, not one per connection.
+    BOOST_TEST(
+        wait_until([&] { return occurrences(server.log_contents(), "max_connections") > 0; }, 5s));
+    auto log = server.log_contents();
+    BOOST_TEST(occurrences(log, "max_connections (2) reached") == 1u, log);
+    BOOST_TEST(occurrences(log, "1 new connection closed since the last report") == 1u, log);
+
+    // A slot that frees up is taken again.
+    second.close();
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return metric(kept, "buzzer_http_connections") == 1; }, 10s));
+    http_client other(server.port());
+    BOOST_TEST(other.get("/healthz").status == 200);
+    BOOST_TEST(metric(kept, "buzzer_http_connections_refused_total") == 4);
+}
+
+BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_cut_off_after_the_write_timeout) {
+    server_process server{server_options{.args = {"--write-timeout", "1"}}};
+    http_client c(server.port());
+    // A result of 900 KB, asked for 20 times in one go by a client that reads none of it:
+    // 18 MB that no socket buffer holds, so a write waits, past the timeout of 1 s (30 s
+    // by default).
+    auto id = submit(c, R"({"kind":"echo","input":")" + std::string(900 * 1024, 'x') + R"("})");
+    wait_for_status(c, id, "succeeded");
+    auto stalled = raw_connect(server.port());
+    std::string requests;
+    for (int i = 0; i < 20; ++i)
+        requests += "GET /operations/" + id + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    BOOST_TEST_REQUIRE(!stalled.send(requests));
+    BOOST_TEST_REQUIRE(wait_until([&] { return metric(c, "buzzer_http_connections") == 2; }, 5s));
+    auto const start = std::chrono::steady_clock::now();
+    BOOST_TEST(wait_until([&] { return metric(c, "buzzer_http_connections") == 1; }, 15s),
+               "the connection that reads nothing is still open");
+    BOOST_TEST(seconds_since(start) < 10.0);
 }
 
 BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
