@@ -17,10 +17,10 @@
 #include <mutex>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "integration/common.hpp"
 #include "support/loopback_server.hpp"
+#include "support/wait.hpp"
 
 using namespace buzzer::test;
 namespace json = boost::json;
@@ -761,10 +761,8 @@ BOOST_AUTO_TEST_CASE(commands_left_running_by_a_killed_server_are_ended_at_its_r
         http_client client{server.port()};
         id = submit(client, R"({"kind":"spawner"})");
         wait_for_status(client, id, "running");
-        auto limit = std::chrono::steady_clock::now() + 10s;
-        while (!std::filesystem::exists(pidfile) && std::chrono::steady_clock::now() < limit)
-            std::this_thread::sleep_for(10ms);
-        BOOST_TEST_REQUIRE(std::filesystem::exists(pidfile));
+        BOOST_TEST_REQUIRE(wait_until([&] { return std::filesystem::exists(pidfile); }, 10s, 10ms),
+                           "the command did not write " << pidfile);
         std::ifstream(pidfile) >> grandchild;
         BOOST_TEST_REQUIRE(grandchild > 1);
         server.kill9();
@@ -779,10 +777,8 @@ BOOST_AUTO_TEST_CASE(commands_left_running_by_a_killed_server_are_ended_at_its_r
 
     server_process server{server_options{.database = db, .args = {"--config", config.string()}}};
     http_client client{server.port()};
-    auto limit = std::chrono::steady_clock::now() + 10s;
-    while (process_running(grandchild) && std::chrono::steady_clock::now() < limit)
-        std::this_thread::sleep_for(10ms);
-    BOOST_TEST(!process_running(grandchild));
+    BOOST_TEST(wait_until([&] { return !process_running(grandchild); }, 10s, 10ms),
+               "the leftover process " << grandchild << " still runs");
     // Its attempt was the last one: abandoned.
     auto op = wait_for_status(client, id, "failed");
     BOOST_TEST(op.at("error").as_object().at("type").as_string() == "/problems/abandoned");
