@@ -218,7 +218,7 @@ struct setting {
     std::string_view help;        ///< what it is for, in --help
     double min = 0;               ///< integer and number: the smallest value allowed
     double max = 0;               ///< integer and number: the largest value allowed
-    std::string_view allowed;     ///< text: what the values are ("HOST:PORT such as ...")
+    std::string_view allowed;     ///< text, choice: what the values are, in words
     bool (*valid)(const std::string&) = nullptr;  ///< text: accepts a value; null: any
     std::span<const choice_value> choices = {};   ///< choice: the names, the first ones shown
     bool switch_sets = false;                     ///< toggle: what the flag sets
@@ -238,9 +238,10 @@ setting row(std::string_view flag, std::string_view key, setting::type kind, set
 }
 
 template <class T>
-requires std::is_same_v<T, unsigned> || std::is_same_v<T, std::size_t> setting
-integer_row(std::string_view flag, std::string_view key, T options::*target,
-            std::string_view value_name, double min, double max, std::string_view help) {
+setting integer_row(std::string_view flag, std::string_view key, T options::*target,
+                    std::string_view value_name, double min, double max, std::string_view help) {
+    static_assert(std::is_same_v<T, unsigned> || std::is_same_v<T, std::size_t>,
+                  "an integer setting goes to an unsigned or a size_t field");
     auto r = row(flag, key, setting::type::integer, target, value_name, help);
     r.min = min;
     r.max = max;
@@ -364,13 +365,18 @@ std::string default_text(const setting& s) {
         s.target);
 }
 
+// The one message of a bad value of `s`: `where` names its source ("--threads",
+// "FILE: threads"), `shown` is the value as written.
+[[noreturn]] void refuse(const setting& s, const std::string& where, const std::string& shown) {
+    throw config_error(where + ": must be " + allowed(s) + " (got " + shown + ")");
+}
+
 // Checks `value`, a number from the file or the command line, against `s`, and stores it.
-// `where` names its source ("--threads", "FILE: threads"), `shown` is the value as written.
 void set_number(const setting& s, options& o, double value, const std::string& where,
                 const std::string& shown) {
     const bool in_range = value >= s.min && value <= s.max;  // false for NaN
     if (!in_range || (s.kind == setting::type::integer && std::floor(value) != value))
-        throw config_error(where + ": must be " + allowed(s) + " (got " + shown + ")");
+        refuse(s, where, shown);
     std::visit(
         [&](auto target) {
             using T = std::decay_t<decltype(o.*target)>;
@@ -383,18 +389,15 @@ void set_number(const setting& s, options& o, double value, const std::string& w
 // Checks `value`, text from the file or the command line, against `s`, and stores it.
 void set_text(const setting& s, options& o, const std::string& value, const std::string& where,
               const std::string& shown) {
-    auto refuse = [&] {
-        throw config_error(where + ": must be " + allowed(s) + " (got " + shown + ")");
-    };
     if (s.kind == setting::type::choice) {
         for (const auto& c : s.choices)
             if (c.name == value) {
                 o.*std::get<bool options::*>(s.target) = c.value;
                 return;
             }
-        refuse();
+        refuse(s, where, shown);
     }
-    if (s.valid && !s.valid(value)) refuse();
+    if (s.valid && !s.valid(value)) refuse(s, where, shown);
     o.*std::get<std::string options::*>(s.target) = value;
 }
 
@@ -414,7 +417,7 @@ void apply_flag(const setting& s, options& o, const std::string& value) {
         case setting::type::integer:
         case setting::type::number:
             if (auto d = flag_number(value)) return set_number(s, o, *d, where, shown);
-            throw config_error(where + ": must be " + allowed(s) + " (got " + shown + ")");
+            refuse(s, where, shown);
         case setting::type::text:
         case setting::type::choice:
             return set_text(s, o, value, where, shown);
@@ -447,7 +450,7 @@ void apply_key(const setting& s, options& o, const json::value& v, const std::st
             }
             break;
     }
-    throw config_error(where + ": must be " + allowed(s) + " (got " + shown + ")");
+    refuse(s, where, shown);
 }
 
 // The --help line of `s`: what it is for, its values, its default and its key in the file.
