@@ -37,6 +37,10 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         std::cerr << "buzzer: " << e.what() << "\n";
         return 1;
+    } catch (...) {
+        // Whatever failed, a line and the status of a failure rather than a terminate.
+        std::cerr << "buzzer: stopped by an exception of unknown type\n";
+        return 1;
     }
     return 0;
 }

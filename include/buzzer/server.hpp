@@ -26,6 +26,8 @@ struct options {
     std::size_t header_limit = 16 * 1024;   ///< largest request header block, bytes
     double header_timeout_s = 10;           ///< time to receive a request's headers
     double idle_timeout_s = 60;             ///< keep-alive connection idle time
+    double write_timeout_s = 30;            ///< time to send a response, or one stream write
+    std::size_t max_connections = 20000;    ///< open connections; more are closed at once
     double sse_heartbeat_s = 15;            ///< idle time before a `: keepalive` comment
     unsigned sse_retry_ms = 2000;           ///< reconnection delay advertised to EventSource
     std::size_t sse_backlog = 256;          ///< events buffered for one slow stream

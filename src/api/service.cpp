@@ -84,6 +84,9 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
            "{class=\"5xx\"}");
     metric(out, "buzzer_http_connections", "gauge", "Open HTTP connections",
            static_cast<double>(h.connections.load()));
+    metric(out, "buzzer_http_connections_refused_total", "counter",
+           "Connections closed as soon as accepted because max_connections were open",
+           static_cast<double>(h.connections_refused.load()));
     metric(out, "buzzer_sse_streams", "gauge", "Open event streams",
            static_cast<double>(h.streams.load()));
     metric(out, "buzzer_sse_subscribers", "gauge", "Subscribers of the event hub",

@@ -3,6 +3,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
+#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -75,13 +76,26 @@ struct response {
     std::string_view header(std::string_view name) const;
 };
 
-/// The one error type handlers throw; the session renders it as problem+json.
-struct http_error {
+/// The one error type handlers throw; the session renders it as problem+json. A
+/// std::exception, so that code which only knows those still reports its detail.
+struct http_error : std::exception {
+    /// A problem of `status` with type /problems/`type`; `detail` is also what() returns.
+    http_error(int status, std::string type, std::string detail, boost::json::object extra = {},
+               std::vector<field> headers = {})
+        : status(status),
+          type(std::move(type)),
+          detail(std::move(detail)),
+          extra(std::move(extra)),
+          headers(std::move(headers)) {}
+
+    /// The detail.
+    const char* what() const noexcept override { return detail.c_str(); }
+
     int status;
     std::string type;  ///< slug after /problems/
     std::string detail;
-    boost::json::object extra = {};   ///< additional problem members
-    std::vector<field> headers = {};  ///< e.g. Allow, Retry-After, Link
+    boost::json::object extra;   ///< additional problem members
+    std::vector<field> headers;  ///< e.g. Allow, Retry-After, Link
 };
 
 /// The standard title of a status code ("Not Found").

@@ -17,6 +17,8 @@
 #include <unordered_set>
 
 #include "core/log.hpp"
+#include "http/head.hpp"
+#include "http/read_error.hpp"
 
 namespace buzzer::http {
 namespace asio = boost::asio;
@@ -80,53 +82,6 @@ class chunk_writer final : public body_writer {
     std::chrono::milliseconds timeout_;
 };
 
-// Header values come from handlers and, for results, from executors: no line breaks.
-void append_header_text(std::string& out, std::string_view text) {
-    // Appended in runs: a field's text rarely holds a line break.
-    std::size_t plain = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] != '\r' && text[i] != '\n') continue;
-        out.append(text.data() + plain, i - plain);
-        out += ' ';
-        plain = i + 1;
-    }
-    out.append(text.data() + plain, text.size() - plain);
-}
-
-// "HTTP/1.1 STATUS REASON", the fields, Content-Length (none for 204 and 304; for a streamed
-// body, which only a HEAD request gets here, the chunked coding its GET has) and, when the
-// connection closes after it, "Connection: close".
-std::string response_head(const response& r, bool keep_alive) {
-    std::string out;
-    out.reserve(160 + 48 * r.headers.size());
-    out += "HTTP/1.1 ";
-    out += std::to_string(r.status);
-    out += ' ';
-    // RFC 9110's phrases where they changed (422 Unprocessable Content), as problem titles say.
-    auto reason = status_title(r.status);
-    if (reason == "Error")
-        reason = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
-    out += reason;
-    out += "\r\n";
-    for (const auto& f : r.headers) {
-        append_header_text(out, f.name);
-        out += ": ";
-        append_header_text(out, f.value);
-        out += "\r\n";
-    }
-    if (r.stream) {
-        // Only a HEAD request's answer is written here: the fields its GET would have.
-        out += "Transfer-Encoding: chunked\r\n";
-    } else if (r.status != 204 && r.status != 304) {
-        out += "Content-Length: ";
-        out += std::to_string(r.body.size());
-        out += "\r\n";
-    }
-    if (!keep_alive) out += "Connection: close\r\n";
-    out += "\r\n";
-    return out;
-}
-
 // The origin form (/path?query) of a request target; an absolute-form one
 // (http://host/path?query, which servers must accept) loses its scheme and authority.
 std::string origin_form(std::string_view target) {
@@ -178,6 +133,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     std::mutex mutex;
     std::unordered_set<std::shared_ptr<connection_state>> live;
     std::atomic<bool> stopping{false};
+    // On the accept strand: when refusals were last logged, and how many came since.
+    std::optional<std::chrono::steady_clock::time_point> refusals_logged;
+    std::uint64_t refused_unlogged = 0;
 
     void count(int status) {
         if (status < 300)
@@ -188,6 +146,23 @@ struct server::impl : std::enable_shared_from_this<impl> {
             stats.responses_4xx.fetch_add(1, std::memory_order_relaxed);
         else
             stats.responses_5xx.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    // Counts a connection closed at max_connections, and says so in the log at most once
+    // every few seconds, with the count since the last line: a flood of connections must not
+    // become a flood of lines. (Refusals after the last line show in the metric.)
+    void refused() {
+        stats.connections_refused.fetch_add(1, std::memory_order_relaxed);
+        ++refused_unlogged;
+        const auto now = std::chrono::steady_clock::now();
+        if (refusals_logged && now - *refusals_logged < std::chrono::seconds(5)) return;
+        core::log(core::level::warn,
+                  "max_connections (" + std::to_string(settings.max_connections) +
+                      ") reached: " + std::to_string(refused_unlogged) +
+                      (refused_unlogged == 1 ? " new connection" : " new connections") +
+                      " closed since the last report");
+        refusals_logged = now;
+        refused_unlogged = 0;
     }
 
     asio::awaitable<void> accept_loop() {
@@ -206,6 +181,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (stats.connections.load() >= static_cast<std::int64_t>(settings.max_connections)) {
                 boost::system::error_code ignored;
                 socket.close(ignored);
+                refused();
                 continue;
             }
             boost::system::error_code ignored;
@@ -228,6 +204,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
                                    } catch (const std::exception& x) {
                                        core::log(core::level::error,
                                                  std::string("connection: ") + x.what());
+                                   } catch (...) {
+                                       // Not a std::exception (a stream body's `throw 42`):
+                                       // it ends this connection, never the process.
+                                       core::log(core::level::error,
+                                                 "connection: an exception of unknown type");
                                    }
                                }
                                {
@@ -239,14 +220,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
         }
     }
 
-    http_error header_too_large() const {
-        return {431, "header-too-large",
-                "request headers exceed " + std::to_string(settings.header_limit) + " bytes"};
-    }
-
-    http_error payload_too_large() const {
-        return {413, "payload-too-large",
-                "the body exceeds " + std::to_string(settings.body_limit) + " bytes"};
+    // Answers a failed read of a request with its problem, if the client is still there to
+    // read one; the connection closes after it either way.
+    asio::awaitable<void> fail_read(beast::tcp_stream& stream, boost::system::error_code ec,
+                                    read_phase phase, std::string_view instance) {
+        auto problem = read_problem(ec, phase, settings.header_limit, settings.body_limit);
+        if (problem) co_await send_error(stream, *problem, instance);
     }
 
     asio::awaitable<void> send_error(beast::tcp_stream& stream, const http_error& e,
@@ -270,18 +249,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await asio::async_write(stream, buffers, use_awaitable);
     }
 
-    // The head of a chunked response; its message and serializer are gone once it is sent.
+    // The head of a chunked response, which ends the connection: the body's end is the
+    // connection's.
     asio::awaitable<void> write_stream_head(beast::tcp_stream& stream, response& r) {
-        bhttp::response<bhttp::empty_body> out;
-        out.version(11);
-        out.result(static_cast<unsigned>(r.status));
-        for (auto& f : r.headers) out.insert(f.name, f.value);
-        out.keep_alive(false);
-        out.chunked(true);
+        std::string out = response_head(r, false);
         count(r.status);
-        bhttp::response_serializer<bhttp::empty_body> sr(out);
         stream.expires_after(settings.write_timeout);
-        co_await bhttp::async_write_header(stream, sr, use_awaitable);
+        co_await asio::async_write(stream, asio::buffer(out), use_awaitable);
     }
 
     // A streamed body (SSE). Its coroutine frames stay small: an idle stream holds this
@@ -332,6 +306,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (!error)
                 error =
                     http_error{500, "internal-error", "the server failed to answer this request"};
+        } catch (...) {
+            core::log(core::level::error,
+                      "handler " + req.method + " " + req.path + ": an exception of unknown type");
+            error = http_error{500, "internal-error", "the server failed to answer this request"};
         }
         co_return problem_response(*error, req.path);
     }
@@ -405,29 +383,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
             hn += rn;
         }
         if (hec) {
+            // A Content-Length over the limit fails the header as it completes: only then is
+            // the target known, and the problem's instance.
+            std::string at;
             if (hec == bhttp::error::body_limit) {
-                http_error err = payload_too_large();
-                std::string target(parser.get().target());
-                std::string_view at(target.data(), target.find('?') == std::string::npos
-                                                       ? target.size()
-                                                       : target.find('?'));
-                co_await send_error(stream, err, at);
-            } else if (hec == bhttp::error::header_limit || hec == bhttp::error::buffer_overflow) {
-                co_await send_error(stream, header_too_large(), "");
-            } else if (hec == beast::error::timeout) {
-                http_error err{408, "request-timeout",
-                               "the request headers did not arrive in time"};
-                co_await send_error(stream, err, "");
-            } else if (hec != bhttp::error::end_of_stream && hec != asio::error::eof &&
-                       hec != asio::error::connection_reset &&
-                       hec != asio::error::operation_aborted) {
-                http_error err{400, "malformed-request", hec.message()};
-                co_await send_error(stream, err, "");
+                auto origin = origin_form(parser.get().target());
+                at = origin.substr(0, origin.find('?'));
             }
+            co_await fail_read(stream, hec, read_phase::header, at);
             co_return std::nullopt;
         }
         if (hn > settings.header_limit) {
-            co_await send_error(stream, header_too_large(), "");
+            co_await fail_read(stream, bhttp::error::header_limit, read_phase::header, "");
             co_return std::nullopt;
         }
         auto& head = parser.get();
@@ -439,17 +406,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
             co_return std::nullopt;
         }
         if (auto len = parser.content_length(); len && *len > settings.body_limit) {
-            http_error err = payload_too_large();
-            co_await send_error(stream, err, path);
+            co_await fail_read(stream, bhttp::error::body_limit, read_phase::body, path);
             co_return std::nullopt;
         }
         boost::system::error_code bec;
         if (!parser.is_done()) bec = parse_buffered(parser, buffer).first;
         if (!bec && !parser.is_done()) {
             if (bhttp::token_list(head[bhttp::field::expect]).exists("100-continue")) {
-                bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+                response interim;
+                interim.status = 100;
+                std::string out = response_head(interim, true);
                 stream.expires_after(settings.write_timeout);
-                co_await bhttp::async_write(stream, cont, use_awaitable);
+                co_await asio::async_write(stream, asio::buffer(out), use_awaitable);
             }
             auto [rec, rn] = co_await read_within(stream, settings.idle_timeout, [&] {
                 return bhttp::async_read(stream, buffer, parser, tuple_awaitable);
@@ -457,18 +425,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             bec = rec;
         }
         if (bec) {
-            if (bec == bhttp::error::body_limit) {
-                http_error err = payload_too_large();
-                co_await send_error(stream, err, path);
-            } else if (bec == beast::error::timeout) {
-                http_error err{408, "request-timeout", "the request body did not arrive in time"};
-                co_await send_error(stream, err, path);
-            } else if (bec != asio::error::eof && bec != bhttp::error::end_of_stream &&
-                       bec != bhttp::error::partial_message &&
-                       bec != asio::error::connection_reset) {
-                http_error err{400, "malformed-request", bec.message()};
-                co_await send_error(stream, err, path);
-            }
+            co_await fail_read(stream, bec, read_phase::body, path);
             co_return std::nullopt;
         }
         std::optional<incoming> in(std::in_place);

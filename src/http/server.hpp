@@ -22,17 +22,18 @@ struct server_stats {
     std::atomic<std::uint64_t> responses_4xx{0};
     std::atomic<std::uint64_t> responses_5xx{0};
     std::atomic<std::int64_t> connections{0};
+    std::atomic<std::uint64_t> connections_refused{0};  ///< closed at max_connections
     std::atomic<std::int64_t> streams{0};
 };
 
-/// Limits and timeouts of connections.
+/// Limits and timeouts of connections (buzzer::options has their documented defaults).
 struct server_settings {
-    std::size_t header_limit = 16 * 1024;
-    std::size_t body_limit = 1 << 20;
-    std::chrono::milliseconds header_timeout{10'000};
-    std::chrono::milliseconds idle_timeout{60'000};
-    std::chrono::milliseconds write_timeout{30'000};
-    std::size_t max_connections = 20'000;
+    std::size_t header_limit = 16 * 1024;              ///< a request's header block, bytes
+    std::size_t body_limit = 1 << 20;                  ///< a request's body, bytes
+    std::chrono::milliseconds header_timeout{10'000};  ///< to receive a request's headers
+    std::chrono::milliseconds idle_timeout{60'000};    ///< between requests; for a body
+    std::chrono::milliseconds write_timeout{30'000};   ///< a response, or one stream write
+    std::size_t max_connections = 20'000;  ///< open at once; more are closed when accepted
 };
 
 /// Accepts connections and serves them with a router.

@@ -132,6 +132,33 @@ void server::run() {
         extra_work.push_back(asio::make_work_guard(*extra.back()));
         contexts.push_back(extra.back().get());
     }
+    // The connections' threads start before anything else, so that one that cannot start
+    // (too many, or no memory for a stack) leaves nothing else to undo. If anything after
+    // this throws, they are stopped and joined before the scope unwinds: a joinable
+    // std::thread's destructor would end the process (`terminate called without an active
+    // exception`).
+    std::vector<std::thread> pool;
+    struct join_on_exit {
+        std::vector<std::thread>& pool;
+        std::vector<std::unique_ptr<asio::io_context>>& contexts;
+        ~join_on_exit() {
+            if (std::none_of(pool.begin(), pool.end(), [](auto& t) { return t.joinable(); }))
+                return;
+            for (auto& c : contexts) c->stop();
+            for (auto& t : pool)
+                if (t.joinable()) t.join();
+        }
+    } joiner{pool, extra};
+    try {
+        for (auto& c : extra)
+            pool.emplace_back([ctx = c.get()] {
+                core::name_this_thread("buzzer-io");
+                ctx->run();
+            });
+    } catch (const std::system_error& e) {
+        throw std::runtime_error("cannot start " + std::to_string(threads) +
+                                 " I/O threads: " + e.what());
+    }
 
     sse::hub hub(io.get_executor(),
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -164,6 +191,8 @@ void server::run() {
     hs.header_timeout =
         std::chrono::milliseconds(static_cast<long>(s.opts.header_timeout_s * 1000));
     hs.idle_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.idle_timeout_s * 1000));
+    hs.write_timeout = std::chrono::milliseconds(static_cast<long>(s.opts.write_timeout_s * 1000));
+    hs.max_connections = s.opts.max_connections;
     std::vector<asio::io_context*> connection_contexts(contexts.begin() + (contexts.size() > 1),
                                                        contexts.end());
     http::server front(io, connection_contexts, routes, hs);
@@ -244,12 +273,6 @@ void server::run() {
     if (on_listening) on_listening(bound);
     core::log(core::level::info, "buzzer listening on " + bound + ", database " + s.opts.database);
 
-    std::vector<std::thread> pool;
-    for (auto& c : extra)
-        pool.emplace_back([ctx = c.get()] {
-            core::name_this_thread("buzzer-io");
-            ctx->run();
-        });
     io.run();
     for (auto& t : pool) t.join();
     {

@@ -1,11 +1,16 @@
 #include "runtime/config.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <boost/url/parse.hpp>
+#include <charconv>
 #include <cmath>
 #include <fstream>
+#include <span>
 #include <sstream>
+#include <type_traits>
+#include <variant>
 
 #include "core/operation.hpp"
 #include "jobs/schema.hpp"
@@ -18,36 +23,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& file, const std::string& key, const std::string& what) {
     throw config_error(file + ": " + key + ": " + what);
-}
-
-// A public base URL: absolute http or https with a host, a path at most (empty: none). The
-// server drops trailing slashes itself. `where` names its source.
-std::string checked_public_url(std::string url, const std::string& where) {
-    if (url.empty()) return url;
-    auto parsed = boost::urls::parse_absolute_uri(url);
-    const bool ok = parsed && (parsed->scheme() == "http" || parsed->scheme() == "https") &&
-                    parsed->has_authority() && !parsed->host().empty() && !parsed->has_userinfo() &&
-                    !parsed->has_query() && !parsed->has_fragment();
-    if (!ok)
-        throw config_error(where +
-                           ": must be an absolute http or https URL such as "
-                           "https://api.example.com (got \"" +
-                           url + "\")");
-    return url;
-}
-
-// HOST:PORT with a port of 0..65535 ([::1]:8080 for IPv6).
-std::string checked_listen(std::string address, const std::string& where) {
-    auto colon = address.rfind(':');
-    bool ok = colon != std::string::npos && colon > 0 && colon + 1 < address.size() &&
-              colon + 6 >= address.size();
-    for (std::size_t i = ok ? colon + 1 : address.size(); i < address.size(); ++i)
-        ok = ok && address[i] >= '0' && address[i] <= '9';
-    if (ok) ok = std::stol(address.substr(colon + 1)) <= 65535;
-    if (!ok)
-        throw config_error(where + ": must be HOST:PORT such as 127.0.0.1:8080 (got \"" + address +
-                           "\")");
-    return address;
 }
 
 double number(const json::value& v, const std::string& file, const std::string& key, double lo,
@@ -71,12 +46,6 @@ std::uint64_t whole(const json::value& v, const std::string& file, const std::st
 std::string text(const json::value& v, const std::string& file, const std::string& key) {
     if (!v.is_string()) fail(file, key, "must be a string");
     return std::string(v.get_string());
-}
-
-bool synchronous_full(const std::string& value, const std::string& where) {
-    if (value == "full" || value == "FULL") return true;
-    if (value == "normal" || value == "NORMAL") return false;
-    throw config_error(where + ": must be \"full\" or \"normal\"");
 }
 
 const json::object& object(const json::value& v, const std::string& file, const std::string& key) {
@@ -199,6 +168,307 @@ kind_config parse_kind(const std::string& name, const json::value& v, const std:
 
 }  // namespace
 
+namespace {
+
+// A public base URL: absolute http or https with a host, a path at most; empty means none. The
+// server drops trailing slashes itself.
+bool public_url_ok(const std::string& url) {
+    if (url.empty()) return true;
+    auto parsed = boost::urls::parse_absolute_uri(url);
+    return parsed && (parsed->scheme() == "http" || parsed->scheme() == "https") &&
+           parsed->has_authority() && !parsed->host().empty() && !parsed->has_userinfo() &&
+           !parsed->has_query() && !parsed->has_fragment();
+}
+
+// HOST:PORT with a port of 0..65535 ([::1]:8080 for IPv6).
+bool listen_ok(const std::string& address) {
+    auto colon = address.rfind(':');
+    bool ok = colon != std::string::npos && colon > 0 && colon + 1 < address.size() &&
+              colon + 6 >= address.size();
+    for (std::size_t i = ok ? colon + 1 : address.size(); i < address.size(); ++i)
+        ok = ok && address[i] >= '0' && address[i] <= '9';
+    return ok && std::stol(address.substr(colon + 1)) <= 65535;
+}
+
+// One name of a choice and the value it stands for.
+struct choice_value {
+    std::string_view name;
+    bool value;
+};
+
+constexpr choice_value synchronous_modes[] = {
+    {"full", true}, {"normal", false}, {"FULL", true}, {"NORMAL", false}};
+
+// One setting: its flag and its key in the configuration file, the values it takes, its help
+// text and the field of `options` it sets. Its default is that field's in `options{}`. The
+// command line and the file are both checked against it, with the same words.
+struct setting {
+    // What a value is: an integer or a number in [min, max], text that `valid` accepts, one of
+    // `choices`, or true/false (in the file; the flag is a switch that sets `switch_sets`).
+    enum class type { integer, number, text, choice, toggle };
+    // Where the value goes.
+    using field = std::variant<unsigned options::*, std::size_t options::*, double options::*,
+                               std::string options::*, bool options::*>;
+
+    std::string_view flag;        ///< without the leading "--"
+    std::string_view key;         ///< in the configuration file
+    type kind = type::text;       ///< what the value is
+    field target;                 ///< where it goes
+    std::string_view value_name;  ///< in --help: N, S, BYTES, HOST:PORT
+    std::string_view help;        ///< what it is for, in --help
+    double min = 0;               ///< integer and number: the smallest value allowed
+    double max = 0;               ///< integer and number: the largest value allowed
+    std::string_view allowed;     ///< text, choice: what the values are, in words
+    bool (*valid)(const std::string&) = nullptr;  ///< text: accepts a value; null: any
+    std::span<const choice_value> choices = {};   ///< choice: the names, the first ones shown
+    bool switch_sets = false;                     ///< toggle: what the flag sets
+};
+
+// The constructors of table rows, each for the one type of field its kind of value fits.
+setting row(std::string_view flag, std::string_view key, setting::type kind, setting::field target,
+            std::string_view value_name, std::string_view help) {
+    setting r;
+    r.flag = flag;
+    r.key = key;
+    r.kind = kind;
+    r.target = target;
+    r.value_name = value_name;
+    r.help = help;
+    return r;
+}
+
+template <class T>
+setting integer_row(std::string_view flag, std::string_view key, T options::*target,
+                    std::string_view value_name, double min, double max, std::string_view help) {
+    static_assert(std::is_same_v<T, unsigned> || std::is_same_v<T, std::size_t>,
+                  "an integer setting goes to an unsigned or a size_t field");
+    auto r = row(flag, key, setting::type::integer, target, value_name, help);
+    r.min = min;
+    r.max = max;
+    return r;
+}
+
+setting number_row(std::string_view flag, std::string_view key, double options::*target,
+                   std::string_view value_name, double min, double max, std::string_view help) {
+    auto r = row(flag, key, setting::type::number, target, value_name, help);
+    r.min = min;
+    r.max = max;
+    return r;
+}
+
+setting text_row(std::string_view flag, std::string_view key, std::string options::*target,
+                 std::string_view value_name, std::string_view allowed,
+                 bool (*valid)(const std::string&), std::string_view help) {
+    auto r = row(flag, key, setting::type::text, target, value_name, help);
+    r.allowed = allowed;
+    r.valid = valid;
+    return r;
+}
+
+setting choice_row(std::string_view flag, std::string_view key, bool options::*target,
+                   std::string_view value_name, std::span<const choice_value> choices,
+                   std::string_view allowed, std::string_view help) {
+    auto r = row(flag, key, setting::type::choice, target, value_name, help);
+    r.allowed = allowed;
+    r.choices = choices;
+    return r;
+}
+
+setting toggle_row(std::string_view flag, std::string_view key, bool options::*target,
+                   bool switch_sets, std::string_view help) {
+    auto r = row(flag, key, setting::type::toggle, target, "", help);
+    r.switch_sets = switch_sets;
+    return r;
+}
+
+// Every setting of `options` that the command line and the configuration file may set.
+const std::vector<setting>& settings() {
+    using o = options;
+    static const std::vector<setting> table{
+        text_row("listen", "listen", &o::listen, "HOST:PORT", "HOST:PORT such as 127.0.0.1:8080",
+                 listen_ok, "address to serve on; port 0 picks a free one"),
+        text_row("database", "database", &o::database, "PATH", "a file path", nullptr,
+                 "SQLite database file"),
+        integer_row("threads", "threads", &o::threads, "N", 0, 256, "I/O threads; 0: one per core"),
+        text_row("public-url", "public_url", &o::public_url, "URL",
+                 "an absolute http or https URL such as https://api.example.com", public_url_ok,
+                 "base URL that makes links absolute; without it they are relative"),
+        choice_row("synchronous", "synchronous", &o::synchronous_full, "MODE", synchronous_modes,
+                   "full or normal", "SQLite synchronous mode"),
+        toggle_row("no-builtin-kinds", "builtin_kinds", &o::builtin_kinds, false,
+                   "do not register the sleep, echo and fail kinds"),
+        integer_row("body-limit", "body_limit", &o::body_limit, "BYTES", 1024, 1LL << 30,
+                    "largest request body"),
+        integer_row("header-limit", "header_limit", &o::header_limit, "BYTES", 1024, 1 << 20,
+                    "largest request header block"),
+        number_row("header-timeout", "header_timeout_s", &o::header_timeout_s, "S", 0.1, 3600,
+                   "seconds to receive a request's headers"),
+        number_row("idle-timeout", "idle_timeout_s", &o::idle_timeout_s, "S", 0.1, 86400,
+                   "seconds a keep-alive connection may stay idle, and to receive a body"),
+        number_row("write-timeout", "write_timeout_s", &o::write_timeout_s, "S", 0.1, 3600,
+                   "seconds to send a response, or one write of an event stream, before the "
+                   "connection is closed"),
+        integer_row("max-connections", "max_connections", &o::max_connections, "N", 1, 1e6,
+                    "open connections; more are closed as soon as they are accepted"),
+        number_row("sse-heartbeat", "sse_heartbeat_s", &o::sse_heartbeat_s, "S", 0.05, 3600,
+                   "idle seconds before an event stream gets a keepalive comment"),
+        integer_row("sse-retry-ms", "sse_retry_ms", &o::sse_retry_ms, "MS", 0, 3600000,
+                    "reconnection delay sent to EventSource clients"),
+        integer_row("sse-backlog", "sse_backlog", &o::sse_backlog, "N", 1, 1 << 20,
+                    "events buffered for one slow stream before it is ended"),
+        number_row("retention", "retention_s", &o::retention_s, "S", 0, 10 * 365 * 86400.0,
+                   "seconds finished operations are kept"),
+        number_row("shutdown-grace", "shutdown_grace_s", &o::shutdown_grace_s, "S", 0, 3600,
+                   "seconds running jobs get to stop on shutdown"),
+        integer_row("max-pending", "max_pending", &o::max_pending, "N", 1, 1e9,
+                    "pending operations before submissions get 429"),
+        integer_row("max-running", "max_running", &o::max_running, "N", 1, 1e6,
+                    "operations running at once"),
+    };
+    return table;
+}
+
+// What values `s` takes, for its messages and its help.
+std::string allowed(const setting& s) {
+    switch (s.kind) {
+        case setting::type::integer:
+            return "an integer from " + core::number_text(s.min) + " to " +
+                   core::number_text(s.max);
+        case setting::type::number:
+            return "a number from " + core::number_text(s.min) + " to " + core::number_text(s.max);
+        case setting::type::toggle:
+            return "true or false";
+        case setting::type::text:
+        case setting::type::choice:
+            break;
+    }
+    return std::string(s.allowed);
+}
+
+// The default of `s` as --help shows it; empty when there is none to show.
+std::string default_text(const setting& s) {
+    static const options defaults;
+    return std::visit(
+        [&](auto target) -> std::string {
+            const auto& value = defaults.*target;
+            using T = std::decay_t<decltype(value)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+                return value;
+            } else if constexpr (std::is_same_v<T, bool>) {
+                for (const auto& c : s.choices)
+                    if (c.value == value) return std::string(c.name);
+                return value ? "true" : "false";
+            } else {
+                return core::number_text(static_cast<double>(value));
+            }
+        },
+        s.target);
+}
+
+// The one message of a bad value of `s`: `where` names its source ("--threads",
+// "FILE: threads"), `shown` is the value as written.
+[[noreturn]] void refuse(const setting& s, const std::string& where, const std::string& shown) {
+    throw config_error(where + ": must be " + allowed(s) + " (got " + shown + ")");
+}
+
+// Checks `value`, a number from the file or the command line, against `s`, and stores it.
+void set_number(const setting& s, options& o, double value, const std::string& where,
+                const std::string& shown) {
+    const bool in_range = value >= s.min && value <= s.max;  // false for NaN
+    if (!in_range || (s.kind == setting::type::integer && std::floor(value) != value))
+        refuse(s, where, shown);
+    std::visit(
+        [&](auto target) {
+            using T = std::decay_t<decltype(o.*target)>;
+            if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
+                o.*target = static_cast<T>(value);
+        },
+        s.target);
+}
+
+// Checks `value`, text from the file or the command line, against `s`, and stores it.
+void set_text(const setting& s, options& o, const std::string& value, const std::string& where,
+              const std::string& shown) {
+    if (s.kind == setting::type::choice) {
+        for (const auto& c : s.choices)
+            if (c.name == value) {
+                o.*std::get<bool options::*>(s.target) = c.value;
+                return;
+            }
+        refuse(s, where, shown);
+    }
+    if (s.valid && !s.valid(value)) refuse(s, where, shown);
+    o.*std::get<std::string options::*>(s.target) = value;
+}
+
+// A flag's number: the whole text in decimal (an exponent is fine), else none.
+std::optional<double> flag_number(const std::string& text) {
+    double d = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), d);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+    return d;
+}
+
+// Applies the value of flag `s` as typed on the command line.
+void apply_flag(const setting& s, options& o, const std::string& value) {
+    const std::string where = "--" + std::string(s.flag);
+    const std::string shown = value.empty() ? "\"\"" : value;
+    switch (s.kind) {
+        case setting::type::integer:
+        case setting::type::number:
+            if (auto d = flag_number(value)) return set_number(s, o, *d, where, shown);
+            refuse(s, where, shown);
+        case setting::type::text:
+        case setting::type::choice:
+            return set_text(s, o, value, where, shown);
+        case setting::type::toggle:
+            o.*std::get<bool options::*>(s.target) = s.switch_sets;
+            return;
+    }
+}
+
+// Applies the value of key `s` in the configuration file `file`.
+void apply_key(const setting& s, options& o, const json::value& v, const std::string& file) {
+    const std::string where = file + ": " + std::string(s.key);
+    // As people write it (0.5, not 5E-1); a number past a double's range parsed as infinite.
+    const std::string shown = v.is_double() && !std::isfinite(v.get_double())
+                                  ? std::string("a number too large to represent")
+                                  : core::to_json(v);
+    switch (s.kind) {
+        case setting::type::integer:
+        case setting::type::number:
+            if (v.is_number()) return set_number(s, o, v.to_number<double>(), where, shown);
+            break;
+        case setting::type::text:
+        case setting::type::choice:
+            if (v.is_string()) return set_text(s, o, std::string(v.get_string()), where, shown);
+            break;
+        case setting::type::toggle:
+            if (v.is_bool()) {
+                o.*std::get<bool options::*>(s.target) = v.get_bool();
+                return;
+            }
+            break;
+    }
+    refuse(s, where, shown);
+}
+
+// The --help line of `s`: what it is for, its values, its default and its key in the file.
+std::string help_line(const setting& s) {
+    std::string out(s.help);
+    if (s.kind == setting::type::toggle) {
+        out += " (config key " + std::string(s.key) + ": " + allowed(s) + ", default " +
+               default_text(s) + ")";
+        return out;
+    }
+    out += " (" + allowed(s);
+    if (auto d = default_text(s); !d.empty()) out += "; default " + d;
+    out += "; config key " + std::string(s.key) + ")";
+    return out;
+}
+
+}  // namespace
+
 void apply_config(options& o, std::vector<kind_config>& kinds, const std::string& content,
                   const std::string& file) {
     boost::system::error_code ec;
@@ -207,81 +477,38 @@ void apply_config(options& o, std::vector<kind_config>& kinds, const std::string
     if (!root.is_object()) throw config_error(file + ": the configuration must be a JSON object");
     for (const auto& kv : root.get_object()) {
         std::string key(kv.key());
-        const auto& v = kv.value();
-        if (key == "listen")
-            o.listen = checked_listen(text(v, file, key), file + ": " + key);
-        else if (key == "database")
-            o.database = text(v, file, key);
-        else if (key == "public_url")
-            o.public_url = checked_public_url(text(v, file, key), file + ": " + key);
-        else if (key == "threads")
-            o.threads = static_cast<unsigned>(whole(v, file, key, 0, 256));
-        else if (key == "synchronous")
-            o.synchronous_full = synchronous_full(text(v, file, key), file + ": " + key);
-        else if (key == "builtin_kinds") {
-            if (!v.is_bool()) fail(file, key, "must be true or false");
-            o.builtin_kinds = v.get_bool();
-        } else if (key == "body_limit")
-            o.body_limit = whole(v, file, key, 1024, 1LL << 30);
-        else if (key == "header_limit")
-            o.header_limit = whole(v, file, key, 1024, 1 << 20);
-        else if (key == "header_timeout_s")
-            o.header_timeout_s = number(v, file, key, 0.1, 3600);
-        else if (key == "idle_timeout_s")
-            o.idle_timeout_s = number(v, file, key, 0.1, 86400);
-        else if (key == "sse_heartbeat_s")
-            o.sse_heartbeat_s = number(v, file, key, 0.05, 3600);
-        else if (key == "sse_retry_ms")
-            o.sse_retry_ms = static_cast<unsigned>(whole(v, file, key, 0, 3600000));
-        else if (key == "sse_backlog")
-            o.sse_backlog = whole(v, file, key, 1, 1 << 20);
-        else if (key == "retention_s")
-            o.retention_s = number(v, file, key, 0, 10 * 365 * 86400.0);
-        else if (key == "shutdown_grace_s")
-            o.shutdown_grace_s = number(v, file, key, 0, 3600);
-        else if (key == "max_pending")
-            o.max_pending = whole(v, file, key, 1, 1e9);
-        else if (key == "max_running")
-            o.max_running = static_cast<unsigned>(whole(v, file, key, 1, 1e6));
-        else if (key == "kinds") {
-            for (const auto& k : object(v, file, key)) {
+        if (key == "kinds") {
+            for (const auto& k : object(kv.value(), file, key)) {
                 try {
                     kinds.push_back(parse_kind(std::string(k.key()), k.value(), file));
                 } catch (const std::invalid_argument& e) {
                     throw config_error(file + ": kinds." + std::string(k.key()) + ": " + e.what());
                 }
             }
-        } else
-            fail(file, key, "unknown key");
+            continue;
+        }
+        const auto& table = settings();
+        auto s = std::find_if(table.begin(), table.end(),
+                              [&](const setting& row) { return row.key == key; });
+        if (s == table.end()) fail(file, key, "unknown key");
+        apply_key(*s, o, kv.value(), file);
     }
 }
 
 command_line parse_command_line(int argc, const char* const* argv) {
-    const options d;
     po::options_description desc("buzzer: a durable asynchronous request-reply server\n\nOptions");
-    // clang-format off
-    desc.add_options()
-        ("help,h", "show this help and exit")
-        ("version", "show the version and exit")
-        ("config", po::value<std::string>(), "JSON configuration file; flags override it")
-        ("listen", po::value<std::string>(), ("HOST:PORT to serve on; port 0 picks a free one (default " + d.listen + ")").c_str())
-        ("database", po::value<std::string>(), ("SQLite database file (default ./" + d.database + ")").c_str())
-        ("threads", po::value<unsigned>(), "I/O threads (default: one per core)")
-        ("public-url", po::value<std::string>(), "base URL for absolute links, e.g. https://api.example.com (default: relative links)")
-        ("synchronous", po::value<std::string>(), "SQLite synchronous mode: full or normal (default full)")
-        ("no-builtin-kinds", "do not register the sleep, echo and fail kinds")
-        ("body-limit", po::value<std::size_t>(), "largest request body in bytes (default 1048576)")
-        ("header-limit", po::value<std::size_t>(), "largest request header block in bytes (default 16384)")
-        ("header-timeout", po::value<double>(), "seconds to receive a request's headers (default 10)")
-        ("idle-timeout", po::value<double>(), "seconds a keep-alive connection may stay idle (default 60)")
-        ("sse-heartbeat", po::value<double>(), "idle seconds before an event stream gets a keepalive comment (default 15)")
-        ("sse-retry-ms", po::value<unsigned>(), "reconnection delay sent to EventSource clients (default 2000)")
-        ("sse-backlog", po::value<std::size_t>(), "events buffered for one slow stream before it is ended (default 256)")
-        ("retention", po::value<double>(), "seconds finished operations are kept (default 604800)")
-        ("shutdown-grace", po::value<double>(), "seconds running jobs get to stop on shutdown (default 10)")
-        ("max-pending", po::value<std::size_t>(), "pending operations before submissions get 429 (default 100000)")
-        ("max-running", po::value<unsigned>(), "operations running at once (default 256)");
-    // clang-format on
+    desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit")(
+        "config", po::value<std::string>()->value_name("FILE"),
+        "JSON configuration file with the keys named below (and kinds); flags override it");
+    for (const auto& s : settings()) {
+        const std::string flag(s.flag);
+        if (s.kind == setting::type::toggle)
+            desc.add_options()(flag.c_str(), help_line(s).c_str());
+        else
+            desc.add_options()(flag.c_str(),
+                               po::value<std::string>()->value_name(std::string(s.value_name)),
+                               help_line(s).c_str());
+    }
     command_line out;
     std::ostringstream help;
     help << desc;
@@ -306,25 +533,13 @@ command_line parse_command_line(int argc, const char* const* argv) {
         buf << in.rdbuf();
         apply_config(o, out.kinds, buf.str(), file);
     }
-    if (vm.count("listen")) o.listen = checked_listen(vm["listen"].as<std::string>(), "--listen");
-    if (vm.count("database")) o.database = vm["database"].as<std::string>();
-    if (vm.count("threads")) o.threads = vm["threads"].as<unsigned>();
-    if (vm.count("public-url"))
-        o.public_url = checked_public_url(vm["public-url"].as<std::string>(), "--public-url");
-    if (vm.count("synchronous"))
-        o.synchronous_full = synchronous_full(vm["synchronous"].as<std::string>(), "--synchronous");
-    if (vm.count("no-builtin-kinds")) o.builtin_kinds = false;
-    if (vm.count("body-limit")) o.body_limit = vm["body-limit"].as<std::size_t>();
-    if (vm.count("header-limit")) o.header_limit = vm["header-limit"].as<std::size_t>();
-    if (vm.count("header-timeout")) o.header_timeout_s = vm["header-timeout"].as<double>();
-    if (vm.count("idle-timeout")) o.idle_timeout_s = vm["idle-timeout"].as<double>();
-    if (vm.count("sse-heartbeat")) o.sse_heartbeat_s = vm["sse-heartbeat"].as<double>();
-    if (vm.count("sse-retry-ms")) o.sse_retry_ms = vm["sse-retry-ms"].as<unsigned>();
-    if (vm.count("sse-backlog")) o.sse_backlog = vm["sse-backlog"].as<std::size_t>();
-    if (vm.count("retention")) o.retention_s = vm["retention"].as<double>();
-    if (vm.count("shutdown-grace")) o.shutdown_grace_s = vm["shutdown-grace"].as<double>();
-    if (vm.count("max-pending")) o.max_pending = vm["max-pending"].as<std::size_t>();
-    if (vm.count("max-running")) o.max_running = vm["max-running"].as<unsigned>();
+    // Flags after the file: they override it.
+    for (const auto& s : settings()) {
+        const std::string flag(s.flag);
+        if (!vm.count(flag)) continue;
+        apply_flag(s, o,
+                   s.kind == setting::type::toggle ? std::string() : vm[flag].as<std::string>());
+    }
     return out;
 }
 

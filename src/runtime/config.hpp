@@ -12,7 +12,8 @@
 
 namespace buzzer::runtime {
 
-/// A configuration problem; the message names the file, the key path and the problem.
+/// A configuration problem; the message names the flag, or the file and the key path, and
+/// what the setting takes.
 class config_error : public std::runtime_error {
   public:
     using std::runtime_error::runtime_error;
@@ -37,7 +38,8 @@ struct command_line {
     std::string help_text;
 };
 
-/// Parses argv (and the --config file it names; flags override the file).
+/// Parses argv (and the --config file it names; flags override the file), checking every
+/// value against the one table of settings.
 command_line parse_command_line(int argc, const char* const* argv);
 
 /// Applies a JSON configuration text to `opts` and `kinds`; `file` names it in errors.

@@ -17,10 +17,10 @@
 #include <mutex>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "integration/common.hpp"
 #include "support/loopback_server.hpp"
+#include "support/wait.hpp"
 
 using namespace buzzer::test;
 namespace json = boost::json;
@@ -319,11 +319,320 @@ BOOST_AUTO_TEST_CASE(invalid_config_exits_2_naming_the_key) {
     }
 }
 
+// A bad value of one setting, on the command line or in the configuration file, and the
+// message it must get (after "buzzer: "; for a file, after "FILE: ").
+struct bad_setting {
+    std::vector<std::string> flag;  ///< the arguments; empty: `file` is the test
+    std::string file;               ///< the configuration file's text
+    std::string message;
+};
+
+// The ranges of the settings table, as the messages spell them.
+const std::string max_running = "must be an integer from 1 to 1000000";
+const std::string threads = "must be an integer from 0 to 256";
+const std::string header_timeout = "must be a number from 0.1 to 3600";
+
+const std::vector<bad_setting> bad_settings{
+    // Out of range, negative, fractional, not a number, empty: flags.
+    {{"--max-running", "0"}, "", "--max-running: " + max_running + " (got 0)"},
+    {{"--max-running", "1000001"}, "", "--max-running: " + max_running + " (got 1000001)"},
+    {{"--max-running", "-1"}, "", "--max-running: " + max_running + " (got -1)"},
+    {{"--max-running", "2.5"}, "", "--max-running: " + max_running + " (got 2.5)"},
+    {{"--max-running", "many"}, "", "--max-running: " + max_running + " (got many)"},
+    {{"--max-running", ""}, "", "--max-running: " + max_running + " (got \"\")"},
+    {{"--max-running=1e400"}, "", "--max-running: " + max_running + " (got 1e400)"},
+    {{"--header-timeout", "-1"}, "", "--header-timeout: " + header_timeout + " (got -1)"},
+    {{"--header-timeout", "0"}, "", "--header-timeout: " + header_timeout + " (got 0)"},
+    {{"--header-timeout", "3601"}, "", "--header-timeout: " + header_timeout + " (got 3601)"},
+    {{"--header-timeout", "soon"}, "", "--header-timeout: " + header_timeout + " (got soon)"},
+    {{"--header-timeout", "nan"}, "", "--header-timeout: " + header_timeout + " (got nan)"},
+    {{"--header-timeout", "inf"}, "", "--header-timeout: " + header_timeout + " (got inf)"},
+    {{"--threads", "100000"}, "", "--threads: " + threads + " (got 100000)"},
+    {{"--threads", "-1"}, "", "--threads: " + threads + " (got -1)"},
+    {{"--threads", "0x10"}, "", "--threads: " + threads + " (got 0x10)"},
+    {{"--idle-timeout", "0.05"},
+     "",
+     "--idle-timeout: must be a number from 0.1 to 86400 (got 0.05)"},
+    {{"--sse-heartbeat", "0.01"},
+     "",
+     "--sse-heartbeat: must be a number from 0.05 to 3600 (got 0.01)"},
+    {{"--sse-retry-ms", "3600001"},
+     "",
+     "--sse-retry-ms: must be an integer from 0 to 3600000 (got 3600001)"},
+    {{"--sse-backlog", "0"}, "", "--sse-backlog: must be an integer from 1 to 1048576 (got 0)"},
+    {{"--body-limit", "1023"},
+     "",
+     "--body-limit: must be an integer from 1024 to 1073741824 (got 1023)"},
+    {{"--body-limit", "1073741825"},
+     "",
+     "--body-limit: must be an integer from 1024 to 1073741824 (got 1073741825)"},
+    {{"--header-limit", "100"},
+     "",
+     "--header-limit: must be an integer from 1024 to 1048576 (got 100)"},
+    {{"--retention", "-1"}, "", "--retention: must be a number from 0 to 315360000 (got -1)"},
+    {{"--shutdown-grace", "3601"},
+     "",
+     "--shutdown-grace: must be a number from 0 to 3600 (got 3601)"},
+    {{"--write-timeout", "0"}, "", "--write-timeout: must be a number from 0.1 to 3600 (got 0)"},
+    {{"--write-timeout", "-30"},
+     "",
+     "--write-timeout: must be a number from 0.1 to 3600 (got -30)"},
+    {{"--max-connections", "0"},
+     "",
+     "--max-connections: must be an integer from 1 to 1000000 (got 0)"},
+    {{"--max-connections", "1e7"},
+     "",
+     "--max-connections: must be an integer from 1 to 1000000 (got 1e7)"},
+    {{"--max-connections", "lots"},
+     "",
+     "--max-connections: must be an integer from 1 to 1000000 (got lots)"},
+    {{"--max-pending", "0"}, "", "--max-pending: must be an integer from 1 to 1000000000 (got 0)"},
+    {{"--synchronous", "fast"}, "", "--synchronous: must be full or normal (got fast)"},
+    {{"--listen", "127.0.0.1:99999"},
+     "",
+     "--listen: must be HOST:PORT such as 127.0.0.1:8080 (got 127.0.0.1:99999)"},
+    {{"--public-url", "ftp://example.com"},
+     "",
+     "--public-url: must be an absolute http or https URL such as https://api.example.com "
+     "(got ftp://example.com)"},
+    // The same ranges in the configuration file, and values of the wrong JSON type.
+    {{}, R"({"max_running": 0})", "max_running: " + max_running + " (got 0)"},
+    {{}, R"({"max_running": "8"})", "max_running: " + max_running + " (got \"8\")"},
+    {{}, R"({"max_running": 2.5})", "max_running: " + max_running + " (got 2.5)"},
+    {{}, R"({"max_running": -3})", "max_running: " + max_running + " (got -3)"},
+    {{}, R"({"max_running": null})", "max_running: " + max_running + " (got null)"},
+    {{}, R"({"threads": 100000})", "threads: " + threads + " (got 100000)"},
+    {{}, R"({"threads": -1})", "threads: " + threads + " (got -1)"},
+    {{}, R"({"header_timeout_s": -1})", "header_timeout_s: " + header_timeout + " (got -1)"},
+    {{}, R"({"header_timeout_s": "10"})", "header_timeout_s: " + header_timeout + " (got \"10\")"},
+    {{},
+     R"({"header_timeout_s": 1e400})",
+     "header_timeout_s: " + header_timeout + " (got a number too large to represent)"},
+    {{}, R"({"idle_timeout_s": 0})", "idle_timeout_s: must be a number from 0.1 to 86400 (got 0)"},
+    {{}, R"({"sse_retry_ms": -5})", "sse_retry_ms: must be an integer from 0 to 3600000 (got -5)"},
+    {{},
+     R"({"sse_backlog": 1048577})",
+     "sse_backlog: must be an integer from 1 to 1048576 (got 1048577)"},
+    {{},
+     R"({"body_limit": [1]})",
+     "body_limit: must be an integer from 1024 to 1073741824 (got [1])"},
+    {{},
+     R"({"header_limit": {}})",
+     "header_limit: must be an integer from 1024 to 1048576 (got {})"},
+    {{},
+     R"({"retention_s": -0.5})",
+     "retention_s: must be a number from 0 to 315360000 (got -0.5)"},
+    {{},
+     R"({"shutdown_grace_s": true})",
+     "shutdown_grace_s: must be a number from 0 to 3600 (got true)"},
+    {{},
+     R"({"max_pending": 1e10})",
+     "max_pending: must be an integer from 1 to 1000000000 (got 10000000000)"},
+    {{},
+     R"({"write_timeout_s": "30"})",
+     "write_timeout_s: must be a number from 0.1 to 3600 (got \"30\")"},
+    {{},
+     R"({"write_timeout_s": 3600.5})",
+     "write_timeout_s: must be a number from 0.1 to 3600 (got 3600.5)"},
+    {{},
+     R"({"max_connections": 0})",
+     "max_connections: must be an integer from 1 to 1000000 (got 0)"},
+    {{},
+     R"({"max_connections": 10.5})",
+     "max_connections: must be an integer from 1 to 1000000 (got 10.5)"},
+    {{}, R"({"synchronous": "fast"})", "synchronous: must be full or normal (got \"fast\")"},
+    {{}, R"({"synchronous": 1})", "synchronous: must be full or normal (got 1)"},
+    {{}, R"({"builtin_kinds": "no"})", "builtin_kinds: must be true or false (got \"no\")"},
+    {{}, R"({"listen": 8080})", "listen: must be HOST:PORT such as 127.0.0.1:8080 (got 8080)"},
+    {{}, R"({"database": 5})", "database: must be a file path (got 5)"},
+    {{},
+     R"({"public_url": "https://"})",
+     "public_url: must be an absolute http or https URL such as https://api.example.com "
+     "(got \"https://\")"},
+};
+
+BOOST_AUTO_TEST_CASE(every_bad_setting_exits_2_naming_the_setting_and_its_range) {
+    temp_dir dir;
+    for (const auto& bad : bad_settings) {
+        std::vector<std::string> args = bad.flag;
+        std::string expected = "buzzer: " + bad.message + "\n";
+        if (args.empty()) {
+            auto file = dir.write_file("bad.json", bad.file);
+            args = {"--config", file.string()};
+            expected = "buzzer: " + file.string() + ": " + bad.message + "\n";
+        }
+        // A database that would be made if the server got as far as starting.
+        args.insert(args.end(), {"--database", (dir / "never.db").string()});
+        BOOST_TEST_CONTEXT((bad.flag.empty() ? bad.file : bad.flag.front())) {
+            auto r = run_buzzer(args, 10s);
+            BOOST_TEST(!r.timed_out);
+            BOOST_TEST(r.exit_code == 2);
+            // The one line and nothing else: no sanitizer report, no terminate, no start.
+            BOOST_TEST(r.err == expected);
+            BOOST_TEST(r.out.empty(), r.out);
+        }
+    }
+    BOOST_TEST(!std::filesystem::exists(dir / "never.db"));
+}
+
+BOOST_AUTO_TEST_CASE(flags_override_the_configuration_file) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json",
+                                 R"({"public_url": "https://file.example", "max_running": 3})");
+    server_process server{server_options{
+        .args = {"--config", config.string(), "--public-url", "https://flag.example"}}};
+    http_client client{server.port()};
+    auto r = client.post_json("/operations", R"({"kind":"echo","input":1})");
+    BOOST_TEST_REQUIRE(r.status == 202);
+    BOOST_TEST(r.header("Location").starts_with("https://flag.example/operations/"),
+               r.header("Location"));
+}
+
+// Total memory and swap in KiB, from /proc/meminfo.
+long long memory_and_swap_kib() {
+    std::ifstream f("/proc/meminfo");
+    long long total = 0;
+    for (std::string line; std::getline(f, line);)
+        if (line.starts_with("MemTotal:") || line.starts_with("SwapTotal:"))
+            total += std::stoll(line.substr(line.find(':') + 1));
+    return total;
+}
+
+BOOST_AUTO_TEST_CASE(io_threads_that_cannot_start_exit_1_with_a_message_not_a_terminate) {
+    // Threads get stacks of the stack limit's size: one larger than memory and swap together
+    // cannot be had, unless the kernel is told to overcommit anything.
+    std::string overcommit;
+    std::ifstream("/proc/sys/vm/overcommit_memory") >> overcommit;
+    if (overcommit == "1") {
+        BOOST_TEST_MESSAGE("skipped: vm.overcommit_memory is 1, every stack can be had");
+        return;
+    }
+    temp_dir dir;
+    const auto stack_kib = std::to_string(4 * memory_and_swap_kib());
+    auto r = run_process("/bin/sh",
+                         {"-c", "ulimit -s " + stack_kib + " || exit 77; exec \"$0\" \"$@\"",
+                          buzzer_binary().string(), "--threads", "4", "--listen", "127.0.0.1:0",
+                          "--database", (dir / "b.db").string()},
+                         20s);
+    if (r.exit_code == 77) {
+        BOOST_TEST_MESSAGE("skipped: cannot raise the stack limit: " << r.err);
+        return;
+    }
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err == "buzzer: cannot start 4 I/O threads: Resource temporarily unavailable\n");
+    BOOST_TEST(r.out.empty(), r.out);  // not listening
+}
+
+BOOST_AUTO_TEST_CASE(failures_to_start_after_the_io_threads_exit_1_with_a_message) {
+    // The I/O threads are running by then: they are stopped and joined, not left to terminate().
+    temp_dir dir;
+    auto r = run_buzzer({"--threads", "4", "--listen", "127.0.0.1:0", "--database",
+                         (dir / "no-such-dir" / "b.db").string()});
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err.starts_with("buzzer: cannot open database "), r.err);
+    BOOST_TEST(r.err.find("terminate") == std::string::npos, r.err);
+    server_process first;
+    r = run_buzzer({"--threads", "4", "--listen", "127.0.0.1:" + std::to_string(first.port()),
+                    "--database", (dir / "b.db").string()});
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(first.port()) +
+                          ": Address already in use") != std::string::npos,
+               r.err);
+    BOOST_TEST(r.err.find("terminate") == std::string::npos, r.err);
+}
+
+// How many times `needle` occurs in `text`.
+std::size_t occurrences(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+}
+
+BOOST_AUTO_TEST_CASE(connections_past_max_connections_are_closed_counted_and_logged_once) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({"max_connections": 5})");
+    // The flag overrides the file: two connections at most.
+    server_process server{server_options{
+        .args = {"--config", config.string(), "--max-connections", "2", "--threads", "2"}}};
+    http_client kept(server.port());
+    BOOST_TEST_REQUIRE(kept.get("/healthz").status == 200);
+    auto second = raw_connect(server.port());
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return metric(kept, "buzzer_http_connections") == 2; }, 10s),
+        "open connections: " << metric(kept, "buzzer_http_connections"));
+    BOOST_TEST(metric(kept, "buzzer_http_connections_refused_total") == 0);
+
+    // A third is accepted by the kernel, then closed by the server without a byte.
+    for (int i = 0; i < 4; ++i) {
+        auto third = raw_connect(server.port());
+        (void)third.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        auto got = third.receive_until_close(10s);
+        BOOST_TEST(third.closed());
+        BOOST_TEST(got.empty(), got);
+    }
+    BOOST_TEST(metric(kept, "buzzer_http_connections_refused_total") == 4);
+    // One line for the burst, not one per connection.
+    BOOST_TEST(
+        wait_until([&] { return occurrences(server.log_contents(), "max_connections") > 0; }, 5s));
+    auto log = server.log_contents();
+    BOOST_TEST(occurrences(log, "max_connections (2) reached") == 1u, log);
+    BOOST_TEST(occurrences(log, "1 new connection closed since the last report") == 1u, log);
+
+    // A slot that frees up is taken again.
+    second.close();
+    BOOST_TEST_REQUIRE(
+        wait_until([&] { return metric(kept, "buzzer_http_connections") == 1; }, 10s));
+    http_client other(server.port());
+    BOOST_TEST(other.get("/healthz").status == 200);
+    BOOST_TEST(metric(kept, "buzzer_http_connections_refused_total") == 4);
+}
+
+BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_cut_off_after_the_write_timeout) {
+    server_process server{server_options{.args = {"--write-timeout", "1"}}};
+    http_client c(server.port());
+    // A result of 900 KB, asked for 20 times in one go by a client that reads none of it:
+    // 18 MB that no socket buffer holds, so a write waits, past the timeout of 1 s (30 s
+    // by default).
+    auto id = submit(c, R"({"kind":"echo","input":")" + std::string(900 * 1024, 'x') + R"("})");
+    wait_for_status(c, id, "succeeded");
+    auto stalled = raw_connect(server.port());
+    std::string requests;
+    for (int i = 0; i < 20; ++i)
+        requests += "GET /operations/" + id + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    BOOST_TEST_REQUIRE(!stalled.send(requests));
+    BOOST_TEST_REQUIRE(wait_until([&] { return metric(c, "buzzer_http_connections") == 2; }, 5s));
+    auto const start = std::chrono::steady_clock::now();
+    BOOST_TEST(wait_until([&] { return metric(c, "buzzer_http_connections") == 1; }, 15s),
+               "the connection that reads nothing is still open");
+    BOOST_TEST(seconds_since(start) < 10.0);
+}
+
 BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     auto r = run_buzzer({"--help"});
     BOOST_TEST(r.exit_code == 0);
     for (auto flag : {"--listen", "--database", "--config", "--threads"})
         BOOST_TEST(r.out.find(flag) != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(help_shows_each_flag_with_its_range_default_and_config_key) {
+    auto r = run_buzzer({"--help"});
+    BOOST_TEST(r.exit_code == 0);
+    // Program_options wraps lines: compare with the white space runs made single spaces.
+    std::string text;
+    for (char c : r.out)
+        if (c != ' ' && c != '\n')
+            text += c;
+        else if (!text.empty() && text.back() != ' ')
+            text += ' ';
+    for (auto line : {"--max-running N operations running at once (an integer from 1 to 1000000; "
+                      "default 256; config key max_running)",
+                      "--header-timeout S seconds to receive a request's headers (a number from "
+                      "0.1 to 3600; default 10; config key header_timeout_s)",
+                      "--synchronous MODE SQLite synchronous mode (full or normal; default full; "
+                      "config key synchronous)",
+                      "--no-builtin-kinds do not register the sleep, echo and fail kinds (config "
+                      "key builtin_kinds: true or false, default true)"})
+        BOOST_TEST(text.find(line) != std::string::npos, line << " not in:\n" << r.out);
 }
 
 // A command that ignores SIGTERM (and so does its background child), reporting both pids.
@@ -452,10 +761,8 @@ BOOST_AUTO_TEST_CASE(commands_left_running_by_a_killed_server_are_ended_at_its_r
         http_client client{server.port()};
         id = submit(client, R"({"kind":"spawner"})");
         wait_for_status(client, id, "running");
-        auto limit = std::chrono::steady_clock::now() + 10s;
-        while (!std::filesystem::exists(pidfile) && std::chrono::steady_clock::now() < limit)
-            std::this_thread::sleep_for(10ms);
-        BOOST_TEST_REQUIRE(std::filesystem::exists(pidfile));
+        BOOST_TEST_REQUIRE(wait_until([&] { return std::filesystem::exists(pidfile); }, 10s, 10ms),
+                           "the command did not write " << pidfile);
         std::ifstream(pidfile) >> grandchild;
         BOOST_TEST_REQUIRE(grandchild > 1);
         server.kill9();
@@ -470,10 +777,8 @@ BOOST_AUTO_TEST_CASE(commands_left_running_by_a_killed_server_are_ended_at_its_r
 
     server_process server{server_options{.database = db, .args = {"--config", config.string()}}};
     http_client client{server.port()};
-    auto limit = std::chrono::steady_clock::now() + 10s;
-    while (process_running(grandchild) && std::chrono::steady_clock::now() < limit)
-        std::this_thread::sleep_for(10ms);
-    BOOST_TEST(!process_running(grandchild));
+    BOOST_TEST(wait_until([&] { return !process_running(grandchild); }, 10s, 10ms),
+               "the leftover process " << grandchild << " still runs");
     // Its attempt was the last one: abandoned.
     auto op = wait_for_status(client, id, "failed");
     BOOST_TEST(op.at("error").as_object().at("type").as_string() == "/problems/abandoned");
