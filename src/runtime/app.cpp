@@ -196,10 +196,18 @@ void server::run() {
     std::vector<asio::io_context*> connection_contexts(contexts.begin() + (contexts.size() > 1),
                                                        contexts.end());
     http::server front(io, connection_contexts, routes, hs);
-    api::context ctx{
-        db, sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url};
+    std::string_view index_page;
     for (const auto& f : embedded::assets())
-        if (f.name == "index.html") ctx.index_page = f.content;
+        if (f.name == "index.html") index_page = f.content;
+    api::context ctx{db,
+                     sched,
+                     hub,
+                     s.kinds,
+                     s.opts,
+                     front.stats(),
+                     s.shutting_down,
+                     s.opts.public_url,
+                     index_page};
     api::add_routes(routes, ctx);
 
     std::string bound = front.listen(s.opts.listen);
