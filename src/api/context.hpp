@@ -24,7 +24,7 @@ struct context {
     const options& settings;
     http::server_stats& http_stats;
     std::atomic<bool>& shutting_down;
-    std::string base_url;  ///< public_url without a trailing slash, or empty
+    std::string base_url;         ///< public_url without a trailing slash, or empty
     std::string_view index_page;  ///< the demo page served at /
 };
 

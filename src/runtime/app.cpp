@@ -199,15 +199,9 @@ void server::run() {
     std::string_view index_page;
     for (const auto& f : embedded::assets())
         if (f.name == "index.html") index_page = f.content;
-    api::context ctx{db,
-                     sched,
-                     hub,
-                     s.kinds,
-                     s.opts,
-                     front.stats(),
-                     s.shutting_down,
-                     s.opts.public_url,
-                     index_page};
+    api::context ctx{
+        db,        sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url,
+        index_page};
     api::add_routes(routes, ctx);
 
     std::string bound = front.listen(s.opts.listen);
