@@ -70,7 +70,11 @@ std::shared_ptr<upstream> make_upstream(http_spec spec) {
     }
     // A fragment is never sent (RFC 9110 7.1).
     up->target = u.encoded_path().empty() ? "/" : std::string(u.encoded_path());
-    if (u.has_query()) up->target += "?" + std::string(u.encoded_query());
+    if (u.has_query()) {
+        // Appended in two steps: g++ 12 sees a bogus overflow in `"?" + std::string(...)` here.
+        up->target += '?';
+        up->target.append(u.encoded_query().data(), u.encoded_query().size());
+    }
 
     if (spec.method.empty()) spec.method = "POST";
     if (!is_token(spec.method))
