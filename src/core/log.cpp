@@ -21,7 +21,7 @@ void log(level l, std::string_view message) {
     (void)rc;
 }
 
-void log_failure(const std::exception_ptr& failure, std::string_view context) {
+void log_failure(const std::exception_ptr& failure, std::string_view context, level l) {
     if (!failure) return;
     std::string message(context);
     try {
@@ -31,7 +31,7 @@ void log_failure(const std::exception_ptr& failure, std::string_view context) {
     } catch (...) {
         message += "unknown error";
     }
-    log(level::error, message);
+    log(l, message);
 }
 
 }  // namespace buzzer::core

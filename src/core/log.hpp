@@ -13,8 +13,9 @@ enum class level { debug, info, warn, error };
 /// Writes "LEVEL message" to standard error (thread-safe, one write per line).
 void log(level l, std::string_view message);
 
-/// Logs `failure`, if set, as an error: `context` followed by its message.
-void log_failure(const std::exception_ptr& failure, std::string_view context);
+/// Logs `failure`, if set, at `l` (an error by default): `context` followed by its message.
+void log_failure(const std::exception_ptr& failure, std::string_view context,
+                 level l = level::error);
 
 /// A completion handler for `co_spawn` that logs the coroutine's failure after `context`.
 inline auto log_failures(std::string context) {

@@ -58,17 +58,13 @@ class attempt_context final : public job {
         } catch (...) {
             failure = std::current_exception();
         }
-        if (!failure) co_return;
-        try {
-            std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-            // A report the store cannot take is dropped, not the attempt: the job goes on, and
-            // its outcome is written when the store takes writes again.
-            if (!std::exchange(progress_lost_, true))
-                core::log(core::level::warn, "job " + op_.id + ": progress not recorded (" +
-                                                 e.what() + "); later reports may be lost too");
-        } catch (...) {
-        }
+        // A report the store cannot take is dropped, not the attempt: the job goes on, and its
+        // outcome is written when the store takes writes again.
+        if (failure && !std::exchange(progress_lost_, true))
+            core::log_failure(
+                failure,
+                "job " + op_.id + ": progress not recorded (later reports may be lost too): ",
+                core::level::warn);
     }
 
     void set_result(std::string body, std::string media_type) override {

@@ -99,6 +99,25 @@ std::string exchange(unsigned short port, const std::string& target) {
         port, "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 10s);
 }
 
+// What `c` receives until `done(received)` holds (5 s at most).
+template <class Done>
+std::string receive_until(buzzer::test::raw_connection& c, Done done) {
+    std::string got;
+    BOOST_TEST(buzzer::test::wait_until(
+        [&] {
+            got += c.receive(100ms);
+            return done(got);
+        },
+        5s));
+    return got;
+}
+
+// What `c` receives up to the end of a response head.
+std::string receive_head(buzzer::test::raw_connection& c) {
+    return receive_until(
+        c, [](const std::string& got) { return got.find("\r\n\r\n") != std::string::npos; });
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(failing_handlers)
@@ -161,13 +180,7 @@ BOOST_AUTO_TEST_CASE(a_head_request_of_a_stream_gets_its_head_and_the_connection
     served s(routes);
     auto c = buzzer::test::raw_connect(s.port());
     BOOST_TEST_REQUIRE(!c.send("HEAD /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
-    std::string got;
-    BOOST_TEST(buzzer::test::wait_until(
-        [&] {
-            got += c.receive(100ms);
-            return got.find("\r\n\r\n") != std::string::npos;
-        },
-        5s));
+    std::string got = receive_head(c);
     BOOST_TEST(got ==
                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                "Transfer-Encoding: chunked\r\n\r\n");
@@ -181,22 +194,10 @@ BOOST_AUTO_TEST_CASE(expect_100_continue_gets_the_interim_head_before_the_body_i
     BOOST_TEST_REQUIRE(
         !c.send("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
                 "Content-Length: 5\r\n\r\n"));
-    std::string got;
-    BOOST_TEST(buzzer::test::wait_until(
-        [&] {
-            got += c.receive(100ms);
-            return got.find("\r\n\r\n") != std::string::npos;
-        },
-        5s));
+    std::string got = receive_head(c);
     BOOST_TEST(got == "HTTP/1.1 100 Continue\r\n\r\n");
     BOOST_TEST_REQUIRE(!c.send("hello"));
-    got.clear();
-    BOOST_TEST(buzzer::test::wait_until(
-        [&] {
-            got += c.receive(100ms);
-            return got.ends_with("hello");
-        },
-        5s));
+    got = receive_until(c, [](const std::string& text) { return text.ends_with("hello"); });
     BOOST_TEST(got == "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
 }
 
