@@ -13,6 +13,11 @@
 namespace buzzer::api {
 namespace asio = boost::asio;
 
+const core::principal& caller(const http::request& req) {
+    static const core::principal open_mode;
+    return req.principal ? *req.principal : open_mode;
+}
+
 http::response json_response(int status, std::string body) {
     http::response r;
     r.status = status;

@@ -11,9 +11,14 @@
 
 #include "api/context.hpp"
 #include "core/operation.hpp"
+#include "core/principal.hpp"
 #include "http/message.hpp"
 
 namespace buzzer::api {
+
+/// Who `req` acts for: its authenticated principal; without one (open mode), an admin of the
+/// default tenant.
+const core::principal& caller(const http::request& req);
 
 /// A JSON response with `Content-Type: application/json`.
 http::response json_response(int status, std::string body);

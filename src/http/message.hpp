@@ -5,10 +5,13 @@
 #include <boost/json/object.hpp>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "core/principal.hpp"
 
 namespace buzzer::http {
 
@@ -33,6 +36,10 @@ struct request {
     std::vector<field> headers;
     std::string body;
     std::vector<std::string> params;  ///< path parameters captured by the router
+    std::string remote;               ///< the client's address, without the port
+    bool secure = false;              ///< received over TLS
+    /// Who the request acts for, once authenticated; empty before.
+    std::shared_ptr<const core::principal> principal;
     /// Set by the server: calls `fn` once, on the connection's executor, if the client closes
     /// its side while the request is handled (a long poll it no longer waits for). Call at
     /// most once; empty for requests made otherwise.
