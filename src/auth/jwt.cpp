@@ -240,6 +240,7 @@ jwt_keys& jwt_keys::operator=(jwt_keys&&) noexcept = default;
 std::size_t jwt_keys::size() const { return impl_ ? impl_->keys.size() : 0; }
 
 void jwt_keys::add_pem(std::string kid, jwt_alg alg, std::string_view pem) {
+    if (!impl_) impl_ = std::make_unique<impl>();  // a set moved from is empty again
     const std::string what = "JWT key \"" + kid + "\" (" + std::string(to_string(alg)) + "): ";
     impl_->check_kid(kid);
     const family f = family_of(alg);
@@ -275,6 +276,7 @@ void jwt_keys::add_pem(std::string kid, jwt_alg alg, std::string_view pem) {
 }
 
 void jwt_keys::add_secret(std::string kid, jwt_alg alg, std::string secret) {
+    if (!impl_) impl_ = std::make_unique<impl>();
     const std::string what = "JWT key \"" + kid + "\" (" + std::string(to_string(alg)) + "): ";
     impl_->check_kid(kid);
     if (family_of(alg) != family::hmac)

@@ -507,6 +507,14 @@ BOOST_AUTO_TEST_CASE(keys_that_do_not_fit_their_algorithm_are_refused) {
             k.add_secret("", jwt_alg::hs256, hs256_secret);
         },
         "only key");
+    // A set moved from is empty, and can be filled again.
+    jwt_keys moved;
+    moved.add_pem("a", jwt_alg::es256, ec256);
+    jwt_keys taker = std::move(moved);
+    BOOST_TEST(taker.size() == 1u);
+    BOOST_TEST(moved.size() == 0u);
+    moved.add_secret("h", jwt_alg::hs256, hs256_secret);
+    BOOST_TEST(moved.size() == 1u);
     // A refused key leaves the set as it was.
     jwt_keys k;
     k.add_pem("a", jwt_alg::es256, ec256);
