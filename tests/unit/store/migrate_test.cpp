@@ -71,4 +71,18 @@ BOOST_AUTO_TEST_CASE(refuses_a_database_newer_than_the_binary) {
     BOOST_CHECK_THROW(sql::migrate(db, one), std::runtime_error);
 }
 
+// Two processes may start on a database at once: each migration is applied once, by whichever
+// comes first, and the other finds it done under the write lock instead of applying it again.
+// Here the first migration stands in for the other process: it applies the second one too.
+BOOST_AUTO_TEST_CASE(a_migration_applied_meanwhile_elsewhere_is_not_run_again) {
+    test::temp_dir dir;
+    sql::connection db((dir / "m.db").string());
+    const file list[] = {{"0001_a.sql",
+                          "CREATE TABLE a (x); CREATE TABLE b (y); "
+                          "INSERT INTO schema_migrations VALUES (2, '0002_b.sql', 0);"},
+                         {"0002_b.sql", "CREATE TABLE b (y);"}};
+    BOOST_TEST(sql::migrate(db, list) == 2);
+    BOOST_TEST(sql::schema_version(db) == 2);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
