@@ -16,6 +16,11 @@
 //   over. A replay up to `published_seq()` and a subscription made before it together see
 //   every event once.
 // - Reads see a consistent snapshot of everything durable when they start.
+// - Tenants: every operation belongs to one (`operation::tenant`). Each call the API makes
+//   about operations takes a `tenant_id` and is confined to that tenant: an operation of
+//   another tenant is answered exactly as a missing one (nullopt, `missing`, no stream end, no
+//   events), and idempotency keys are looked up within the tenant. Event ids stay global. Only
+//   the scheduler's calls (start_attempts, record, purge, open) cross tenants.
 #pragma once
 
 #include <atomic>
@@ -34,6 +39,7 @@
 #include "core/event.hpp"
 #include "core/histogram.hpp"
 #include "core/operation.hpp"
+#include "core/principal.hpp"
 
 namespace buzzer::store {
 
@@ -54,6 +60,13 @@ class database_error : public std::runtime_error {
 struct migration {
     std::string_view name;
     std::string_view sql;
+};
+
+/// The tenant a call is confined to. A type of its own, so that it cannot be passed where an
+/// operation id goes (both are text).
+struct tenant_id {
+    explicit tenant_id(std::string_view name) : name(name) {}
+    std::string name;
 };
 
 /// How to open the store.
@@ -154,8 +167,10 @@ struct recorded {
     std::exception_ptr error;
 };
 
-/// Filter and page of a list request.
+/// Filter and page of a list request, within one tenant.
 struct list_query {
+    explicit list_query(tenant_id tenant) : tenant(std::move(tenant)) {}
+    tenant_id tenant;
     std::vector<core::status> statuses;
     std::optional<std::string> kind;
     std::optional<std::string> before;  ///< ids strictly older than this one
@@ -180,6 +195,7 @@ class store {
 
     /// Stores a new operation with the events of its submission (lifecycle `submitted`),
     /// and the key when given. Atomic: a key's first use and its operation commit together.
+    /// The key is looked up among those of `op.tenant`.
     virtual boost::asio::awaitable<submit_result> submit(core::operation op,
                                                          std::vector<core::event> events,
                                                          std::optional<idempotency_key> key) = 0;
@@ -195,38 +211,44 @@ class store {
     virtual boost::asio::awaitable<std::vector<recorded>> record(
         std::span<const change> changes) = 0;
 
-    /// Cancels operation `id` if it is pending (lifecycle `canceled`).
-    virtual boost::asio::awaitable<cancel_result> cancel_pending(std::string id) = 0;
+    /// Cancels operation `id` of `tenant` if it is pending (lifecycle `canceled`).
+    virtual boost::asio::awaitable<cancel_result> cancel_pending(tenant_id tenant,
+                                                                 std::string id) = 0;
 
-    /// Records that active operation `id` is to be canceled (lifecycle `cancel_requested`):
-    /// durable, so that a server that stops before its job has stopped cancels it at start.
-    virtual boost::asio::awaitable<void> request_cancel(std::string id) = 0;
+    /// Records that active operation `id` of `tenant` is to be canceled (lifecycle
+    /// `cancel_requested`): durable, so that a server that stops before its job has stopped
+    /// cancels it at start.
+    virtual boost::asio::awaitable<void> request_cancel(tenant_id tenant, std::string id) = 0;
 
-    /// Deletes a finished operation with its result, events and keys.
-    virtual boost::asio::awaitable<delete_result> remove(std::string id) = 0;
+    /// Deletes a finished operation of `tenant` with its result, events and keys.
+    virtual boost::asio::awaitable<delete_result> remove(tenant_id tenant, std::string id) = 0;
 
     /// Deletes up to `limit` operations that finished before `finished_before`, and the
     /// idempotency keys made before `keys_before`; returns how many operations went.
     virtual boost::asio::awaitable<int> purge(core::millis finished_before,
                                               core::millis keys_before, int limit) = 0;
 
-    /// Loads one operation.
-    virtual boost::asio::awaitable<std::optional<core::operation>> load(std::string id) = 0;
+    /// Loads one operation of `tenant`.
+    virtual boost::asio::awaitable<std::optional<core::operation>> load(tenant_id tenant,
+                                                                        std::string id) = 0;
 
-    /// Loads one operation and, when it succeeded, its result.
-    virtual boost::asio::awaitable<std::optional<operation_result>> load_result(std::string id) = 0;
+    /// Loads one operation of `tenant` and, when it succeeded, its result.
+    virtual boost::asio::awaitable<std::optional<operation_result>> load_result(tenant_id tenant,
+                                                                                std::string id) = 0;
 
-    /// Newest first, filtered; up to `limit + 1` so that the caller can tell whether more
-    /// follow.
+    /// The operations of `q.tenant`, newest first, filtered; up to `limit + 1` so that the
+    /// caller can tell whether more follow.
     virtual boost::asio::awaitable<std::vector<core::operation>> list(list_query q) = 0;
 
-    /// For each of `ids`: none when there is no such operation; else the id of its terminal
+    /// For each of `ids`: none when `tenant` has no such operation; else the id of its terminal
     /// event, 0 while it is active.
     virtual boost::asio::awaitable<std::vector<std::optional<std::int64_t>>> stream_ends(
-        std::vector<std::string> ids) = 0;
+        tenant_id tenant, std::vector<std::string> ids) = 0;
 
-    /// The events of `ids` with `after < seq <= upto`, oldest first, at most `limit`.
-    virtual boost::asio::awaitable<std::vector<core::event>> replay(std::vector<std::string> ids,
+    /// The events of those of `ids` that are operations of `tenant`, with
+    /// `after < seq <= upto`, oldest first, at most `limit`.
+    virtual boost::asio::awaitable<std::vector<core::event>> replay(tenant_id tenant,
+                                                                    std::vector<std::string> ids,
                                                                     std::int64_t after,
                                                                     std::int64_t upto,
                                                                     int limit) = 0;
