@@ -1,6 +1,7 @@
-// The store: where operations, their results, their event log and idempotency keys are kept.
-// The API and the scheduler speak to it in the domain's words (submit, claim, record, replay,
-// list); how a backend keeps them (SQL, threads, connections) stays behind this interface.
+// The store: where operations, their results, their event log and idempotency keys are kept,
+// with the API keys and shared secrets of access control. The API and the scheduler speak to it
+// in the domain's words (submit, claim, record, replay, list); how a backend keeps them (SQL,
+// threads, connections) stays behind this interface.
 //
 // What every backend guarantees:
 // - Durable before resumed: a write's coroutine resumes only once its changes are durable
@@ -21,6 +22,8 @@
 //   another tenant is answered exactly as a missing one (nullopt, `missing`, no stream end, no
 //   events), and idempotency keys are looked up within the tenant. Event ids stay global. Only
 //   the scheduler's calls (start_attempts, record, purge, open) cross tenants.
+// - Other processes may open the same database (attach()): what they commit is seen by the
+//   next read, and writes of both wait for each other instead of failing at once.
 #pragma once
 
 #include <atomic>
@@ -177,6 +180,25 @@ struct list_query {
     int limit = 50;
 };
 
+/// An API key as stored; its secret is kept only as a hash, and never here.
+struct api_key_record {
+    std::string id;
+    std::string tenant;
+    core::role role = core::role::read;
+    std::string name;
+    std::optional<std::vector<std::string>> kinds;  ///< the kinds it may submit; none: every kind
+    core::millis created_at = 0;
+    std::optional<core::millis> expires_at;  ///< none: never
+    std::optional<core::millis> revoked_at;  ///< none: live
+};
+
+/// What changed among API keys since a version: the ids revoked after it, and the newest
+/// version (to ask from next time).
+struct key_changes {
+    std::int64_t version = 0;
+    std::vector<std::string> revoked;
+};
+
 /// The store's interface; one implementation per backend.
 class store {
   public:
@@ -189,6 +211,10 @@ class store {
     /// operations whose cancel was accepted are canceled, attempts a crash left running are
     /// abandoned (lifecycle). Throws when the database cannot be used.
     virtual recovery open(core::millis now) = 0;
+
+    /// Opens the database and brings the schema up to date, recovering nothing: for a process
+    /// beside a running server (the keys command), whose operations it must leave alone.
+    virtual void attach() = 0;
 
     /// Finishes queued work and closes the database; later calls fail.
     virtual void close() = 0;
@@ -252,6 +278,38 @@ class store {
                                                                     std::int64_t after,
                                                                     std::int64_t upto,
                                                                     int limit) = 0;
+
+    /// Stores a new API key with the hash of its secret; resumes once it is durable. Throws
+    /// when its id or hash is taken.
+    virtual boost::asio::awaitable<void> create_key(api_key_record key,
+                                                    std::string secret_hash) = 0;
+
+    /// The key whose secret has this hash, revoked or expired ones too (the caller checks).
+    virtual boost::asio::awaitable<std::optional<api_key_record>> find_key(
+        std::string secret_hash) = 0;
+
+    /// The key with this id, revoked or expired ones too.
+    virtual boost::asio::awaitable<std::optional<api_key_record>> find_key_by_id(
+        std::string id) = 0;
+
+    /// The keys not revoked (expired ones too) of `tenant`, or of every tenant when none,
+    /// newest first.
+    virtual boost::asio::awaitable<std::vector<api_key_record>> list_keys(
+        std::optional<tenant_id> tenant) = 0;
+
+    /// Revokes key `id` at `now`; false when there is no such key, it is revoked already, or
+    /// it is not of `tenant` (when one is given). Durable before it resumes.
+    virtual boost::asio::awaitable<bool> revoke_key(std::optional<tenant_id> tenant, std::string id,
+                                                    core::millis now) = 0;
+
+    /// The keys revoked (by any process on the database) after `version`, and the newest
+    /// version; 0 asks for every revocation.
+    virtual boost::asio::awaitable<key_changes> key_changes_since(std::int64_t version) = 0;
+
+    /// The secret stored under `name`, storing `candidate` first when there is none: every
+    /// process on the database gets the same one. Blocks until the write is durable: call it
+    /// at start, after open() or attach(), never on an I/O thread.
+    virtual std::string shared_secret(std::string_view name, std::string candidate) = 0;
 
     /// Whether a write round trip succeeds now (for /readyz).
     virtual boost::asio::awaitable<bool> writable() = 0;

@@ -1,6 +1,7 @@
 #include "store/sqlite/queries.hpp"
 
 #include <algorithm>
+#include <boost/json/parse.hpp>
 #include <stdexcept>
 #include <string>
 
@@ -321,6 +322,151 @@ std::int64_t terminal_event(connection& db, std::string_view operation_id) {
     s->bind(1, operation_id);
     s->step();
     return s->get_int(0);
+}
+
+namespace {
+
+#define BUZZER_KEY_COLUMNS "id, tenant, role, name, kinds, created_at, expires_at, revoked_at"
+
+// A key's kinds as stored: a JSON array of strings.
+std::string kinds_text(const std::vector<std::string>& kinds) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < kinds.size(); ++i) {
+        if (i) out += ',';
+        core::append_json_string(out, kinds[i]);
+    }
+    out += ']';
+    return out;
+}
+
+// The kinds of a stored key. Text that is not an array of strings (written by hand) allows
+// no kind at all: a damaged limit must not become no limit.
+std::vector<std::string> parse_kinds(const std::string& text) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    std::vector<std::string> out;
+    if (ec || !v.is_array()) return out;
+    for (const auto& k : v.get_array()) {
+        if (!k.is_string()) return {};
+        out.emplace_back(k.get_string());
+    }
+    return out;
+}
+
+api_key_record row_to_key(statement& s) {
+    api_key_record k;
+    k.id = s.get_text(0);
+    k.tenant = s.get_text(1);
+    // The table allows only the three roles; anything else would get the least of them.
+    k.role = core::parse_role(s.get_text(2)).value_or(core::role::read);
+    k.name = s.get_text(3);
+    if (auto kinds = s.get_opt_text(4)) k.kinds = parse_kinds(*kinds);
+    k.created_at = s.get_int(5);
+    k.expires_at = s.get_opt_int(6);
+    k.revoked_at = s.get_opt_int(7);
+    return k;
+}
+
+// Takes the next key version. Inside the write's transaction, which holds the database's write
+// lock: versions increase in commit order across every process on the database.
+std::int64_t next_key_version(connection& db) {
+    auto s = db.cached(
+        "UPDATE counters SET value = value + 1 WHERE name = 'key_version' RETURNING value");
+    if (!s->step()) throw std::runtime_error("the key_version counter is missing");
+    return s->get_int(0);
+}
+
+}  // namespace
+
+void insert_api_key(connection& db, const api_key_record& key, std::string_view secret_hash) {
+    const auto version = next_key_version(db);
+    std::optional<std::string> kinds;
+    if (key.kinds) kinds = kinds_text(*key.kinds);
+    auto s = db.cached(
+        "INSERT INTO api_keys (id, tenant, role, name, kinds, secret_hash, created_at, "
+        "expires_at, revoked_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    s->bind(1, key.id)
+        .bind(2, key.tenant)
+        .bind(3, core::to_string(key.role))
+        .bind(4, key.name)
+        .bind(5, kinds)
+        .bind(6, secret_hash)
+        .bind(7, key.created_at)
+        .bind(8, key.expires_at)
+        .bind(9, key.revoked_at)
+        .bind(10, version)
+        .exec();
+}
+
+std::optional<api_key_record> find_api_key_by_hash(connection& db, std::string_view secret_hash) {
+    auto s = db.cached("SELECT " BUZZER_KEY_COLUMNS " FROM api_keys WHERE secret_hash = ?1");
+    s->bind(1, secret_hash);
+    if (!s->step()) return std::nullopt;
+    return row_to_key(*s);
+}
+
+std::optional<api_key_record> find_api_key_by_id(connection& db, std::string_view id) {
+    auto s = db.cached("SELECT " BUZZER_KEY_COLUMNS " FROM api_keys WHERE id = ?1");
+    s->bind(1, id);
+    if (!s->step()) return std::nullopt;
+    return row_to_key(*s);
+}
+
+std::vector<api_key_record> list_api_keys(connection& db, const std::optional<tenant_id>& tenant) {
+    auto s = tenant ? db.cached("SELECT " BUZZER_KEY_COLUMNS
+                                " FROM api_keys WHERE tenant = ?1 AND revoked_at IS NULL "
+                                "ORDER BY created_at DESC, id DESC")
+                    : db.cached("SELECT " BUZZER_KEY_COLUMNS
+                                " FROM api_keys WHERE revoked_at IS NULL "
+                                "ORDER BY created_at DESC, id DESC");
+    if (tenant) s->bind(1, tenant->name);
+    std::vector<api_key_record> out;
+    while (s->step()) out.push_back(row_to_key(*s));
+    return out;
+}
+
+bool revoke_api_key(connection& db, const std::optional<tenant_id>& tenant, std::string_view id,
+                    core::millis now) {
+    {
+        auto live = db.cached("SELECT tenant FROM api_keys WHERE id = ?1 AND revoked_at IS NULL");
+        live->bind(1, id);
+        if (!live->step()) return false;
+        if (tenant && live->get_text(0) != tenant->name) return false;
+    }
+    const auto version = next_key_version(db);
+    auto s = db.cached("UPDATE api_keys SET revoked_at = ?2, version = ?3 WHERE id = ?1");
+    s->bind(1, id).bind(2, now).bind(3, version).exec();
+    return true;
+}
+
+key_changes api_key_changes(connection& db, std::int64_t version) {
+    // One statement, one snapshot: no revocation can fall between the list and the version.
+    auto s = db.cached(
+        "SELECT c.value, k.id FROM counters AS c LEFT JOIN api_keys AS k "
+        "ON k.version > ?1 AND k.revoked_at IS NOT NULL WHERE c.name = 'key_version' "
+        "ORDER BY k.version");
+    s->bind(1, version);
+    key_changes out;
+    while (s->step()) {
+        out.version = s->get_int(0);
+        if (!s->is_null(1)) out.revoked.push_back(s->get_text(1));
+    }
+    return out;
+}
+
+std::string shared_secret(connection& db, std::string_view name, std::string_view candidate,
+                          core::millis now) {
+    db.cached(
+          "INSERT INTO shared_secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
+          "ON CONFLICT (name) DO NOTHING")
+        ->bind(1, name)
+        .bind(2, candidate)
+        .bind(3, now)
+        .exec();
+    auto s = db.cached("SELECT value FROM shared_secrets WHERE name = ?1");
+    s->bind(1, name);
+    if (!s->step()) throw std::runtime_error("shared secret " + std::string(name) + " is missing");
+    return s->get_text(0);
 }
 
 }  // namespace buzzer::store::sqlite

@@ -1,5 +1,5 @@
-// The SQL of the SQLite backend: operations, their results, events and idempotency keys.
-// Queries the API makes are confined to a tenant.
+// The SQL of the SQLite backend: operations, their results, events and idempotency keys, API
+// keys and shared secrets. Queries the API makes are confined to a tenant.
 #pragma once
 
 #include <cstdint>
@@ -93,5 +93,29 @@ std::int64_t newest_event(connection& db);
 
 /// The sequence number of an operation's terminal event (completed, failed, canceled), or 0.
 std::int64_t terminal_event(connection& db, std::string_view operation_id);
+
+/// Stores an API key and the hash of its secret, stamped with the next key version.
+void insert_api_key(connection& db, const api_key_record& key, std::string_view secret_hash);
+
+/// The API key whose secret has this hash, revoked ones too.
+std::optional<api_key_record> find_api_key_by_hash(connection& db, std::string_view secret_hash);
+
+/// The API key with this id, revoked ones too.
+std::optional<api_key_record> find_api_key_by_id(connection& db, std::string_view id);
+
+/// The keys not revoked of `tenant` (of all when none), newest first.
+std::vector<api_key_record> list_api_keys(connection& db, const std::optional<tenant_id>& tenant);
+
+/// Revokes a live key (of `tenant` when given), stamped with the next key version; whether
+/// there was one.
+bool revoke_api_key(connection& db, const std::optional<tenant_id>& tenant, std::string_view id,
+                    core::millis now);
+
+/// The keys revoked after key version `version`, and the newest key version (one snapshot).
+key_changes api_key_changes(connection& db, std::int64_t version);
+
+/// The secret stored under `name`, after storing `candidate` there when there was none.
+std::string shared_secret(connection& db, std::string_view name, std::string_view candidate,
+                          core::millis now);
 
 }  // namespace buzzer::store::sqlite

@@ -1,6 +1,8 @@
 // The SQLite backend of the store: each call is one write (group-committed by the executor's
 // writer thread) or one read (on a reader connection), and each state change it makes is the
 // lifecycle's.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/json/parse.hpp>
 
 #include "core/json_text.hpp"
@@ -69,6 +71,11 @@ class sqlite_store final : public store {
             r.pending = pending_operations(w.db);
         });
         return r;
+    }
+
+    void attach() override {
+        db_.on_commit = on_commit;
+        db_.open();
     }
 
     void close() override { db_.close(); }
@@ -243,6 +250,59 @@ class sqlite_store final : public store {
         co_await db_.read(
             [&](connection& db) { page = read_events(db, tenant, ids, after, upto, limit); });
         co_return page;
+    }
+
+    boost::asio::awaitable<void> create_key(api_key_record key, std::string secret_hash) override {
+        co_await db_.write([&](write_context& w) { insert_api_key(w.db, key, secret_hash); });
+    }
+
+    boost::asio::awaitable<std::optional<api_key_record>> find_key(
+        std::string secret_hash) override {
+        std::optional<api_key_record> key;
+        co_await db_.read([&](connection& db) { key = find_api_key_by_hash(db, secret_hash); });
+        co_return key;
+    }
+
+    boost::asio::awaitable<std::optional<api_key_record>> find_key_by_id(std::string id) override {
+        std::optional<api_key_record> key;
+        co_await db_.read([&](connection& db) { key = find_api_key_by_id(db, id); });
+        co_return key;
+    }
+
+    boost::asio::awaitable<std::vector<api_key_record>> list_keys(
+        std::optional<tenant_id> tenant) override {
+        std::vector<api_key_record> keys;
+        co_await db_.read([&](connection& db) { keys = list_api_keys(db, tenant); });
+        co_return keys;
+    }
+
+    boost::asio::awaitable<bool> revoke_key(std::optional<tenant_id> tenant, std::string id,
+                                            core::millis now) override {
+        bool revoked = false;
+        co_await db_.write(
+            [&](write_context& w) { revoked = revoke_api_key(w.db, tenant, id, now); });
+        co_return revoked;
+    }
+
+    boost::asio::awaitable<key_changes> key_changes_since(std::int64_t version) override {
+        key_changes changes;
+        co_await db_.read([&](connection& db) { changes = api_key_changes(db, version); });
+        co_return changes;
+    }
+
+    std::string shared_secret(std::string_view name, std::string candidate) override {
+        // Through the writer like every write, awaited on an io_context of this call's own.
+        std::string secret;
+        const auto now = core::now_ms();
+        boost::asio::io_context io;
+        std::exception_ptr failure;
+        boost::asio::co_spawn(io, db_.write([&](write_context& w) {
+            secret = sqlite::shared_secret(w.db, name, candidate, now);
+        }),
+                              [&failure](std::exception_ptr e) { failure = e; });
+        io.run();
+        if (failure) std::rethrow_exception(failure);
+        return secret;
     }
 
     boost::asio::awaitable<bool> writable() override { co_return co_await db_.writable(); }

@@ -53,6 +53,13 @@ struct backend {
         recovered = db->open(core::now_ms());
     }
 
+    /// A second store on the same file, attached as another process (the keys command) would.
+    std::unique_ptr<store::store> beside() {
+        auto other = store::make_sqlite_store(settings_for((dir / "i.db").string()));
+        other->attach();
+        return other;
+    }
+
     template <class F>
     auto run(F f) {
         return test::run_coroutine(std::move(f));
@@ -95,6 +102,18 @@ std::vector<std::string> ids_in(const std::vector<core::operation>& ops) {
     std::vector<std::string> out;
     for (const auto& op : ops) out.push_back(op.id);
     return out;
+}
+
+// An API key record of `tenant`, made now.
+store::api_key_record key_of(std::string id, std::string tenant,
+                             core::role role = core::role::write) {
+    store::api_key_record k;
+    k.id = std::move(id);
+    k.tenant = std::move(tenant);
+    k.role = role;
+    k.name = "ci";
+    k.created_at = core::now_ms();
+    return k;
 }
 
 std::vector<std::string> types_of(const std::vector<core::event>& events) {
@@ -458,6 +477,156 @@ BOOST_AUTO_TEST_CASE(the_queue_loaded_at_open_knows_each_operations_tenant) {
     BOOST_REQUIRE(recovered.pending.size() == 2u);
     BOOST_TEST(recovered.pending[0].tenant == "acme");
     BOOST_TEST(recovered.pending[1].tenant == "default");
+}
+
+BOOST_AUTO_TEST_CASE(api_keys_are_found_by_hash_and_id_listed_by_tenant_and_revoked_once) {
+    run([&]() -> asio::awaitable<void> {
+        auto one = key_of("k1", "acme", core::role::admin);
+        one.kinds = std::vector<std::string>{"echo", "sl\"eep"};
+        one.expires_at = one.created_at + 60'000;
+        auto two = key_of("k2", "acme");
+        two.created_at = one.created_at + 1;
+        auto three = key_of("k3", "other", core::role::read);
+        three.created_at = one.created_at + 2;
+        const std::string hash1 = "hash1", hash2 = "hash2", hash3 = "hash3";
+        co_await db->create_key(one, hash1);
+        co_await db->create_key(two, hash2);
+        co_await db->create_key(three, hash3);
+
+        auto found = co_await db->find_key(hash1);
+        BOOST_REQUIRE(found);
+        BOOST_TEST(found->id == "k1");
+        BOOST_TEST(found->tenant == "acme");
+        BOOST_TEST((found->role == core::role::admin));
+        BOOST_TEST(found->name == "ci");
+        BOOST_REQUIRE(found->kinds);
+        BOOST_TEST(*found->kinds == *one.kinds, boost::test_tools::per_element());
+        BOOST_TEST(found->created_at == one.created_at);
+        BOOST_TEST(found->expires_at.value() == *one.expires_at);
+        BOOST_TEST(!found->revoked_at);
+        const std::string k2 = "k2", k9 = "k9", missing = "nohash";
+        found = co_await db->find_key_by_id(k2);
+        BOOST_REQUIRE(found);
+        BOOST_TEST(!found->kinds);  // every kind
+        BOOST_TEST(!found->expires_at);
+        BOOST_TEST(!(co_await db->find_key(missing)));
+        BOOST_TEST(!(co_await db->find_key_by_id(k9)));
+
+        // Taken ids and hashes are refused.
+        // A new id with a taken hash, and a taken id with a new hash.
+        std::vector<std::pair<store::api_key_record, std::string>> taken;
+        taken.emplace_back(key_of("k4", "acme"), hash1);
+        taken.emplace_back(one, "hash-new");
+        for (const auto& [record, hash] : taken) {
+            bool refused = false;
+            try {
+                co_await db->create_key(record, hash);
+            } catch (const std::exception&) {
+                refused = true;
+            }
+            BOOST_TEST(refused);
+        }
+        const std::string k4 = "k4";
+        BOOST_TEST(!(co_await db->find_key_by_id(k4)));
+
+        auto ids_of_keys = [](const std::vector<store::api_key_record>& keys) {
+            std::vector<std::string> out;
+            for (const auto& k : keys) out.push_back(k.id);
+            return out;
+        };
+        std::optional<store::tenant_id> acme = store::tenant_id("acme");
+        std::optional<store::tenant_id> other = store::tenant_id("other");
+        std::optional<store::tenant_id> everyone;
+        BOOST_TEST(ids_of_keys(co_await db->list_keys(acme)) == ids_of("k2", "k1"),
+                   boost::test_tools::per_element());
+        BOOST_TEST(ids_of_keys(co_await db->list_keys(everyone)) == ids_of("k3", "k2", "k1"),
+                   boost::test_tools::per_element());
+
+        const auto now = core::now_ms();
+        const std::string k1 = "k1", k3 = "k3";
+        BOOST_TEST(!(co_await db->revoke_key(other, k1, now)));  // of another tenant
+        BOOST_TEST(!(co_await db->revoke_key(acme, k9, now)));   // missing
+        BOOST_TEST((co_await db->revoke_key(acme, k1, now)));
+        BOOST_TEST(!(co_await db->revoke_key(acme, k1, now)));      // already
+        BOOST_TEST(!(co_await db->revoke_key(everyone, k1, now)));  // already
+        BOOST_TEST((co_await db->revoke_key(everyone, k3, now)));   // the operator's
+
+        // Revoked keys are still found (the caller refuses them), and listed no more.
+        found = co_await db->find_key(hash1);
+        BOOST_REQUIRE(found);
+        BOOST_TEST(found->revoked_at.value() == now);
+        BOOST_TEST(ids_of_keys(co_await db->list_keys(acme)) == ids_of("k2"),
+                   boost::test_tools::per_element());
+        BOOST_TEST((co_await db->list_keys(other)).empty());
+    });
+}
+
+BOOST_AUTO_TEST_CASE(key_changes_show_revocations_of_every_process_on_the_database) {
+    auto other = beside();
+    run([&]() -> asio::awaitable<void> {
+        const auto start = co_await db->key_changes_since(0);
+        BOOST_TEST(start.version == 0);
+        BOOST_TEST(start.revoked.empty());
+        for (int i = 1; i <= 3; ++i) {
+            const auto key = key_of("k" + std::to_string(i), "acme");
+            const auto hash = "hash" + std::to_string(i);
+            co_await db->create_key(key, hash);
+        }
+        const auto made = co_await db->key_changes_since(start.version);
+        BOOST_TEST(made.version == 3);  // each creation is a change
+        BOOST_TEST(made.revoked.empty());
+
+        std::optional<store::tenant_id> any;
+        const std::string k2 = "k2", k3 = "k3", hash4 = "hash4";
+        BOOST_TEST((co_await db->revoke_key(any, k2, core::now_ms())));
+        auto changes = co_await db->key_changes_since(made.version);
+        BOOST_TEST(changes.version > made.version);
+        BOOST_TEST(changes.revoked == ids_of("k2"), boost::test_tools::per_element());
+
+        // Another process revokes one, and makes one: the readers here see both.
+        BOOST_TEST((co_await other->revoke_key(any, k3, core::now_ms())));
+        const auto four = key_of("k4", "acme");
+        co_await other->create_key(four, hash4);
+        auto later = co_await db->key_changes_since(changes.version);
+        BOOST_TEST(later.version > changes.version + 1);
+        BOOST_TEST(later.revoked == ids_of("k3"), boost::test_tools::per_element());
+        BOOST_TEST((co_await db->find_key(hash4)).has_value());
+        auto all = co_await db->key_changes_since(0);
+        BOOST_TEST(all.version == later.version);
+        BOOST_TEST(all.revoked == ids_of("k2", "k3"), boost::test_tools::per_element());
+        BOOST_TEST((co_await db->key_changes_since(later.version)).revoked.empty());
+        // And it sees what was done here.
+        BOOST_TEST((co_await other->key_changes_since(0)).version == later.version);
+    });
+    other->close();
+}
+
+BOOST_AUTO_TEST_CASE(a_shared_secret_is_the_first_candidate_for_every_store_on_the_file) {
+    auto first = db->shared_secret("session", "candidate-1");
+    BOOST_TEST(first == "candidate-1");
+    BOOST_TEST(db->shared_secret("session", "candidate-2") == "candidate-1");
+    BOOST_TEST(db->shared_secret("other", "candidate-3") == "candidate-3");
+    auto other = beside();
+    BOOST_TEST(other->shared_secret("session", "candidate-4") == "candidate-1");
+    other->close();
+    reopen();
+    BOOST_TEST(db->shared_secret("session", "candidate-5") == "candidate-1");
+}
+
+BOOST_AUTO_TEST_CASE(attaching_beside_a_running_server_leaves_its_operations_alone) {
+    std::string running_id;
+    run([&]() -> asio::awaitable<void> { running_id = (co_await submit(*db, true)).id; });
+    auto other = beside();
+    run([&]() -> asio::awaitable<void> {
+        auto seen = co_await other->load(home, running_id);
+        BOOST_REQUIRE(seen);
+        BOOST_TEST(seen->state == core::status::running);  // not abandoned
+        BOOST_TEST(seen->attempt == 1);
+    });
+    other->close();
+    run([&]() -> asio::awaitable<void> {
+        BOOST_TEST((co_await db->load(home, running_id))->state == core::status::running);
+    });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

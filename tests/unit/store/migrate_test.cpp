@@ -105,6 +105,8 @@ BOOST_AUTO_TEST_CASE(a_database_made_before_tenants_keeps_its_operations_and_key
     BOOST_TEST(sql::pending_operations(db).at(0).tenant == "default");
     // The same key in another tenant is another key now.
     sql::insert_idempotency_key(db, store::tenant_id("acme"), "k", "{}", op->id, 2000);
+    // Key versions start from nothing.
+    BOOST_TEST(sql::api_key_changes(db, 0).version == 0);
 }
 
 // Two processes may start on a database at once: each migration is applied once, by whichever
