@@ -18,6 +18,10 @@ const core::principal& caller(const http::request& req) {
     return req.principal ? *req.principal : open_mode;
 }
 
+store::tenant_id tenant_of(const http::request& req) {
+    return store::tenant_id(caller(req).tenant);
+}
+
 http::response json_response(int status, std::string body) {
     http::response r;
     r.status = status;
@@ -66,8 +70,9 @@ std::string status_url(const context& ctx, std::string_view id) {
     return url;
 }
 
-asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string id) {
-    co_return co_await ctx.db.load(std::move(id));
+asio::awaitable<std::optional<core::operation>> load(context& ctx, store::tenant_id tenant,
+                                                     std::string id) {
+    co_return co_await ctx.db.load(std::move(tenant), std::move(id));
 }
 
 status_view status_view::of(const context& ctx, const core::operation& op) {
@@ -77,9 +82,11 @@ status_view status_view::of(const context& ctx, const core::operation& op) {
 namespace {
 
 // The view of the operation as stored now; empty when there is none.
-asio::awaitable<std::optional<status_view>> load_view(context& ctx, std::string id) {
+asio::awaitable<std::optional<status_view>> load_view(context& ctx, store::tenant_id tenant,
+                                                      std::string id) {
     std::optional<status_view> view;
-    if (auto op = co_await load(ctx, std::move(id))) view = status_view::of(ctx, *op);
+    if (auto op = co_await load(ctx, std::move(tenant), std::move(id)))
+        view = status_view::of(ctx, *op);
     co_return view;
 }
 
@@ -87,13 +94,15 @@ asio::awaitable<std::optional<status_view>> load_view(context& ctx, std::string 
 
 asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx, const http::request& req,
                                                           std::string id, int seconds) {
-    if (seconds <= 0) co_return co_await load_view(ctx, std::move(id));
+    auto tenant = tenant_of(req);
+    if (seconds <= 0) co_return co_await load_view(ctx, std::move(tenant), std::move(id));
     // Subscribe before reading, so that no terminal event can slip between the two.
     std::vector<std::string> ids{id};
     auto sub = co_await ctx.hub.subscribe(std::move(ids), 64);
     sse::subscription_guard guard(ctx.hub, sub);
 
-    auto view = co_await load_view(ctx, id);
+    // An operation of another tenant is as missing: nothing of it is awaited.
+    auto view = co_await load_view(ctx, std::move(tenant), id);
     if (!view || core::is_terminal(view->state)) co_return view;
     co_return co_await await_terminal(ctx, req, sub, std::move(id), seconds);
 }
@@ -124,7 +133,10 @@ asio::awaitable<std::optional<status_view>> await_terminal(
             if (ev && ev->operation_id == id && sse::is_terminal_event(ev->type)) terminal = ev;
     }
     deadline.cancel();
-    if (!terminal) co_return co_await load_view(ctx, std::move(id));
+    if (!terminal) {
+        auto tenant = tenant_of(req);
+        co_return co_await load_view(ctx, std::move(tenant), std::move(id));
+    }
     // A terminal event carries the final representation: no read is needed.
     auto state = *sse::event_state(terminal->type);
     std::optional<status_view> view(

@@ -20,6 +20,9 @@ namespace buzzer::api {
 /// default tenant.
 const core::principal& caller(const http::request& req);
 
+/// The tenant whose operations `req` may see: its caller's.
+store::tenant_id tenant_of(const http::request& req);
+
 /// A JSON response with `Content-Type: application/json`.
 http::response json_response(int status, std::string body);
 
@@ -39,8 +42,9 @@ void require_id(std::string_view id);
 /// The status monitor URL of an operation ("/operations/ID/status", with the base URL).
 std::string status_url(const context& ctx, std::string_view id);
 
-/// Loads an operation through a reader connection.
-boost::asio::awaitable<std::optional<core::operation>> load(context& ctx, std::string id);
+/// Loads an operation of `tenant` through a reader connection.
+boost::asio::awaitable<std::optional<core::operation>> load(context& ctx, store::tenant_id tenant,
+                                                            std::string id);
 
 /// What the status monitor answers with: an operation's state and its representation.
 struct status_view {
@@ -55,12 +59,14 @@ struct status_view {
 
 /// Waits until the operation is terminal, `seconds` pass or the client of `req` is gone;
 /// returns its latest state (from its terminal event when one arrived, else from the store).
+/// None when the tenant of `req` has no such operation.
 boost::asio::awaitable<std::optional<status_view>> wait_terminal(context& ctx,
                                                                  const http::request& req,
                                                                  std::string id, int seconds);
 
-/// Waits on an existing subscription to `id` until its terminal event, `seconds` pass or the
-/// client of `req` is gone; the view carried by that event, or else from the store.
+/// Waits on an existing subscription to `id` (an operation of the tenant of `req`) until its
+/// terminal event, `seconds` pass or the client of `req` is gone; the view carried by that
+/// event, or else from the store.
 boost::asio::awaitable<std::optional<status_view>> await_terminal(
     context& ctx, const http::request& req, const std::shared_ptr<sse::subscription>& sub,
     std::string id, int seconds);

@@ -24,6 +24,7 @@ constexpr int replay_page = 256;
 
 // A stream's progress: the last id sent and the operations whose terminal event went out.
 struct stream_state {
+    const store::tenant_id& tenant;       // whose operations these are
     const std::vector<std::string>& ids;  // the subscription's
     std::int64_t last = 0;
     std::set<std::string> finished;
@@ -59,7 +60,7 @@ asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state&
     // Only what is durable: later commits reach the subscription live, after their fsync.
     const std::int64_t upto = ctx.db.published_seq();
     for (;;) {
-        auto page = co_await ctx.db.replay(st.ids, st.last, upto, replay_page);
+        auto page = co_await ctx.db.replay(st.tenant, st.ids, st.last, upto, replay_page);
         std::string text;
         for (const auto& e : page) {
             text += sse::format_event(e, ctx.base_url);
@@ -74,8 +75,9 @@ asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state&
 // client has gone, or the mailbox closed (overflow, shutdown: the client resumes with its last
 // id). A null entry is the hub's heartbeat. Everything taken at once goes out in one write.
 // One frame for the whole live part: an idle stream holds little more than its socket.
-asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::int64_t after,
-                             std::set<std::string> ended, http::body_writer& out) {
+asio::awaitable<void> stream(context& ctx, store::tenant_id tenant, std::vector<std::string> ids,
+                             std::int64_t after, std::set<std::string> ended,
+                             http::body_writer& out) {
     // Subscribe first, then replay: whatever commits in between arrives live, and live
     // events the replay already covered are dropped by id.
     auto sub = co_await ctx.hub.subscribe(std::move(ids), ctx.settings.sse_backlog, true);
@@ -99,7 +101,7 @@ asio::awaitable<void> stream(context& ctx, std::vector<std::string> ids, std::in
         });
     });
     // Operations whose terminal event the client had seen count as sent.
-    stream_state st{sub->operation_ids, after, std::move(ended)};
+    stream_state st{tenant, sub->operation_ids, after, std::move(ended)};
     co_await replay(ctx, out, st);
     if (st.done()) co_return;
     out.watch_closed([sub] { sub->box.close(); });
@@ -155,8 +157,10 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
 
     // Which operations exist, and which of them have ended at or before `after`.
     // Read before the stream subscribes: every event published later has a greater id.
+    // Operations of other tenants are as unknown: 404, and nothing of them is ever replayed.
     const std::int64_t newest = ctx.db.published_seq();
-    const auto ends = co_await ctx.db.stream_ends(ids);
+    auto tenant = tenant_of(req);
+    const auto ends = co_await ctx.db.stream_ends(tenant, ids);
     std::set<std::string> ended;
     for (std::size_t i = 0; i < ids.size(); ++i) {
         if (!ends[i]) throw http_error{404, "not-found", "no operation with id " + ids[i]};
@@ -178,9 +182,10 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     r.set("Cache-Control", "no-store");
     r.set("X-Accel-Buffering", "no");
     r.set("Vary", "Accept");
-    r.stream = [&ctx, ids = std::move(ids), after,
+    r.stream = [&ctx, tenant = std::move(tenant), ids = std::move(ids), after,
                 ended = std::move(ended)](http::body_writer& out) mutable {
-        return stream(ctx, std::move(ids), after, std::move(ended), out);  // called once
+        return stream(ctx, std::move(tenant), std::move(ids), after, std::move(ended),
+                      out);  // called once
     };
     co_return r;
 }

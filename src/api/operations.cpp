@@ -158,6 +158,7 @@ submission parse_submission(const context& ctx, const http::request& req) {
     s.op.max_attempts = max_attempts ? static_cast<int>(*max_attempts) : k->defaults.max_attempts;
     s.op.timeout_s = timeout ? *timeout : k->defaults.timeout_s;
     s.op.created_at = now;
+    s.op.tenant = caller(req).tenant;
     // Only an idempotent request compares bodies.
     if (req.has_header("idempotency-key")) s.canonical = core::canonical_json(body);
     return s;
@@ -230,7 +231,9 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         } else {
             guard.reset();
             sub.reset();
-            auto op = co_await load(ctx, stored.operation_id);
+            // The key was found among this tenant's, so the operation is this tenant's too.
+            auto tenant = tenant_of(req);
+            auto op = co_await load(ctx, std::move(tenant), stored.operation_id);
             if (!op)
                 throw http_error{409, "idempotency-conflict",
                                  "the operation of this key is gone; retry"};
@@ -306,7 +309,8 @@ bool etag_matches(std::string_view header, std::string_view etag) {
 asio::awaitable<http::response> get_result(context& ctx, http::request& req) {
     const auto& id = req.params[0];
     require_id(id);
-    auto found = co_await ctx.db.load_result(id);
+    auto tenant = tenant_of(req);
+    auto found = co_await ctx.db.load_result(std::move(tenant), id);
     if (!found) throw http_error{404, "not-found", "no operation with id " + id};
     const auto& op = found->op;
     auto& result = found->result;
@@ -336,7 +340,8 @@ asio::awaitable<http::response> get_result(context& ctx, http::request& req) {
 asio::awaitable<http::response> delete_operation(context& ctx, http::request& req) {
     const auto& id = req.params[0];
     require_id(id);
-    auto removed = co_await ctx.db.remove(id);
+    auto tenant = tenant_of(req);
+    auto removed = co_await ctx.db.remove(std::move(tenant), id);
     if (removed.kind == store::delete_result::missing)
         throw http_error{404, "not-found", "no operation with id " + id};
     if (removed.kind == store::delete_result::active) {
@@ -364,10 +369,14 @@ http_error finished_problem(const core::operation& op) {
 asio::awaitable<http::response> cancel_operation(context& ctx, http::request& req) {
     const auto& id = req.params[0];
     require_id(id);
+    const auto tenant = tenant_of(req);
+    // The scheduler knows no tenants: an operation of another tenant must not reach it.
+    auto known = co_await load(ctx, tenant, id);
+    if (!known) throw http_error{404, "not-found", "no operation with id " + id};
     for (int round = 0; round < 2; ++round) {
         auto found = co_await ctx.scheduler.cancel(id);
         if (found != jobs::scheduler::cancel_state::not_active) {
-            auto op = co_await load(ctx, id);
+            auto op = co_await load(ctx, tenant, id);
             if (!op) break;
             // Its job may have recorded an outcome that the scheduler has not heard of yet:
             // then the stored state decides, except that the cancel which stopped the job is
@@ -376,12 +385,12 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
                               op->state == core::status::canceled;
             if (core::is_terminal(op->state) && !ours) throw finished_problem(*op);
             // The 202 is a promise: it holds across a crash before the job has stopped.
-            if (!core::is_terminal(op->state)) co_await ctx.db.request_cancel(id);
+            if (!core::is_terminal(op->state)) co_await ctx.db.request_cancel(tenant, id);
             http::response r = json_response(202, core::represent_text(*op, ctx.base_url));
             r.set("Location", status_url(ctx, id));
             co_return r;
         }
-        auto pending = co_await ctx.db.cancel_pending(id);
+        auto pending = co_await ctx.db.cancel_pending(tenant, id);
         if (pending.kind == store::cancel_result::missing) break;
         if (pending.kind == store::cancel_result::canceled)
             co_return json_response(200, core::represent_text(pending.op, ctx.base_url));
@@ -392,7 +401,7 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
 }
 
 asio::awaitable<http::response> list_operations(context& ctx, http::request& req) {
-    store::list_query q;
+    store::list_query q(tenant_of(req));
     std::string filters;
     for (const auto& [k, v] : parse_query(req.query)) {
         if (k == "status") {

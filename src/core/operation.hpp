@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/principal.hpp"
 #include "core/time.hpp"
 
 namespace buzzer::core {
@@ -44,6 +45,8 @@ struct operation {
     std::optional<std::string> error;     ///< serialized problem object
     bool cancel_requested = false;        ///< a cancel was accepted; its job is to stop
     std::int64_t row = 0;                 ///< the store's handle (insertion order); 0: not known
+    /// Whose it is: only that tenant's requests see it. Not part of its representation.
+    std::string tenant{default_tenant};
 };
 
 /// A stored result body and its media type.
@@ -59,11 +62,12 @@ struct queued {
     int priority = 0;
     millis run_after = 0;
     std::int64_t order = 0;  ///< insertion order (the store's row): ties run oldest first
+    std::string tenant{default_tenant};  ///< the operation's (for quotas per tenant)
 };
 
 /// The queue entry of a pending operation that has its row.
 inline queued queue_entry(const operation& op) {
-    return {op.id, op.kind, op.priority, op.run_after, op.row};
+    return {op.id, op.kind, op.priority, op.run_after, op.row, op.tenant};
 }
 
 /// A JSON number: an integer when `v` is whole (so 60 prints as 60, not 6E1).

@@ -1,6 +1,7 @@
-// The store: where operations, their results, their event log and idempotency keys are kept.
-// The API and the scheduler speak to it in the domain's words (submit, claim, record, replay,
-// list); how a backend keeps them (SQL, threads, connections) stays behind this interface.
+// The store: where operations, their results, their event log and idempotency keys are kept,
+// with the API keys and shared secrets of access control. The API and the scheduler speak to it
+// in the domain's words (submit, claim, record, replay, list); how a backend keeps them (SQL,
+// threads, connections) stays behind this interface.
 //
 // What every backend guarantees:
 // - Durable before resumed: a write's coroutine resumes only once its changes are durable
@@ -16,6 +17,13 @@
 //   over. A replay up to `published_seq()` and a subscription made before it together see
 //   every event once.
 // - Reads see a consistent snapshot of everything durable when they start.
+// - Tenants: every operation belongs to one (`operation::tenant`). Each call the API makes
+//   about operations takes a `tenant_id` and is confined to that tenant: an operation of
+//   another tenant is answered exactly as a missing one (nullopt, `missing`, no stream end, no
+//   events), and idempotency keys are looked up within the tenant. Event ids stay global. Only
+//   the scheduler's calls (start_attempts, record, purge, open) cross tenants.
+// - Other processes may open the same database (attach()): what they commit is seen by the
+//   next read, and writes of both wait for each other instead of failing at once.
 #pragma once
 
 #include <atomic>
@@ -34,6 +42,7 @@
 #include "core/event.hpp"
 #include "core/histogram.hpp"
 #include "core/operation.hpp"
+#include "core/principal.hpp"
 
 namespace buzzer::store {
 
@@ -54,6 +63,13 @@ class database_error : public std::runtime_error {
 struct migration {
     std::string_view name;
     std::string_view sql;
+};
+
+/// The tenant a call is confined to. A type of its own, so that it cannot be passed where an
+/// operation id goes (both are text).
+struct tenant_id {
+    explicit tenant_id(std::string_view name) : name(name) {}
+    std::string name;
 };
 
 /// How to open the store.
@@ -154,12 +170,33 @@ struct recorded {
     std::exception_ptr error;
 };
 
-/// Filter and page of a list request.
+/// Filter and page of a list request, within one tenant.
 struct list_query {
+    explicit list_query(tenant_id tenant) : tenant(std::move(tenant)) {}
+    tenant_id tenant;
     std::vector<core::status> statuses;
     std::optional<std::string> kind;
     std::optional<std::string> before;  ///< ids strictly older than this one
     int limit = 50;
+};
+
+/// An API key as stored; its secret is kept only as a hash, and never here.
+struct api_key_record {
+    std::string id;
+    std::string tenant;
+    core::role role = core::role::read;
+    std::string name;
+    std::optional<std::vector<std::string>> kinds;  ///< the kinds it may submit; none: every kind
+    core::millis created_at = 0;
+    std::optional<core::millis> expires_at;  ///< none: never
+    std::optional<core::millis> revoked_at;  ///< none: live
+};
+
+/// What changed among API keys since a version: the ids revoked after it, and the newest
+/// version (to ask from next time).
+struct key_changes {
+    std::int64_t version = 0;
+    std::vector<std::string> revoked;
 };
 
 /// The store's interface; one implementation per backend.
@@ -175,11 +212,16 @@ class store {
     /// abandoned (lifecycle). Throws when the database cannot be used.
     virtual recovery open(core::millis now) = 0;
 
+    /// Opens the database and brings the schema up to date, recovering nothing: for a process
+    /// beside a running server (the keys command), whose operations it must leave alone.
+    virtual void attach() = 0;
+
     /// Finishes queued work and closes the database; later calls fail.
     virtual void close() = 0;
 
     /// Stores a new operation with the events of its submission (lifecycle `submitted`),
     /// and the key when given. Atomic: a key's first use and its operation commit together.
+    /// The key is looked up among those of `op.tenant`.
     virtual boost::asio::awaitable<submit_result> submit(core::operation op,
                                                          std::vector<core::event> events,
                                                          std::optional<idempotency_key> key) = 0;
@@ -195,41 +237,79 @@ class store {
     virtual boost::asio::awaitable<std::vector<recorded>> record(
         std::span<const change> changes) = 0;
 
-    /// Cancels operation `id` if it is pending (lifecycle `canceled`).
-    virtual boost::asio::awaitable<cancel_result> cancel_pending(std::string id) = 0;
+    /// Cancels operation `id` of `tenant` if it is pending (lifecycle `canceled`).
+    virtual boost::asio::awaitable<cancel_result> cancel_pending(tenant_id tenant,
+                                                                 std::string id) = 0;
 
-    /// Records that active operation `id` is to be canceled (lifecycle `cancel_requested`):
-    /// durable, so that a server that stops before its job has stopped cancels it at start.
-    virtual boost::asio::awaitable<void> request_cancel(std::string id) = 0;
+    /// Records that active operation `id` of `tenant` is to be canceled (lifecycle
+    /// `cancel_requested`): durable, so that a server that stops before its job has stopped
+    /// cancels it at start.
+    virtual boost::asio::awaitable<void> request_cancel(tenant_id tenant, std::string id) = 0;
 
-    /// Deletes a finished operation with its result, events and keys.
-    virtual boost::asio::awaitable<delete_result> remove(std::string id) = 0;
+    /// Deletes a finished operation of `tenant` with its result, events and keys.
+    virtual boost::asio::awaitable<delete_result> remove(tenant_id tenant, std::string id) = 0;
 
     /// Deletes up to `limit` operations that finished before `finished_before`, and the
     /// idempotency keys made before `keys_before`; returns how many operations went.
     virtual boost::asio::awaitable<int> purge(core::millis finished_before,
                                               core::millis keys_before, int limit) = 0;
 
-    /// Loads one operation.
-    virtual boost::asio::awaitable<std::optional<core::operation>> load(std::string id) = 0;
+    /// Loads one operation of `tenant`.
+    virtual boost::asio::awaitable<std::optional<core::operation>> load(tenant_id tenant,
+                                                                        std::string id) = 0;
 
-    /// Loads one operation and, when it succeeded, its result.
-    virtual boost::asio::awaitable<std::optional<operation_result>> load_result(std::string id) = 0;
+    /// Loads one operation of `tenant` and, when it succeeded, its result.
+    virtual boost::asio::awaitable<std::optional<operation_result>> load_result(tenant_id tenant,
+                                                                                std::string id) = 0;
 
-    /// Newest first, filtered; up to `limit + 1` so that the caller can tell whether more
-    /// follow.
+    /// The operations of `q.tenant`, newest first, filtered; up to `limit + 1` so that the
+    /// caller can tell whether more follow.
     virtual boost::asio::awaitable<std::vector<core::operation>> list(list_query q) = 0;
 
-    /// For each of `ids`: none when there is no such operation; else the id of its terminal
+    /// For each of `ids`: none when `tenant` has no such operation; else the id of its terminal
     /// event, 0 while it is active.
     virtual boost::asio::awaitable<std::vector<std::optional<std::int64_t>>> stream_ends(
-        std::vector<std::string> ids) = 0;
+        tenant_id tenant, std::vector<std::string> ids) = 0;
 
-    /// The events of `ids` with `after < seq <= upto`, oldest first, at most `limit`.
-    virtual boost::asio::awaitable<std::vector<core::event>> replay(std::vector<std::string> ids,
+    /// The events of those of `ids` that are operations of `tenant`, with
+    /// `after < seq <= upto`, oldest first, at most `limit`.
+    virtual boost::asio::awaitable<std::vector<core::event>> replay(tenant_id tenant,
+                                                                    std::vector<std::string> ids,
                                                                     std::int64_t after,
                                                                     std::int64_t upto,
                                                                     int limit) = 0;
+
+    /// Stores a new API key with the hash of its secret; resumes once it is durable. Throws
+    /// when its id or hash is taken.
+    virtual boost::asio::awaitable<void> create_key(api_key_record key,
+                                                    std::string secret_hash) = 0;
+
+    /// The key whose secret has this hash, revoked or expired ones too (the caller checks).
+    virtual boost::asio::awaitable<std::optional<api_key_record>> find_key(
+        std::string secret_hash) = 0;
+
+    /// The key with this id, revoked or expired ones too.
+    virtual boost::asio::awaitable<std::optional<api_key_record>> find_key_by_id(
+        std::string id) = 0;
+
+    /// The keys not revoked (expired ones too) of `tenant`, or of every tenant when none,
+    /// newest first.
+    virtual boost::asio::awaitable<std::vector<api_key_record>> list_keys(
+        std::optional<tenant_id> tenant) = 0;
+
+    /// Revokes key `id` at `now`; false when there is no such key, it is revoked already, or
+    /// it is not of `tenant` (when one is given). Durable before it resumes.
+    virtual boost::asio::awaitable<bool> revoke_key(std::optional<tenant_id> tenant, std::string id,
+                                                    core::millis now) = 0;
+
+    /// The keys revoked (by any process on the database) after `version`, and the newest
+    /// version; 0 asks for every revocation.
+    virtual boost::asio::awaitable<key_changes> key_changes_since(std::int64_t version) = 0;
+
+    /// The secret stored under `name`, storing `candidate` first when there is none: every
+    /// process on the database gets the same one. Blocks until the write is durable: call it
+    /// at start, after open() or attach(), never on an I/O thread.
+    virtual std::string shared_secret(std::string_view name, std::string candidate) = 0;
 
     /// Whether a write round trip succeeds now (for /readyz).
     virtual boost::asio::awaitable<bool> writable() = 0;

@@ -43,6 +43,10 @@ int migrate(connection& db, std::span<const migration> migrations) {
         int n = number_of(m.name);
         if (n <= current) continue;
         transaction tx(db);
+        // Another process on the database (a second server, the keys command) may have applied
+        // it since the version was read: under the write lock, the version read now holds.
+        current = schema_version(db);
+        if (n <= current) continue;
         db.exec(m.sql);
         auto ins = db.cached(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)");

@@ -1,6 +1,7 @@
 #include "store/sqlite/queries.hpp"
 
 #include <algorithm>
+#include <boost/json/parse.hpp>
 #include <stdexcept>
 #include <string>
 
@@ -11,7 +12,7 @@ namespace {
 
 #define BUZZER_OP_COLUMNS                                                               \
     "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, " \
-    "started_at, finished_at, run_after, progress, error, rowid, cancel_requested"
+    "started_at, finished_at, run_after, progress, error, rowid, cancel_requested, tenant"
 
 core::operation row_to_operation(statement& s) {
     core::operation op;
@@ -31,6 +32,7 @@ core::operation row_to_operation(statement& s) {
     op.error = s.get_opt_text(13);
     op.row = s.get_int(14);
     op.cancel_requested = s.get_int(15) != 0;
+    op.tenant = s.get_text(16);
     return op;
 }
 
@@ -39,8 +41,8 @@ core::operation row_to_operation(statement& s) {
 std::int64_t insert_operation(connection& db, const core::operation& op) {
     auto s = db.cached(
         "INSERT INTO operations (id, kind, status, input, priority, max_attempts, timeout_s, "
-        "attempt, created_at, run_after, started_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        "attempt, created_at, run_after, started_at, tenant) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
     s->bind(1, op.id)
         .bind(2, op.kind)
         .bind(3, core::to_string(op.state))
@@ -52,13 +54,16 @@ std::int64_t insert_operation(connection& db, const core::operation& op) {
         .bind(9, op.created_at)
         .bind(10, op.run_after)
         .bind(11, op.started_at)
+        .bind(12, op.tenant)
         .exec();
     return db.last_insert_rowid();
 }
 
-std::optional<core::operation> load_operation(connection& db, std::string_view id) {
-    auto s = db.cached("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE id = ?1");
-    s->bind(1, id);
+std::optional<core::operation> load_operation(connection& db, const tenant_id& tenant,
+                                              std::string_view id) {
+    auto s =
+        db.cached("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE id = ?1 AND tenant = ?2");
+    s->bind(1, id).bind(2, tenant.name);
     if (!s->step()) return std::nullopt;
     return row_to_operation(*s);
 }
@@ -125,7 +130,7 @@ std::optional<core::result_body> load_result(connection& db, std::string_view id
 
 std::vector<core::operation> list_operations(connection& db, const list_query& q) {
     // Built per request: the filter's shape varies. Ids are ULIDs, so id order is time order.
-    std::string sql = "SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE 1";
+    std::string sql = "SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE tenant = ?";
     if (!q.statuses.empty()) {
         sql += " AND status IN (";
         for (std::size_t i = 0; i < q.statuses.size(); ++i) sql += i ? ",?" : "?";
@@ -139,7 +144,8 @@ std::vector<core::operation> list_operations(connection& db, const list_query& q
     if (q.before) sql += " AND id < ?";
     sql += " ORDER BY id DESC LIMIT ?";
     statement s(db, sql);
-    int i = 1;
+    s.bind(1, q.tenant.name);
+    int i = 2;
     for (auto st : q.statuses) s.bind(i++, core::to_string(st));
     if (q.kind) s.bind(i++, *q.kind);
     if (q.before) s.bind(i++, *q.before);
@@ -149,11 +155,10 @@ std::vector<core::operation> list_operations(connection& db, const list_query& q
     return out;
 }
 
-bool delete_operation(connection& db, std::string_view id) {
-    auto del = db.cached(
-        "DELETE FROM operations WHERE id = ?1 AND status IN ('succeeded', 'failed', 'canceled')");
-    del->bind(1, id).exec();
-    if (db.changes() == 0) return false;
+namespace {
+
+// What deleting an operation leaves: its events and keys go, and ids are not handed out again.
+void delete_traces(connection& db, std::string_view id) {
     // The newest event may be among those deleted: record the high-water mark first, so that
     // ids are not handed out again after a restart.
     db.cached(
@@ -163,6 +168,27 @@ bool delete_operation(connection& db, std::string_view id) {
         ->exec();
     db.cached("DELETE FROM events WHERE operation_id = ?1")->bind(1, id).exec();
     db.cached("DELETE FROM idempotency_keys WHERE operation_id = ?1")->bind(1, id).exec();
+}
+
+// Deletes terminal operation `id` whatever its tenant (the retention purge).
+bool delete_any(connection& db, std::string_view id) {
+    auto del = db.cached(
+        "DELETE FROM operations WHERE id = ?1 AND status IN ('succeeded', 'failed', 'canceled')");
+    del->bind(1, id).exec();
+    if (db.changes() == 0) return false;
+    delete_traces(db, id);
+    return true;
+}
+
+}  // namespace
+
+bool delete_operation(connection& db, const tenant_id& tenant, std::string_view id) {
+    auto del = db.cached(
+        "DELETE FROM operations WHERE id = ?1 AND tenant = ?2 "
+        "AND status IN ('succeeded', 'failed', 'canceled')");
+    del->bind(1, id).bind(2, tenant.name).exec();
+    if (db.changes() == 0) return false;
+    delete_traces(db, id);
     return true;
 }
 
@@ -180,7 +206,7 @@ int purge_finished(connection& db, core::millis cutoff, int limit) {
         s->bind(1, cutoff).bind(2, limit).bind(3, std::string_view(below));
         while (s->step()) ids.push_back(s->get_text(0));
     }
-    for (const auto& id : ids) delete_operation(db, id);
+    for (const auto& id : ids) delete_any(db, id);
     return static_cast<int>(ids.size());
 }
 
@@ -208,13 +234,13 @@ std::vector<core::operation> cancel_requested(connection& db) {
 
 std::vector<core::queued> pending_operations(connection& db) {
     auto s = db.cached(
-        "SELECT id, kind, priority, run_after, rowid FROM operations "
+        "SELECT id, kind, priority, run_after, rowid, tenant FROM operations "
         "WHERE status = 'pending' AND status <> 'succeeded' "
         "ORDER BY priority DESC, rowid");
     std::vector<core::queued> out;
     while (s->step())
         out.push_back(core::queued{s->get_text(0), s->get_text(1), static_cast<int>(s->get_int(2)),
-                                   s->get_int(3), s->get_int(4)});
+                                   s->get_int(3), s->get_int(4), s->get_text(5)});
     return out;
 }
 
@@ -225,39 +251,53 @@ std::int64_t count_pending(connection& db) {
     return s->get_int(0);
 }
 
-std::optional<idempotency_entry> find_key(connection& db, std::string_view key) {
-    auto s = db.cached("SELECT request, operation_id FROM idempotency_keys WHERE key = ?1");
-    s->bind(1, key);
+std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,
+                                                      std::string_view key) {
+    auto s = db.cached(
+        "SELECT request, operation_id FROM idempotency_keys WHERE tenant = ?1 AND key = ?2");
+    s->bind(1, tenant.name).bind(2, key);
     if (!s->step()) return std::nullopt;
     return idempotency_entry{s->get_text(0), s->get_text(1)};
 }
 
-void insert_key(connection& db, std::string_view key, std::string_view request,
-                std::string_view operation_id, core::millis now) {
+void insert_idempotency_key(connection& db, const tenant_id& tenant, std::string_view key,
+                            std::string_view request, std::string_view operation_id,
+                            core::millis now) {
     auto s = db.cached(
-        "INSERT INTO idempotency_keys (key, request, operation_id, created_at) "
-        "VALUES (?1, ?2, ?3, ?4)");
-    s->bind(1, key).bind(2, request).bind(3, operation_id).bind(4, now).exec();
+        "INSERT INTO idempotency_keys (tenant, key, request, operation_id, created_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)");
+    s->bind(1, tenant.name).bind(2, key).bind(3, request).bind(4, operation_id).bind(5, now);
+    s->exec();
 }
 
-std::vector<core::event> read_events(connection& db, const std::vector<std::string>& operation_ids,
+std::vector<core::event> read_events(connection& db, const tenant_id& tenant,
+                                     const std::vector<std::string>& operation_ids,
                                      std::int64_t after, std::int64_t upto, int limit) {
     std::vector<core::event> out;
+    if (operation_ids.empty()) return out;
+    // Events carry no tenant: those of operations of other tenants are left out by their
+    // operation (the subquery does not depend on the event row and runs once).
     if (operation_ids.size() == 1) {
         auto s = db.cached(
             "SELECT seq, operation_id, type, data FROM events "
-            "WHERE operation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4");
+            "WHERE operation_id = ?1 AND seq > ?2 AND seq <= ?3 "
+            "AND EXISTS (SELECT 1 FROM operations WHERE id = ?1 AND tenant = ?5) "
+            "ORDER BY seq LIMIT ?4");
         s->bind(1, operation_ids[0]).bind(2, after).bind(3, upto).bind(4, limit);
+        s->bind(5, tenant.name);
         while (s->step())
             out.push_back(
                 core::event{s->get_int(0), s->get_text(1), s->get_text(2), s->get_text(3)});
         return out;
     }
-    std::string sql = "SELECT seq, operation_id, type, data FROM events WHERE operation_id IN (";
+    std::string sql =
+        "SELECT seq, operation_id, type, data FROM events WHERE operation_id IN "
+        "(SELECT id FROM operations WHERE tenant = ? AND id IN (";
     for (std::size_t i = 0; i < operation_ids.size(); ++i) sql += i ? ",?" : "?";
-    sql += ") AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
+    sql += ")) AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
     statement s(db, sql);
-    int i = 1;
+    s.bind(1, tenant.name);
+    int i = 2;
     for (const auto& id : operation_ids) s.bind(i++, id);
     s.bind(i++, after);
     s.bind(i++, upto);
@@ -282,6 +322,151 @@ std::int64_t terminal_event(connection& db, std::string_view operation_id) {
     s->bind(1, operation_id);
     s->step();
     return s->get_int(0);
+}
+
+namespace {
+
+#define BUZZER_KEY_COLUMNS "id, tenant, role, name, kinds, created_at, expires_at, revoked_at"
+
+// A key's kinds as stored: a JSON array of strings.
+std::string kinds_text(const std::vector<std::string>& kinds) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < kinds.size(); ++i) {
+        if (i) out += ',';
+        core::append_json_string(out, kinds[i]);
+    }
+    out += ']';
+    return out;
+}
+
+// The kinds of a stored key. Text that is not an array of strings (written by hand) allows
+// no kind at all: a damaged limit must not become no limit.
+std::vector<std::string> parse_kinds(const std::string& text) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    std::vector<std::string> out;
+    if (ec || !v.is_array()) return out;
+    for (const auto& k : v.get_array()) {
+        if (!k.is_string()) return {};
+        out.emplace_back(k.get_string());
+    }
+    return out;
+}
+
+api_key_record row_to_key(statement& s) {
+    api_key_record k;
+    k.id = s.get_text(0);
+    k.tenant = s.get_text(1);
+    // The table allows only the three roles; anything else would get the least of them.
+    k.role = core::parse_role(s.get_text(2)).value_or(core::role::read);
+    k.name = s.get_text(3);
+    if (auto kinds = s.get_opt_text(4)) k.kinds = parse_kinds(*kinds);
+    k.created_at = s.get_int(5);
+    k.expires_at = s.get_opt_int(6);
+    k.revoked_at = s.get_opt_int(7);
+    return k;
+}
+
+// Takes the next key version. Inside the write's transaction, which holds the database's write
+// lock: versions increase in commit order across every process on the database.
+std::int64_t next_key_version(connection& db) {
+    auto s = db.cached(
+        "UPDATE counters SET value = value + 1 WHERE name = 'key_version' RETURNING value");
+    if (!s->step()) throw std::runtime_error("the key_version counter is missing");
+    return s->get_int(0);
+}
+
+}  // namespace
+
+void insert_api_key(connection& db, const api_key_record& key, std::string_view secret_hash) {
+    const auto version = next_key_version(db);
+    std::optional<std::string> kinds;
+    if (key.kinds) kinds = kinds_text(*key.kinds);
+    auto s = db.cached(
+        "INSERT INTO api_keys (id, tenant, role, name, kinds, secret_hash, created_at, "
+        "expires_at, revoked_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    s->bind(1, key.id)
+        .bind(2, key.tenant)
+        .bind(3, core::to_string(key.role))
+        .bind(4, key.name)
+        .bind(5, kinds)
+        .bind(6, secret_hash)
+        .bind(7, key.created_at)
+        .bind(8, key.expires_at)
+        .bind(9, key.revoked_at)
+        .bind(10, version)
+        .exec();
+}
+
+std::optional<api_key_record> find_api_key_by_hash(connection& db, std::string_view secret_hash) {
+    auto s = db.cached("SELECT " BUZZER_KEY_COLUMNS " FROM api_keys WHERE secret_hash = ?1");
+    s->bind(1, secret_hash);
+    if (!s->step()) return std::nullopt;
+    return row_to_key(*s);
+}
+
+std::optional<api_key_record> find_api_key_by_id(connection& db, std::string_view id) {
+    auto s = db.cached("SELECT " BUZZER_KEY_COLUMNS " FROM api_keys WHERE id = ?1");
+    s->bind(1, id);
+    if (!s->step()) return std::nullopt;
+    return row_to_key(*s);
+}
+
+std::vector<api_key_record> list_api_keys(connection& db, const std::optional<tenant_id>& tenant) {
+    auto s = tenant ? db.cached("SELECT " BUZZER_KEY_COLUMNS
+                                " FROM api_keys WHERE tenant = ?1 AND revoked_at IS NULL "
+                                "ORDER BY created_at DESC, id DESC")
+                    : db.cached("SELECT " BUZZER_KEY_COLUMNS
+                                " FROM api_keys WHERE revoked_at IS NULL "
+                                "ORDER BY created_at DESC, id DESC");
+    if (tenant) s->bind(1, tenant->name);
+    std::vector<api_key_record> out;
+    while (s->step()) out.push_back(row_to_key(*s));
+    return out;
+}
+
+bool revoke_api_key(connection& db, const std::optional<tenant_id>& tenant, std::string_view id,
+                    core::millis now) {
+    {
+        auto live = db.cached("SELECT tenant FROM api_keys WHERE id = ?1 AND revoked_at IS NULL");
+        live->bind(1, id);
+        if (!live->step()) return false;
+        if (tenant && live->get_text(0) != tenant->name) return false;
+    }
+    const auto version = next_key_version(db);
+    auto s = db.cached("UPDATE api_keys SET revoked_at = ?2, version = ?3 WHERE id = ?1");
+    s->bind(1, id).bind(2, now).bind(3, version).exec();
+    return true;
+}
+
+key_changes api_key_changes(connection& db, std::int64_t version) {
+    // One statement, one snapshot: no revocation can fall between the list and the version.
+    auto s = db.cached(
+        "SELECT c.value, k.id FROM counters AS c LEFT JOIN api_keys AS k "
+        "ON k.version > ?1 AND k.revoked_at IS NOT NULL WHERE c.name = 'key_version' "
+        "ORDER BY k.version");
+    s->bind(1, version);
+    key_changes out;
+    while (s->step()) {
+        out.version = s->get_int(0);
+        if (!s->is_null(1)) out.revoked.push_back(s->get_text(1));
+    }
+    return out;
+}
+
+std::string shared_secret(connection& db, std::string_view name, std::string_view candidate,
+                          core::millis now) {
+    db.cached(
+          "INSERT INTO shared_secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
+          "ON CONFLICT (name) DO NOTHING")
+        ->bind(1, name)
+        .bind(2, candidate)
+        .bind(3, now)
+        .exec();
+    auto s = db.cached("SELECT value FROM shared_secrets WHERE name = ?1");
+    s->bind(1, name);
+    if (!s->step()) throw std::runtime_error("shared secret " + std::string(name) + " is missing");
+    return s->get_text(0);
 }
 
 }  // namespace buzzer::store::sqlite

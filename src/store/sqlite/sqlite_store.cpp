@@ -1,6 +1,8 @@
 // The SQLite backend of the store: each call is one write (group-committed by the executor's
 // writer thread) or one read (on a reader connection), and each state change it makes is the
 // lifecycle's.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/json/parse.hpp>
 
 #include "core/json_text.hpp"
@@ -71,16 +73,22 @@ class sqlite_store final : public store {
         return r;
     }
 
+    void attach() override {
+        db_.on_commit = on_commit;
+        db_.open();
+    }
+
     void close() override { db_.close(); }
 
     boost::asio::awaitable<submit_result> submit(core::operation op,
                                                  std::vector<core::event> events,
                                                  std::optional<idempotency_key> key) override {
         submit_result r;
+        const tenant_id tenant(op.tenant);
         co_await db_.write([&](write_context& w) {
             r = {};
             if (key) {
-                if (auto found = find_key(w.db, key->key)) {
+                if (auto found = find_idempotency_key(w.db, tenant, key->key)) {
                     r.kind = same_request(found->request, key->request) ? submit_result::replayed
                                                                         : submit_result::key_reused;
                     r.operation_id = found->operation_id;
@@ -89,7 +97,8 @@ class sqlite_store final : public store {
             }
             r.op.row = insert_operation(w.db, op);
             add_events(w, events);
-            if (key) insert_key(w.db, key->key, key->request, op.id, op.created_at);
+            if (key)
+                insert_idempotency_key(w.db, tenant, key->key, key->request, op.id, op.created_at);
         });
         if (r.kind == submit_result::accepted) {
             const auto row = r.op.row;
@@ -142,12 +151,13 @@ class sqlite_store final : public store {
         co_return out;
     }
 
-    boost::asio::awaitable<cancel_result> cancel_pending(std::string id) override {
+    boost::asio::awaitable<cancel_result> cancel_pending(tenant_id tenant,
+                                                         std::string id) override {
         cancel_result r;
         const auto now = core::now_ms();
         co_await db_.write([&](write_context& w) {
             r = {};
-            auto op = load_operation(w.db, id);
+            auto op = load_operation(w.db, tenant, id);
             if (!op) return;
             if (op->state != core::status::pending) {
                 r = {cancel_result::not_pending, std::move(*op)};
@@ -160,22 +170,22 @@ class sqlite_store final : public store {
         co_return r;
     }
 
-    boost::asio::awaitable<void> request_cancel(std::string id) override {
+    boost::asio::awaitable<void> request_cancel(tenant_id tenant, std::string id) override {
         co_await db_.write([&](write_context& w) {
-            auto op = load_operation(w.db, id);
+            auto op = load_operation(w.db, tenant, id);
             if (!op) return;
             auto step = lifecycle::apply(std::move(*op), lifecycle::cancel_requested{});
             if (step) save_step(w, step);
         });
     }
 
-    boost::asio::awaitable<delete_result> remove(std::string id) override {
+    boost::asio::awaitable<delete_result> remove(tenant_id tenant, std::string id) override {
         delete_result r;
         co_await db_.write([&](write_context& w) {
             r = {};
-            if (delete_operation(w.db, id)) {
+            if (delete_operation(w.db, tenant, id)) {
                 r.kind = delete_result::deleted;
-            } else if (auto op = load_operation(w.db, id)) {
+            } else if (auto op = load_operation(w.db, tenant, id)) {
                 r.kind = delete_result::active;
                 r.state = op->state;
             }
@@ -193,16 +203,18 @@ class sqlite_store final : public store {
         co_return purged;
     }
 
-    boost::asio::awaitable<std::optional<core::operation>> load(std::string id) override {
+    boost::asio::awaitable<std::optional<core::operation>> load(tenant_id tenant,
+                                                                std::string id) override {
         std::optional<core::operation> op;
-        co_await db_.read([&](connection& db) { op = load_operation(db, id); });
+        co_await db_.read([&](connection& db) { op = load_operation(db, tenant, id); });
         co_return op;
     }
 
-    boost::asio::awaitable<std::optional<operation_result>> load_result(std::string id) override {
+    boost::asio::awaitable<std::optional<operation_result>> load_result(tenant_id tenant,
+                                                                        std::string id) override {
         std::optional<operation_result> r;
         co_await db_.read([&](connection& db) {
-            auto op = load_operation(db, id);
+            auto op = load_operation(db, tenant, id);
             if (!op) return;
             r.emplace();
             if (op->state == core::status::succeeded) r->result = sqlite::load_result(db, id);
@@ -218,11 +230,11 @@ class sqlite_store final : public store {
     }
 
     boost::asio::awaitable<std::vector<std::optional<std::int64_t>>> stream_ends(
-        std::vector<std::string> ids) override {
+        tenant_id tenant, std::vector<std::string> ids) override {
         std::vector<std::optional<std::int64_t>> ends(ids.size());
         co_await db_.read([&](connection& db) {
             for (std::size_t i = 0; i < ids.size(); ++i) {
-                auto op = load_operation(db, ids[i]);
+                auto op = load_operation(db, tenant, ids[i]);
                 if (!op) continue;
                 ends[i] = core::is_terminal(op->state) ? terminal_event(db, ids[i]) : 0;
             }
@@ -230,12 +242,67 @@ class sqlite_store final : public store {
         co_return ends;
     }
 
-    boost::asio::awaitable<std::vector<core::event>> replay(std::vector<std::string> ids,
+    boost::asio::awaitable<std::vector<core::event>> replay(tenant_id tenant,
+                                                            std::vector<std::string> ids,
                                                             std::int64_t after, std::int64_t upto,
                                                             int limit) override {
         std::vector<core::event> page;
-        co_await db_.read([&](connection& db) { page = read_events(db, ids, after, upto, limit); });
+        co_await db_.read(
+            [&](connection& db) { page = read_events(db, tenant, ids, after, upto, limit); });
         co_return page;
+    }
+
+    boost::asio::awaitable<void> create_key(api_key_record key, std::string secret_hash) override {
+        co_await db_.write([&](write_context& w) { insert_api_key(w.db, key, secret_hash); });
+    }
+
+    boost::asio::awaitable<std::optional<api_key_record>> find_key(
+        std::string secret_hash) override {
+        std::optional<api_key_record> key;
+        co_await db_.read([&](connection& db) { key = find_api_key_by_hash(db, secret_hash); });
+        co_return key;
+    }
+
+    boost::asio::awaitable<std::optional<api_key_record>> find_key_by_id(std::string id) override {
+        std::optional<api_key_record> key;
+        co_await db_.read([&](connection& db) { key = find_api_key_by_id(db, id); });
+        co_return key;
+    }
+
+    boost::asio::awaitable<std::vector<api_key_record>> list_keys(
+        std::optional<tenant_id> tenant) override {
+        std::vector<api_key_record> keys;
+        co_await db_.read([&](connection& db) { keys = list_api_keys(db, tenant); });
+        co_return keys;
+    }
+
+    boost::asio::awaitable<bool> revoke_key(std::optional<tenant_id> tenant, std::string id,
+                                            core::millis now) override {
+        bool revoked = false;
+        co_await db_.write(
+            [&](write_context& w) { revoked = revoke_api_key(w.db, tenant, id, now); });
+        co_return revoked;
+    }
+
+    boost::asio::awaitable<key_changes> key_changes_since(std::int64_t version) override {
+        key_changes changes;
+        co_await db_.read([&](connection& db) { changes = api_key_changes(db, version); });
+        co_return changes;
+    }
+
+    std::string shared_secret(std::string_view name, std::string candidate) override {
+        // Through the writer like every write, awaited on an io_context of this call's own.
+        std::string secret;
+        const auto now = core::now_ms();
+        boost::asio::io_context io;
+        std::exception_ptr failure;
+        boost::asio::co_spawn(io, db_.write([&](write_context& w) {
+            secret = sqlite::shared_secret(w.db, name, candidate, now);
+        }),
+                              [&failure](std::exception_ptr e) { failure = e; });
+        io.run();
+        if (failure) std::rethrow_exception(failure);
+        return secret;
     }
 
     boost::asio::awaitable<bool> writable() override { co_return co_await db_.writable(); }

@@ -64,6 +64,18 @@ BOOST_AUTO_TEST_CASE(formats_every_day_of_four_centuries_like_gmtime) {
     }
 }
 
+// The tenant decides who sees an operation; it is not part of what they see.
+BOOST_AUTO_TEST_CASE(the_representation_does_not_show_the_tenant) {
+    auto op = sample(status::pending);
+    BOOST_TEST(op.tenant == default_tenant);
+    op.tenant = "acme-tenant";
+    const auto text = represent_text(op, "");
+    BOOST_TEST(text.find("acme-tenant") == std::string::npos);
+    BOOST_TEST(!represent(op, "").contains("tenant"));
+    BOOST_TEST(state_text(op).find("acme-tenant") == std::string::npos);
+    BOOST_TEST(queue_entry(op).tenant == "acme-tenant");
+}
+
 BOOST_AUTO_TEST_CASE(text_is_json_with_every_field_and_escaped_strings) {
     auto op = sample(status::failed);
     op.kind = "a \"quoted\"\\ kind\n\x01";

@@ -29,6 +29,9 @@ namespace sql = buzzer::store::sqlite;
 
 namespace {
 
+// The tenant of operations made here (make_op leaves it at the default).
+const store::tenant_id tenant(core::default_tenant);
+
 // Executor settings with the embedded schema.
 sql::executor::settings schema(std::string path, bool synchronous_full, unsigned readers,
                                std::size_t max_batch, int checkpoint_frames = 1000,
@@ -142,14 +145,14 @@ BOOST_AUTO_TEST_CASE(a_failing_write_rolls_back_only_itself) {
         }
         std::optional<core::operation> one, two;
         co_await db.read([&](sql::connection& c) {
-            one = sql::load_operation(c, id_of(1));
-            two = sql::load_operation(c, id_of(2));
+            one = sql::load_operation(c, tenant, id_of(1));
+            two = sql::load_operation(c, tenant, id_of(2));
         });
         BOOST_TEST(one.has_value());
         BOOST_TEST(!two.has_value());
         std::vector<core::event> events;
         co_await db.read([&](sql::connection& c) {
-            events = sql::read_events(c, {id_of(2)}, 0, INT64_MAX, 10);
+            events = sql::read_events(c, tenant, {id_of(2)}, 0, INT64_MAX, 10);
         });
         BOOST_TEST(events.empty());
     });
@@ -184,9 +187,9 @@ BOOST_FIXTURE_TEST_CASE(failing_requests_in_a_shared_batch_undo_only_themselves,
     test::run_coroutine([&]() -> asio::awaitable<void> {
         co_await db.read([&](sql::connection& c) {
             for (int i = 1; i <= n; ++i)
-                if (sql::load_operation(c, id_of(i))) kept.push_back(id_of(i));
+                if (sql::load_operation(c, tenant, id_of(i))) kept.push_back(id_of(i));
             for (int i = 3; i <= n; i += 3)
-                for (auto& e : sql::read_events(c, {id_of(i)}, 0, INT64_MAX, 10))
+                for (auto& e : sql::read_events(c, tenant, {id_of(i)}, 0, INT64_MAX, 10))
                     events_of_failed.push_back(e.operation_id);
         });
     });
@@ -212,9 +215,9 @@ BOOST_FIXTURE_TEST_CASE(write_each_reports_each_error_and_keeps_the_others, reco
         errors = co_await db.write_each(std::move(fns));
         std::optional<core::operation> one, two, three;
         co_await db.read([&](sql::connection& c) {
-            one = sql::load_operation(c, id_of(1));
-            two = sql::load_operation(c, id_of(2));
-            three = sql::load_operation(c, id_of(3));
+            one = sql::load_operation(c, tenant, id_of(1));
+            two = sql::load_operation(c, tenant, id_of(2));
+            three = sql::load_operation(c, tenant, id_of(3));
         });
         BOOST_TEST(one.has_value());
         BOOST_TEST(!two.has_value());
@@ -271,8 +274,9 @@ BOOST_AUTO_TEST_CASE(event_ids_are_not_reused_after_the_newest_events_are_delete
                 newest = w.add_event(id_of(2), "completed", "{}");
             });
             // The newest events go with their operation.
-            co_await db.write(
-                [&](sql::write_context& w) { BOOST_TEST(sql::delete_operation(w.db, id_of(2))); });
+            co_await db.write([&](sql::write_context& w) {
+                BOOST_TEST(sql::delete_operation(w.db, tenant, id_of(2)));
+            });
         });
     }
     sql::executor db{schema(path, true, 1, 4096)};
@@ -472,8 +476,8 @@ BOOST_AUTO_TEST_CASE(the_purge_takes_operations_finished_before_the_cutoff_and_n
         co_await db.read([&](sql::connection& c) {
             for (const auto* op :
                  {&old_done, &old_failed, &old_but_done_since, &old_still_running, &new_done})
-                present[op->id] = sql::load_operation(c, op->id).has_value() &&
-                                  !sql::read_events(c, {op->id}, 0, 1LL << 62, 10).empty();
+                present[op->id] = sql::load_operation(c, tenant, op->id).has_value() &&
+                                  !sql::read_events(c, tenant, {op->id}, 0, 1LL << 62, 10).empty();
         });
     });
     BOOST_TEST(!present[old_done.id]);
