@@ -29,8 +29,9 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        server.on_listening = [](const std::string& address) {
-            std::printf("listening on http://%s\n", address.c_str());
+        const bool https = !cl.opts.tls_cert.empty();
+        server.on_listening = [https](const std::string& address) {
+            std::printf("listening on %s://%s\n", https ? "https" : "http", address.c_str());
             std::fflush(stdout);
         };
         server.run();

@@ -35,7 +35,9 @@ struct options {
     double shutdown_grace_s = 10;           ///< time running jobs get to stop on shutdown
     std::size_t max_pending = 100000;       ///< pending operations before 429
     unsigned max_running = 256;             ///< jobs running at once, all kinds together
-    bool handle_signals = true;             ///< SIGINT and SIGTERM stop the server
+    bool handle_signals = true;             ///< SIGINT and SIGTERM stop, SIGHUP reloads
+    std::string tls_cert;  ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
+    std::string tls_key;   ///< PEM private key of tls_cert
 };
 
 /// Defaults of a kind; a request may override timeout, attempts and priority.

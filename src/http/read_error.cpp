@@ -6,6 +6,8 @@
 #include <boost/beast/http/error.hpp>
 #include <string>
 
+#include "http/tls_stream.hpp"
+
 namespace buzzer::http {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -52,6 +54,9 @@ const std::array<row, 12>& table() {
 
 std::optional<http_error> read_problem(boost::system::error_code ec, read_phase phase,
                                        std::size_t header_limit, std::size_t body_limit) {
+    // A record that does not decrypt, or another TLS protocol error: the session is over and
+    // cannot carry an answer.
+    if (ec.category() == tls_category()) return std::nullopt;
     for (const auto& r : table()) {
         if (ec != r.code) continue;
         switch (r.meaning) {

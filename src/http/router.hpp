@@ -16,6 +16,16 @@ namespace buzzer::http {
 /// A request handler.
 using handler = std::function<boost::asio::awaitable<response>(request&)>;
 
+/// Sees every request once it is read, before its route is looked up; a response answers
+/// the request at once (a CORS preflight, a client over its failure limit), none lets it go
+/// on to its route.
+using before_hook = std::function<std::optional<response>(request&)>;
+
+/// Sees every response the router's dispatch produces before it is written (a route's, a
+/// 404 or 405, a problem, the before-hook's own; a stream's before its head), and may change
+/// it.
+using after_hook = std::function<void(const request&, response&)>;
+
 /// A table of routes; `{name}` segments match one non-empty path segment.
 class router {
   public:
@@ -39,6 +49,22 @@ class router {
         return map_error_ ? map_error_(e) : std::nullopt;
     }
 
+    /// Sets the hook every request passes before its route (none by default). Set it before
+    /// the server starts; it runs on the connection's thread and must not block.
+    void before(before_hook h) { before_ = std::move(h); }
+    /// Sets the hook every response passes before it is written (none by default). Set it
+    /// before the server starts; it runs on the connection's thread and must not block.
+    void after(after_hook h) { after_ = std::move(h); }
+
+    /// The before-hook's answer to `req`, if it has one (none without a hook).
+    std::optional<response> run_before(request& req) const {
+        return before_ ? before_(req) : std::nullopt;
+    }
+    /// Passes `res`, the answer to `req`, through the after-hook.
+    void run_after(const request& req, response& res) const {
+        if (after_) after_(req, res);
+    }
+
   private:
     struct route {
         std::string method;
@@ -49,6 +75,8 @@ class router {
                         std::vector<std::string>* params);
     std::vector<route> routes_;
     error_mapper map_error_;
+    before_hook before_;
+    after_hook after_;
 };
 
 /// Splits "/a/b/" into {"a", "b", ""}; "/" into {""}.

@@ -19,6 +19,8 @@
 #include "core/log.hpp"
 #include "http/head.hpp"
 #include "http/read_error.hpp"
+#include "http/tls_context.hpp"
+#include "http/tls_stream.hpp"
 
 namespace buzzer::http {
 namespace asio = boost::asio;
@@ -34,7 +36,7 @@ namespace {
 // thread runs it).
 struct connection_state {
     asio::any_io_executor executor;
-    beast::tcp_stream* stream = nullptr;
+    tcp::socket* socket = nullptr;  ///< of the connection's stream, while it lives
     bool idle = true;
     bool closing = false;
 };
@@ -58,11 +60,44 @@ void on_client_end(tcp::socket& socket, bool any_byte, std::function<void()> fn)
     });
 }
 
+// What the session does differently over each kind of stream, as overloads: no virtual call
+// on the plain path.
+tcp::socket& socket_of(beast::tcp_stream& s) { return s.socket(); }
+tcp::socket& socket_of(tls_stream& s) { return s.socket(); }
+
+void watch_client_end(beast::tcp_stream& s, bool any_byte, std::function<void()> fn) {
+    on_client_end(s.socket(), any_byte, std::move(fn));
+}
+void watch_client_end(tls_stream& s, bool any_byte, std::function<void()> fn) {
+    // Over TLS a close_notify is bytes too: the stream tells it from data.
+    s.watch_client_end(any_byte, std::move(fn));
+}
+
+void cancel_watch(beast::tcp_stream& s) {
+    boost::system::error_code ignored;
+    s.socket().cancel(ignored);
+}
+void cancel_watch(tls_stream& s) { s.cancel_watch(); }
+
+template <class Stream>
+constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+
+// The client's address without the port; an IPv4 client of an IPv6 socket as IPv4.
+std::string remote_of(tcp::socket& socket) {
+    boost::system::error_code ec;
+    auto ep = socket.remote_endpoint(ec);
+    if (ec) return {};
+    auto address = ep.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped())
+        address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    return address.to_string();
+}
+
 // The SSE writer: chunks over the connection, with a deadline on each write.
+template <class Stream>
 class chunk_writer final : public body_writer {
   public:
-    chunk_writer(beast::tcp_stream& s, std::chrono::milliseconds timeout)
-        : stream_(s), timeout_(timeout) {}
+    chunk_writer(Stream& s, std::chrono::milliseconds timeout) : stream_(s), timeout_(timeout) {}
 
     asio::awaitable<void> write(std::string_view data) override {
         stream_.expires_after(timeout_);
@@ -72,13 +107,13 @@ class chunk_writer final : public body_writer {
     void watch_closed(std::function<void()> fn) override {
         // A byte or the end of file: either way the client is done. Closing the socket at the
         // end of the stream cancels the wait.
-        on_client_end(stream_.socket(), true, std::move(fn));
+        watch_client_end(stream_, true, std::move(fn));
     }
 
     void abort() override { stream_.close(); }
 
   private:
-    beast::tcp_stream& stream_;
+    Stream& stream_;
     std::chrono::milliseconds timeout_;
 };
 
@@ -136,6 +171,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // On the accept strand: when refusals were last logged, and how many came since.
     std::optional<std::chrono::steady_clock::time_point> refusals_logged;
     std::uint64_t refused_unlogged = 0;
+    // The TLS context new connections take; none: plain HTTP.
+    std::mutex tls_mutex;
+    tls_context tls;
+    // When failed handshakes were last logged, and how many came since (any thread).
+    std::mutex handshake_log_mutex;
+    std::optional<std::chrono::steady_clock::time_point> handshakes_logged;
+    std::uint64_t handshakes_unlogged = 0;
 
     void count(int status) {
         if (status < 300)
@@ -193,50 +235,73 @@ struct server::impl : std::enable_shared_from_this<impl> {
                 live.insert(state);
             }
             stats.connections.fetch_add(1);
+            auto done = [self = shared_from_this(), state](std::exception_ptr e) {
+                self->session_ended(e, state);
+            };
             auto ex = socket.get_executor();
-            asio::co_spawn(ex, run_session(std::move(socket), state),
-                           [self = shared_from_this(), state](std::exception_ptr e) {
-                               if (e) {
-                                   try {
-                                       std::rethrow_exception(e);
-                                   } catch (const boost::system::system_error&) {
-                                       // A client that went away mid-response: nothing to report.
-                                   } catch (const std::exception& x) {
-                                       core::log(core::level::error,
-                                                 std::string("connection: ") + x.what());
-                                   } catch (...) {
-                                       // Not a std::exception (a stream body's `throw 42`):
-                                       // it ends this connection, never the process.
-                                       core::log(core::level::error,
-                                                 "connection: an exception of unknown type");
-                                   }
-                               }
-                               {
-                                   std::lock_guard lock(self->mutex);
-                                   self->live.erase(state);
-                               }
-                               self->stats.connections.fetch_sub(1);
-                           });
+            if (auto tls = current_tls()) {
+                // The session holds a reference of the context: a reload replaces it for new
+                // connections only.
+                std::optional<tls_stream> stream;
+                try {
+                    stream.emplace(std::move(socket), tls.get());
+                } catch (const std::exception&) {
+                    done(std::current_exception());  // logged; the socket closed with it
+                    continue;
+                }
+                asio::co_spawn(ex, run_session(std::move(*stream), state), std::move(done));
+            } else {
+                asio::co_spawn(ex, run_session(beast::tcp_stream(std::move(socket)), state),
+                               std::move(done));
+            }
         }
+    }
+
+    void session_ended(const std::exception_ptr& e,
+                       const std::shared_ptr<connection_state>& state) {
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const boost::system::system_error&) {
+                // A client that went away mid-response: nothing to report.
+            } catch (const std::exception& x) {
+                core::log(core::level::error, std::string("connection: ") + x.what());
+            } catch (...) {
+                // Not a std::exception (a stream body's `throw 42`): it ends this connection,
+                // never the process.
+                core::log(core::level::error, "connection: an exception of unknown type");
+            }
+        }
+        {
+            std::lock_guard lock(mutex);
+            live.erase(state);
+        }
+        stats.connections.fetch_sub(1);
+    }
+
+    tls_context current_tls() {
+        std::lock_guard lock(tls_mutex);
+        return tls;
     }
 
     // Answers a failed read of a request with its problem, if the client is still there to
     // read one; the connection closes after it either way.
-    asio::awaitable<void> fail_read(beast::tcp_stream& stream, boost::system::error_code ec,
-                                    read_phase phase, std::string_view instance) {
+    template <class Stream>
+    asio::awaitable<void> fail_read(Stream& stream, boost::system::error_code ec, read_phase phase,
+                                    std::string_view instance) {
         auto problem = read_problem(ec, phase, settings.header_limit, settings.body_limit);
         if (problem) co_await send_error(stream, *problem, instance);
     }
 
-    asio::awaitable<void> send_error(beast::tcp_stream& stream, const http_error& e,
-                                     std::string_view path) {
+    template <class Stream>
+    asio::awaitable<void> send_error(Stream& stream, const http_error& e, std::string_view path) {
         response r = problem_response(e, path);
         r.close = true;
         co_await write_response(stream, r, false, false);
     }
 
-    asio::awaitable<void> write_response(beast::tcp_stream& stream, response& r, bool keep_alive,
-                                         bool head) {
+    template <class Stream>
+    asio::awaitable<void> write_response(Stream& stream, response& r, bool keep_alive, bool head) {
         // The head is written out here and sent with the body in one gather write: Beast's
         // serializer walks a concatenation of buffer sequences that costs more than the
         // response itself for the small answers of this API.
@@ -251,7 +316,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
     // The head of a chunked response, which ends the connection: the body's end is the
     // connection's.
-    asio::awaitable<void> write_stream_head(beast::tcp_stream& stream, response& r) {
+    template <class Stream>
+    asio::awaitable<void> write_stream_head(Stream& stream, response& r) {
         std::string out = response_head(r, false);
         count(r.status);
         stream.expires_after(settings.write_timeout);
@@ -260,7 +326,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
     // A streamed body (SSE). Its coroutine frames stay small: an idle stream holds this
     // frame, the session's and the body's.
-    asio::awaitable<void> write_stream(beast::tcp_stream& stream, response& r) {
+    template <class Stream>
+    asio::awaitable<void> write_stream(Stream& stream, response& r) {
         co_await write_stream_head(stream, r);
         r.headers = {};
         stats.streams.fetch_add(1);
@@ -268,7 +335,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             server_stats& s;
             ~guard() { s.streams.fetch_sub(1); }
         } g{stats};
-        chunk_writer writer(stream, settings.write_timeout);
+        chunk_writer<Stream> writer(stream, settings.write_timeout);
         {
             // The body coroutine owns copies of what it needs: the function can go now.
             auto body = std::move(r.stream);
@@ -281,22 +348,29 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await asio::async_write(stream, bhttp::make_chunk_last(), use_awaitable);
     }
 
+    // The answer to a request: the before-hook's, the route's, or a problem; then the
+    // after-hook sees it, whichever it is.
     asio::awaitable<response> dispatch(request& req) {
         stats.requests.fetch_add(1, std::memory_order_relaxed);
-        auto m = routes.find(req.method, req.path);
         std::optional<http_error> error;
+        response res;
         try {
-            if (!m.target) {
-                if (!m.allow.empty())
-                    throw http_error{405,
-                                     "method-not-allowed",
-                                     "this resource accepts " + m.allow,
-                                     {},
-                                     {{"Allow", m.allow}}};
-                throw http_error{404, "not-found", "no resource at " + req.path};
+            if (auto early = routes.run_before(req)) {
+                res = std::move(*early);
+            } else {
+                auto m = routes.find(req.method, req.path);
+                if (!m.target) {
+                    if (!m.allow.empty())
+                        throw http_error{405,
+                                         "method-not-allowed",
+                                         "this resource accepts " + m.allow,
+                                         {},
+                                         {{"Allow", m.allow}}};
+                    throw http_error{404, "not-found", "no resource at " + req.path};
+                }
+                req.params = std::move(m.params);
+                res = co_await (*m.target)(req);
             }
-            req.params = std::move(m.params);
-            co_return co_await (*m.target)(req);
         } catch (const http_error& e) {
             error = e;
         } catch (const std::exception& e) {
@@ -311,7 +385,26 @@ struct server::impl : std::enable_shared_from_this<impl> {
                       "handler " + req.method + " " + req.path + ": an exception of unknown type");
             error = http_error{500, "internal-error", "the server failed to answer this request"};
         }
-        co_return problem_response(*error, req.path);
+        if (error) res = problem_response(*error, req.path);
+        after_hook(req, res);
+        co_return res;
+    }
+
+    // The router's after-hook on `res`; one that throws leaves a 500 in its place.
+    void after_hook(const request& req, response& res) {
+        try {
+            routes.run_after(req, res);
+            return;
+        } catch (const std::exception& e) {
+            core::log(core::level::error,
+                      "after-hook " + req.method + " " + req.path + ": " + e.what());
+        } catch (...) {
+            core::log(core::level::error, "after-hook " + req.method + " " + req.path +
+                                              ": an exception of unknown type");
+        }
+        res = problem_response(
+            http_error{500, "internal-error", "the server failed to answer this request"},
+            req.path);
     }
 
     // Feeds the bytes in `buffer` to `parser` up to the end of the header, or, once the header
@@ -335,9 +428,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // Runs `read()`, a read of `stream`, with a deadline of its own. The stream's deadline
     // would close the socket when it passes; this one only cancels the read, which then ends
     // with beast::error::timeout, so that the client can still be sent its 408.
-    template <class Read>
+    template <class Stream, class Read>
     static asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_within(
-        beast::tcp_stream& stream, std::chrono::milliseconds limit, Read read) {
+        Stream& stream, std::chrono::milliseconds limit, Read read) {
         stream.expires_never();
         // Tells a timer that fires just as the read completes that it is too late.
         auto state = std::make_shared<int>(0);  // 1: read done, 2: timed out
@@ -346,7 +439,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
             if (ec || *state != 0) return;
             *state = 2;
             boost::system::error_code ignored;
-            stream.socket().cancel(ignored);
+            socket_of(stream).cancel(ignored);
         });
         auto [ec, n] = co_await read();
         if (*state == 2) ec = beast::error::timeout;
@@ -366,7 +459,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // connection is to close; an error response, if one is due, has been sent. A coroutine of
     // its own so that the parser is not part of the session's frame, which an event stream
     // keeps for its whole life.
-    asio::awaitable<std::optional<incoming>> read_request(beast::tcp_stream& stream,
+    template <class Stream>
+    asio::awaitable<std::optional<incoming>> read_request(Stream& stream,
                                                           beast::flat_buffer& buffer) {
         bhttp::request_parser<bhttp::string_body> parser;
         parser.header_limit(static_cast<std::uint32_t>(settings.header_limit));
@@ -438,9 +532,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // Serves requests until the connection is to close, or until a handler answers with a
     // stream: that response is returned for the session to write. The read buffer, the request
     // and the parser live here, not in the frame that an event stream keeps.
-    asio::awaitable<std::optional<response>> serve(beast::tcp_stream& stream,
-                                                   connection_state& state) {
+    template <class Stream>
+    asio::awaitable<std::optional<response>> serve(Stream& stream, connection_state& state) {
         beast::flat_buffer buffer(std::max<std::size_t>(settings.header_limit * 2, 64 * 1024));
+        const std::string remote = remote_of(socket_of(stream));
         for (bool first = true;; first = false) {
             state.idle = true;
             if (state.closing || stopping) break;
@@ -460,18 +555,17 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
             std::optional<incoming> in = co_await read_request(stream, buffer);
             if (!in) break;
+            in->req.remote = remote;
+            in->req.secure = is_tls<Stream>;
             // Nothing is read while the handler runs: pipelined requests wait in `buffer`.
             stream.expires_never();
             bool watching = false;
             in->req.on_client_gone = [&stream, &watching](std::function<void()> fn) {
                 watching = true;
-                on_client_end(stream.socket(), false, std::move(fn));
+                watch_client_end(stream, false, std::move(fn));
             };
             response res = co_await dispatch(in->req);
-            if (watching) {
-                boost::system::error_code ignored;
-                stream.socket().cancel(ignored);
-            }
+            if (watching) cancel_watch(stream);
             if (res.stream && !in->head) {
                 std::optional<response> streamed(std::move(res));
                 co_return streamed;
@@ -483,18 +577,53 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_return std::nullopt;
     }
 
-    asio::awaitable<void> run_session(tcp::socket socket, std::shared_ptr<connection_state> state) {
-        beast::tcp_stream stream(std::move(socket));
-        state->stream = &stream;
+    // Says that TLS handshakes failed, at most once every few seconds with the count since the
+    // last line, and at debug level: scanners and clients that speak plain HTTP to the port
+    // must not fill the log.
+    void handshake_failed(boost::system::error_code ec, const std::string& remote) {
+        stats.tls_handshakes_failed.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t unlogged = 0;
+        {
+            std::lock_guard lock(handshake_log_mutex);
+            ++handshakes_unlogged;
+            const auto now = std::chrono::steady_clock::now();
+            if (handshakes_logged && now - *handshakes_logged < std::chrono::seconds(5)) return;
+            handshakes_logged = now;
+            unlogged = std::exchange(handshakes_unlogged, 0);
+        }
+        core::log(core::level::debug, "TLS handshake failed (" + std::to_string(unlogged) +
+                                          " since the last report), the last from " + remote +
+                                          ": " + ec.message());
+    }
+
+    template <class Stream>
+    asio::awaitable<void> run_session(Stream stream, std::shared_ptr<connection_state> state) {
+        state->socket = &socket_of(stream);
         struct detach {
             std::shared_ptr<connection_state>& s;
-            ~detach() { s->stream = nullptr; }
+            ~detach() { s->socket = nullptr; }
         } detach_guard{state};
 
+        if constexpr (is_tls<Stream>) {
+            // The handshake has the time of a request's headers.
+            stream.expires_after(std::min(settings.header_timeout, settings.idle_timeout));
+            auto [ec] = co_await stream.async_handshake(tuple_awaitable);
+            if (ec) {
+                if (ec != asio::error::operation_aborted)
+                    handshake_failed(ec, remote_of(stream.socket()));
+                co_return;
+            }
+        }
         std::optional<response> streamed = co_await serve(stream, *state);
         if (streamed) co_await write_stream(stream, *streamed);
+        if constexpr (is_tls<Stream>) {
+            // close_notify, as far as it goes out at once: the client's is not waited for.
+            stream.expires_after(std::min<std::chrono::milliseconds>(settings.write_timeout,
+                                                                     std::chrono::seconds(1)));
+            co_await stream.async_shutdown(tuple_awaitable);
+        }
         boost::system::error_code ignored;
-        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        socket_of(stream).shutdown(tcp::socket::shutdown_send, ignored);
         stream.close();
     }
 };
@@ -561,9 +690,9 @@ void server::stop() {
     for (const auto& state : impl_->live) {
         asio::post(state->executor, [state] {
             state->closing = true;
-            if (state->idle && state->stream) {
+            if (state->idle && state->socket) {
                 boost::system::error_code ignored;
-                state->stream->socket().close(ignored);
+                state->socket->close(ignored);
             }
         });
     }
@@ -574,12 +703,23 @@ void server::close_all() {
     for (const auto& state : impl_->live) {
         asio::post(state->executor, [state] {
             state->closing = true;
-            if (state->stream) {
+            if (state->socket) {
                 boost::system::error_code ignored;
-                state->stream->socket().close(ignored);
+                state->socket->close(ignored);
             }
         });
     }
+}
+
+void server::use_tls(const std::string& cert_file, const std::string& key_file) {
+    auto ctx = make_tls_context(cert_file, key_file);
+    std::lock_guard lock(impl_->tls_mutex);
+    impl_->tls = std::move(ctx);
+}
+
+bool server::secure() const {
+    std::lock_guard lock(impl_->tls_mutex);
+    return impl_->tls != nullptr;
 }
 
 std::int64_t server::connections() const { return impl_->stats.connections.load(); }

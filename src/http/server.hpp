@@ -24,6 +24,7 @@ struct server_stats {
     std::atomic<std::int64_t> connections{0};
     std::atomic<std::uint64_t> connections_refused{0};  ///< closed at max_connections
     std::atomic<std::int64_t> streams{0};
+    std::atomic<std::uint64_t> tls_handshakes_failed{0};  ///< closed before a request
 };
 
 /// Limits and timeouts of connections (buzzer::options has their documented defaults).
@@ -49,6 +50,16 @@ class server {
 
     /// Binds `host:port` (SO_REUSEADDR) and returns the bound address as "HOST:PORT".
     std::string listen(const std::string& host_port);
+
+    /// Makes the listener speak HTTPS only, with the certificate chain of `cert_file` (PEM,
+    /// the leaf first) and the key of `key_file`. Call before start(); a later call reloads
+    /// them: new connections use the new ones, open connections keep theirs. Throws
+    /// std::runtime_error naming the file and why when either does not load or the key does
+    /// not match, and then what was in use stays.
+    void use_tls(const std::string& cert_file, const std::string& key_file);
+
+    /// Whether the listener speaks HTTPS.
+    bool secure() const;
 
     /// Starts accepting.
     void start();

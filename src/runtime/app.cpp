@@ -13,6 +13,7 @@
 #include <buzzer/server.hpp>
 #include <condition_variable>
 #include <csignal>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -68,6 +69,25 @@ struct server::impl {
     std::mutex stop_mutex;
     bool stop_requested = false;
     std::function<void()> begin_stop;
+
+    // What SIGHUP reloads, one step after the other: a step that fails logs why and leaves
+    // what it reloads as it was; the other steps go on. A step reads a few small files on the
+    // first I/O thread: a rare operator's action, bounded by the size limits of those files.
+    void reload(http::server& front) {
+        bool ok = true;
+        if (!opts.tls_cert.empty()) {
+            try {
+                front.use_tls(opts.tls_cert, opts.tls_key);
+            } catch (const std::exception& e) {
+                ok = false;
+                core::log(core::level::error,
+                          std::string("reload: TLS certificate not reloaded, the previous one "
+                                      "stays: ") +
+                              e.what());
+            }
+        }
+        if (ok) core::log(core::level::info, "reloaded");
+    }
 
     asio::awaitable<void> purge_loop(store::store& db, asio::steady_timer& timer) {
         while (!shutting_down) {
@@ -204,6 +224,9 @@ void server::run() {
         index_page};
     api::add_routes(routes, ctx);
 
+    if (s.opts.tls_cert.empty() != s.opts.tls_key.empty())
+        throw std::runtime_error("tls_cert and tls_key go together: give both or neither");
+    if (!s.opts.tls_cert.empty()) front.use_tls(s.opts.tls_cert, s.opts.tls_key);
     std::string bound = front.listen(s.opts.listen);
     front.start();
     sched.start();
@@ -211,6 +234,7 @@ void server::run() {
     asio::steady_timer purge_timer(maintenance);
     asio::co_spawn(maintenance, s.purge_loop(db, purge_timer), asio::detached);
     asio::signal_set signals(io);
+    asio::signal_set reload_signals(io);
 
     // Graceful shutdown: refuse new work, end streams, hand jobs back, drain connections.
     // When everything has ended, io.run() returns by itself.
@@ -240,6 +264,7 @@ void server::run() {
         asio::post(maintenance, [&] { purge_timer.cancel(); });
         boost::system::error_code ignored;
         signals.cancel(ignored);
+        reload_signals.cancel(ignored);
         work.reset();
         for (auto& w : extra_work) w.reset();
         // Whatever still holds an io_context after this (a job that ignores cancellation)
@@ -271,9 +296,23 @@ void server::run() {
             if (!ec) start_shutdown();
         });
     }
+    // SIGHUP reloads, as often as it comes, until the shutdown cancels the wait.
+    std::function<void()> await_reload = [&] {
+        reload_signals.async_wait([&](boost::system::error_code ec, int) {
+            if (ec || s.shutting_down) return;
+            s.reload(front);
+            await_reload();
+        });
+    };
+    if (s.opts.handle_signals) {
+        reload_signals.add(SIGHUP);
+        await_reload();
+    }
 
     if (on_listening) on_listening(bound);
-    core::log(core::level::info, "buzzer listening on " + bound + ", database " + s.opts.database);
+    core::log(core::level::info, std::string("buzzer listening on ") +
+                                     (front.secure() ? "https://" : "http://") + bound +
+                                     ", database " + s.opts.database);
 
     io.run();
     for (auto& t : pool) t.join();

@@ -190,6 +190,9 @@ bool listen_ok(const std::string& address) {
     return ok && std::stol(address.substr(colon + 1)) <= 65535;
 }
 
+// A file path: not empty.
+bool path_ok(const std::string& path) { return !path.empty(); }
+
 // One name of a choice and the value it stands for.
 struct choice_value {
     std::string_view name;
@@ -324,6 +327,11 @@ const std::vector<setting>& settings() {
                     "pending operations before submissions get 429"),
         integer_row("max-running", "max_running", &o::max_running, "N", 1, 1e6,
                     "operations running at once"),
+        text_row("tls-cert", "tls_cert", &o::tls_cert, "FILE", "a file path", path_ok,
+                 "PEM certificate chain, the leaf first: with --tls-key the listener speaks "
+                 "HTTPS only (SIGHUP reloads both)"),
+        text_row("tls-key", "tls_key", &o::tls_key, "FILE", "a file path", path_ok,
+                 "PEM private key of --tls-cert"),
     };
     return table;
 }
@@ -540,6 +548,10 @@ command_line parse_command_line(int argc, const char* const* argv) {
         apply_flag(s, o,
                    s.kind == setting::type::toggle ? std::string() : vm[flag].as<std::string>());
     }
+    // A certificate without its key, or a key without its certificate, is a half-done setup.
+    if (o.tls_cert.empty() != o.tls_key.empty())
+        throw config_error(o.tls_cert.empty() ? "--tls-cert: is required with --tls-key"
+                                              : "--tls-key: is required with --tls-cert");
     return out;
 }
 

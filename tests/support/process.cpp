@@ -35,8 +35,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The marker the server prints once it accepts connections (API.md, "Command line").
+// The marker the server prints once it accepts connections (API.md, "Command line"), and
+// the one of a server that speaks HTTPS.
 constexpr std::string_view listening_marker = "listening on http://";
+constexpr std::string_view listening_marker_tls = "listening on https://";
 
 [[noreturn]] void throw_errno(const char* what) {
     throw std::system_error(errno, std::generic_category(), what);
@@ -455,9 +457,14 @@ void server_process::start(server_options options) {
                  !found && (nl = pending.find('\n', line_start)) != std::string::npos;
                  line_start = nl + 1) {
                 std::string_view const line(pending.data() + line_start, nl - line_start);
-                auto const at = line.find(listening_marker);
+                auto at = line.find(listening_marker);
+                auto marker = listening_marker.size();
+                if (at == std::string_view::npos) {
+                    at = line.find(listening_marker_tls);
+                    marker = listening_marker_tls.size();
+                }
                 if (at != std::string_view::npos &&
-                    parse_host_port(line.substr(at + listening_marker.size()), host_, port_)) {
+                    parse_host_port(line.substr(at + marker), host_, port_)) {
                     found = true;
                 }
             }
