@@ -30,7 +30,8 @@ struct job_control {
     std::string id;
     std::int64_t row;  ///< the operation's handle in the store
     std::string kind;
-    int priority = 0;  ///< as queued (for a claim that is put back)
+    int priority = 0;    ///< as queued (for a claim that is put back)
+    std::string tenant;  ///< as queued (for a claim that is put back)
     boost::asio::strand<boost::asio::io_context::executor_type> strand;
     boost::asio::steady_timer wake;  ///< fires at the attempt's deadline, or at once when stopped
     boost::asio::cancellation_signal cancel;  ///< bound to the job's coroutine; `wake` emits it

@@ -12,9 +12,9 @@ bool ready_queue::add(const core::queued& q, core::millis now) {
     return true;
 }
 
-bool ready_queue::remove(std::string_view id) {
+std::optional<core::queued> ready_queue::remove(std::string_view id) {
     auto it = index_.find(std::string(id));
-    if (it == index_.end()) return false;
+    if (it == index_.end()) return std::nullopt;
     const auto& [q, delayed] = it->second;
     if (delayed) {
         for (auto d = delayed_.lower_bound(q.run_after);
@@ -27,8 +27,9 @@ bool ready_queue::remove(std::string_view id) {
     } else if (auto r = ready_.find(q.kind); r != ready_.end()) {
         r->second.erase(entry_of(q));
     }
+    std::optional<core::queued> out(std::move(it->second.q));
     index_.erase(it);
-    return true;
+    return out;
 }
 
 void ready_queue::release_due(core::millis now) {

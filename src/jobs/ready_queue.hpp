@@ -22,8 +22,8 @@ class ready_queue {
     /// later than `now`. Returns whether it was added.
     bool add(const core::queued& q, core::millis now);
 
-    /// Takes `id` out, ready or delayed; returns whether it was queued.
-    bool remove(std::string_view id);
+    /// Takes `id` out, ready or delayed; returns the entry when it was queued.
+    std::optional<core::queued> remove(std::string_view id);
 
     /// Makes the delayed entries due at `now` ready.
     void release_due(core::millis now);

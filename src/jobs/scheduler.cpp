@@ -115,9 +115,23 @@ std::shared_ptr<job_control> scheduler::track(std::string id, std::int64_t row, 
     return ctrl;
 }
 
+void scheduler::count_pending(const std::string& tenant, std::int64_t delta) {
+    std::lock_guard lock(tenants_mutex_);
+    auto it = pending_by_tenant_.try_emplace(tenant, 0).first;
+    it->second += delta;
+    if (it->second <= 0) pending_by_tenant_.erase(it);
+}
+
+std::int64_t scheduler::pending_of(std::string_view tenant) const {
+    std::lock_guard lock(tenants_mutex_);
+    auto it = pending_by_tenant_.find(tenant);
+    return it == pending_by_tenant_.end() ? 0 : it->second;
+}
+
 void scheduler::add(core::queued q) {
     if (running_.count(q.id)) return;
     if (!queue_.add(q, core::now_ms())) return;
+    count_pending(q.tenant, 1);
     stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
     arm_delay_timer();
 }
@@ -163,8 +177,10 @@ void scheduler::pump() {
             break;
         }
         auto q = queue_.pop(next);
+        count_pending(q.tenant, -1);
         claimed.push_back(track(std::move(q.id), q.order, std::move(q.kind)));
         claimed.back()->priority = q.priority;
+        claimed.back()->tenant = std::move(q.tenant);
     }
     stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
     queue_idle_.store(!waiting, std::memory_order_release);
@@ -190,8 +206,10 @@ asio::awaitable<void> scheduler::start_jobs(std::vector<std::shared_ptr<job_cont
                 core::log_failure(error, "job " + ctrl->id + ": cannot start (failure " +
                                              std::to_string(start_failures_) +
                                              " in a row), retrying in 1 s: ");
-            finished(ctrl, core::queued{ctrl->id, ctrl->kind, ctrl->priority, core::now_ms() + 1000,
-                                        ctrl->row});
+            core::queued again{ctrl->id, ctrl->kind, ctrl->priority, core::now_ms() + 1000,
+                               ctrl->row};
+            again.tenant = ctrl->tenant;
+            finished(ctrl, std::move(again));
             continue;
         }
         start_failures_ = 0;
@@ -230,7 +248,10 @@ asio::awaitable<scheduler::cancel_state> scheduler::cancel(std::string id) {
             asio::post(ctrl->strand, [ctrl] { ctrl->stop(stop_reason::cancel); });
             return cancel_state::cancelling;
         }
-        if (queue_.remove(id)) stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
+        if (auto removed = queue_.remove(id)) {
+            count_pending(removed->tenant, -1);
+            stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
+        }
         return cancel_state::not_active;
     };
     auto state = co_await core::run_on(strand_, std::move(on_strand));

@@ -109,7 +109,14 @@ class scheduler {
     /// Counters.
     const scheduler_stats& stats() const { return stats_; }
 
+    /// Pending operations of `tenant` (for its quota); callable from any thread.
+    std::int64_t pending_of(std::string_view tenant) const;
+
   private:
+    void count_pending(const std::string& tenant, std::int64_t delta);
+    // Pending operations per tenant, read by submissions on every I/O thread.
+    mutable std::mutex tenants_mutex_;
+    std::map<std::string, std::int64_t, std::less<>> pending_by_tenant_;
     void spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op);
     void add(core::queued q);
     void take_incoming();

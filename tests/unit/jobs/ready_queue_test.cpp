@@ -91,10 +91,10 @@ BOOST_AUTO_TEST_CASE(remove_takes_out_ready_and_delayed_entries) {
     q.add(entry("ready", "a", 0, 1), now);
     q.add(entry("delayed", "a", 0, 2, now + 10), now);
     q.add(entry("twin", "a", 0, 3, now + 10), now);  // same due time
-    BOOST_TEST(q.remove("delayed"));
-    BOOST_TEST(!q.remove("delayed"));
-    BOOST_TEST(q.remove("ready"));
-    BOOST_TEST(!q.remove("unknown"));
+    BOOST_TEST(q.remove("delayed").has_value());
+    BOOST_TEST(!q.remove("delayed").has_value());
+    BOOST_TEST(q.remove("ready").has_value());
+    BOOST_TEST(!q.remove("unknown").has_value());
     BOOST_TEST(q.size() == 1u);
     q.release_due(now + 10);
     BOOST_TEST(drain(q, any_kind) == ids{"twin"}, boost::test_tools::per_element());
