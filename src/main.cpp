@@ -2,10 +2,14 @@
 #include <buzzer/server.hpp>
 #include <cstdio>
 #include <iostream>
+#include <string_view>
 
 #include "runtime/config.hpp"
+#include "runtime/keys_command.hpp"
 
 int main(int argc, char** argv) {
+    if (argc >= 2 && std::string_view(argv[1]) == "keys")
+        return buzzer::runtime::keys_command(argc - 2, argv + 2);
     buzzer::runtime::command_line cl;
     try {
         cl = buzzer::runtime::parse_command_line(argc, argv);

@@ -38,6 +38,13 @@ struct options {
     bool handle_signals = true;             ///< SIGINT and SIGTERM stop, SIGHUP reloads
     std::string tls_cert;  ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
     std::string tls_key;   ///< PEM private key of tls_cert
+    /// Access control, as JSON texts of the configuration file's members: `auth` (empty: not
+    /// configured, open mode on loopback addresses only; `"none"`: open mode anywhere; an
+    /// object: credentials needed), `tenants` (quotas) and `cors`. See the README.
+    std::string auth;
+    std::string tenants;      ///< JSON object of quotas per tenant; empty: none
+    std::string cors;         ///< JSON object of the CORS policy; empty: no CORS
+    std::string config_file;  ///< where SIGHUP reads `auth`, `tenants` and `cors` again
 };
 
 /// Defaults of a kind; a request may override timeout, attempts and priority.

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/principal.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
 #include "jobs/kinds.hpp"
@@ -14,6 +15,8 @@
 #include "store/store.hpp"
 
 namespace buzzer::api {
+
+struct access;
 
 /// The services a handler may call.
 struct context {
@@ -26,11 +29,23 @@ struct context {
     std::atomic<bool>& shutting_down;
     std::string base_url;         ///< public_url without a trailing slash, or empty
     std::string_view index_page;  ///< the demo page served at /
+    access& gate;                 ///< credentials, quotas, CORS
 };
 
-/// A router handler that calls `fn(ctx, request)`; `fn` is a plain function.
-template <class F>
-http::handler bind_handler(context& ctx, F* fn) {
+/// A handler function of the API.
+using handler_function = boost::asio::awaitable<http::response> (*)(context&, http::request&);
+
+/// Checks the credential of `req` for `needed` (access.cpp), then runs `fn`.
+boost::asio::awaitable<http::response> guarded(context& ctx, http::request& req, core::role needed,
+                                               handler_function fn);
+
+/// A router handler that needs a credential with `needed` and then calls `fn(ctx, request)`.
+inline http::handler bind_handler(context& ctx, core::role needed, handler_function fn) {
+    return [&ctx, needed, fn](http::request& req) { return guarded(ctx, req, needed, fn); };
+}
+
+/// A router handler that needs no credential.
+inline http::handler bind_public(context& ctx, handler_function fn) {
     return [&ctx, fn](http::request& req) { return fn(ctx, req); };
 }
 

@@ -263,7 +263,7 @@ asio::awaitable<http::response> events(context& ctx, http::request& req) {
 }  // namespace
 
 void add_event_routes(http::router& r, context& ctx) {
-    r.add("GET", "/events", [&ctx](http::request& req) { return events(ctx, req); });
+    r.add("GET", "/events", bind_handler(ctx, core::role::read, events));
 }
 
 }  // namespace buzzer::api

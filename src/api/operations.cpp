@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <cmath>
 
+#include "api/access.hpp"
 #include "api/common.hpp"
 #include "api/events.hpp"
 #include "core/json_text.hpp"
@@ -180,6 +181,11 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             throw http_error{
                 503, "shutting-down", "the server is shutting down", {}, {{"Retry-After", "5"}}};
         submission s = parse_submission(ctx, req);
+        const auto& who = caller(req);
+        if (!who.may_submit(s.op.kind))
+            throw http_error{403, "forbidden",
+                             "this credential may not submit operations of kind " + s.op.kind};
+        check_quota(ctx, who);
         std::optional<std::string> key;
         if (req.has_header("idempotency-key"))
             key = parse_idempotency_key(req.header("idempotency-key"));
@@ -462,13 +468,13 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
 }  // namespace
 
 void add_operation_routes(http::router& r, context& ctx) {
-    auto bind = [&ctx](auto* fn) { return bind_handler(ctx, fn); };
-    r.add("POST", "/operations", bind(submit));
-    r.add("GET", "/operations", bind(list_operations));
-    r.add("GET", "/operations/{id}/status", bind(get_status));
-    r.add("GET", "/operations/{id}", bind(get_result));
-    r.add("DELETE", "/operations/{id}", bind(delete_operation));
-    r.add("POST", "/operations/{id}/cancel", bind(cancel_operation));
+    using core::role;
+    r.add("POST", "/operations", bind_handler(ctx, role::write, submit));
+    r.add("GET", "/operations", bind_handler(ctx, role::read, list_operations));
+    r.add("GET", "/operations/{id}/status", bind_handler(ctx, role::read, get_status));
+    r.add("GET", "/operations/{id}", bind_handler(ctx, role::read, get_result));
+    r.add("DELETE", "/operations/{id}", bind_handler(ctx, role::write, delete_operation));
+    r.add("POST", "/operations/{id}/cancel", bind_handler(ctx, role::write, cancel_operation));
 }
 
 }  // namespace buzzer::api

@@ -1,6 +1,7 @@
 // Service endpoints: the demo page, /kinds, /healthz, /readyz, /metrics.
 #include <boost/json.hpp>
 
+#include "api/access.hpp"
 #include "api/common.hpp"
 
 namespace buzzer::api {
@@ -67,7 +68,12 @@ void metric(std::string& out, std::string_view name, std::string_view type, std:
     out += '\n';
 }
 
-asio::awaitable<http::response> metrics(context& ctx, http::request&) {
+asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
+    // An admin of any tenant, or the scraper's own token.
+    auto& credentials = ctx.gate.credentials;
+    if (credentials.enabled() && !(req.has_header("authorization") &&
+                                   credentials.is_metrics_token(req.header("authorization"))))
+        co_await authorize(ctx, req, core::role::admin);
     std::string out;
     const auto& h = ctx.http_stats;
     const auto& s = ctx.scheduler.stats();
@@ -120,6 +126,20 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
     ctx.hub.delivery.render(out, "buzzer_sse_delivery_seconds",
                             "Live events: commit to written to the subscriber's socket (the "
                             "oldest event of each write)");
+    bool first = true;
+    for (auto reason : auth::all_refusals) {
+        metric(out, "buzzer_auth_failures_total", first ? "counter" : "",
+               "Requests refused for their credential (401, and 403 for a role), by reason",
+               static_cast<double>(credentials.refusals(reason)),
+               "{reason=\"" + std::string(auth::to_string(reason)) + "\"}");
+        first = false;
+    }
+    metric(out, "buzzer_auth_failure_limit_total", "counter",
+           "Requests refused (429) because their address failed to authenticate too often",
+           static_cast<double>(ctx.gate.failure_rejections.load()));
+    metric(out, "buzzer_quota_rejections_total", "counter",
+           "Submissions refused (429) by their tenant's quota",
+           static_cast<double>(ctx.gate.quota_rejections.load()));
     http::response r;
     r.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     r.body = std::move(out);
@@ -129,12 +149,11 @@ asio::awaitable<http::response> metrics(context& ctx, http::request&) {
 }  // namespace
 
 void add_service_routes(http::router& r, context& ctx) {
-    auto bind = [&ctx](auto* fn) { return bind_handler(ctx, fn); };
-    r.add("GET", "/", bind(index_page));
-    r.add("GET", "/kinds", bind(kinds));
-    r.add("GET", "/healthz", bind(healthz));
-    r.add("GET", "/readyz", bind(readyz));
-    r.add("GET", "/metrics", bind(metrics));
+    r.add("GET", "/", bind_public(ctx, index_page));
+    r.add("GET", "/kinds", bind_handler(ctx, core::role::read, kinds));
+    r.add("GET", "/healthz", bind_public(ctx, healthz));
+    r.add("GET", "/readyz", bind_public(ctx, readyz));
+    r.add("GET", "/metrics", bind_public(ctx, metrics));
 }
 
 namespace {
@@ -156,6 +175,9 @@ std::optional<http::http_error> store_problem(const std::exception& e) {
 
 void add_routes(http::router& r, context& ctx) {
     r.on_exception(store_problem);
+    add_access_hooks(r, ctx);
+    add_session_routes(r, ctx);
+    add_key_routes(r, ctx);
     add_operation_routes(r, ctx);
     add_event_routes(r, ctx);
     add_service_routes(r, ctx);

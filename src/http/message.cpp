@@ -51,8 +51,14 @@ std::string_view status_title(int status) {
             return "See Other";
         case 304:
             return "Not Modified";
+        case 201:
+            return "Created";
         case 400:
             return "Bad Request";
+        case 401:
+            return "Unauthorized";
+        case 403:
+            return "Forbidden";
         case 404:
             return "Not Found";
         case 405:

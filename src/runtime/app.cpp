@@ -9,21 +9,29 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 #include <buzzer/server.hpp>
 #include <condition_variable>
 #include <csignal>
+#include <fstream>
 #include <functional>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
+#include "api/access.hpp"
 #include "api/context.hpp"
+#include "auth/api_key.hpp"
+#include "auth/authenticator.hpp"
+#include "auth/settings.hpp"
 #include "core/log.hpp"
 #include "core/thread.hpp"
 #include "http/server.hpp"
 #include "jobs/executors.hpp"
 #include "jobs/kinds.hpp"
 #include "jobs/scheduler.hpp"
+#include "runtime/config.hpp"
 #include "runtime/embedded.hpp"
 #include "sse/hub.hpp"
 #include "store/store.hpp"
@@ -73,7 +81,7 @@ struct server::impl {
     // What SIGHUP reloads, one step after the other: a step that fails logs why and leaves
     // what it reloads as it was; the other steps go on. A step reads a few small files on the
     // first I/O thread: a rare operator's action, bounded by the size limits of those files.
-    void reload(http::server& front) {
+    void reload(http::server& front, auth::authenticator& credentials, api::access& gate) {
         bool ok = true;
         if (!opts.tls_cert.empty()) {
             try {
@@ -83,6 +91,31 @@ struct server::impl {
                 core::log(core::level::error,
                           std::string("reload: TLS certificate not reloaded, the previous one "
                                       "stays: ") +
+                              e.what());
+            }
+        }
+        if (!opts.config_file.empty()) {
+            try {
+                std::ifstream in(opts.config_file, std::ios::binary);
+                if (!in) throw std::runtime_error(opts.config_file + ": cannot read the file");
+                std::stringstream text;
+                text << in.rdbuf();
+                options fresh;
+                std::vector<runtime::kind_config> kinds;
+                runtime::apply_config(fresh, kinds, text.str(), opts.config_file);
+                // Without `auth` in the file, what the command line said stays.
+                const auto& auth_text = fresh.auth.empty() ? opts.auth : fresh.auth;
+                auto next =
+                    auth::parse_settings(auth_text, fresh.tenants, fresh.cors, opts.config_file);
+                if (next.enabled != credentials.enabled())
+                    throw std::runtime_error("turning credentials on or off needs a restart");
+                credentials.reload(next);
+                gate.rates.clear();
+            } catch (const std::exception& e) {
+                ok = false;
+                core::log(core::level::error,
+                          std::string("reload: auth, tenants and cors not reloaded, the previous "
+                                      "ones stay: ") +
                               e.what());
             }
         }
@@ -201,6 +234,26 @@ void server::run() {
         core::log(core::level::warn, "killed " + std::to_string(n) +
                                          " leftover processes of attempts of a stopped server");
 
+    // Access control: the settings were checked at start (config), so a failure here is a
+    // file named in them that does not load.
+    auth::settings access_settings;
+    try {
+        access_settings =
+            auth::parse_settings(s.opts.auth, s.opts.tenants, s.opts.cors,
+                                 s.opts.config_file.empty() ? "configuration" : s.opts.config_file);
+    } catch (const std::invalid_argument& e) {
+        throw std::runtime_error(e.what());
+    }
+    auth::authenticator credentials(db, access_settings,
+                                    db.shared_secret("session", auth::random_secret(32)));
+    api::access gate(credentials);
+    if (access_settings.enabled) {
+        // Keys revoked before this start are refused from the first request on.
+        auto read = asio::co_spawn(io, credentials.refresh(), asio::use_future);
+        while (read.wait_for(std::chrono::seconds(0)) != std::future_status::ready) io.run_one();
+        read.get();
+    }
+
     jobs::scheduler sched(io, db, s.kinds, {s.opts.max_running});
     sched.load(recovered.pending);
 
@@ -220,8 +273,8 @@ void server::run() {
     for (const auto& f : embedded::assets())
         if (f.name == "index.html") index_page = f.content;
     api::context ctx{
-        db,        sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url,
-        index_page};
+        db,         sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url,
+        index_page, gate};
     api::add_routes(routes, ctx);
 
     if (s.opts.tls_cert.empty() != s.opts.tls_key.empty())
@@ -233,6 +286,9 @@ void server::run() {
     auto maintenance = asio::make_strand(io);
     asio::steady_timer purge_timer(maintenance);
     asio::co_spawn(maintenance, s.purge_loop(db, purge_timer), asio::detached);
+    if (access_settings.enabled)
+        asio::co_spawn(maintenance, credentials.watch(std::chrono::milliseconds(500)),
+                       core::log_failures("following key revocations"));
     asio::signal_set signals(io);
     asio::signal_set reload_signals(io);
 
@@ -262,6 +318,7 @@ void server::run() {
         }
         front.close_all();
         asio::post(maintenance, [&] { purge_timer.cancel(); });
+        credentials.stop();
         boost::system::error_code ignored;
         signals.cancel(ignored);
         reload_signals.cancel(ignored);
@@ -300,7 +357,7 @@ void server::run() {
     std::function<void()> await_reload = [&] {
         reload_signals.async_wait([&](boost::system::error_code ec, int) {
             if (ec || s.shutting_down) return;
-            s.reload(front);
+            s.reload(front, credentials, gate);
             await_reload();
         });
     };
@@ -310,9 +367,15 @@ void server::run() {
     }
 
     if (on_listening) on_listening(bound);
-    core::log(core::level::info, std::string("buzzer listening on ") +
-                                     (front.secure() ? "https://" : "http://") + bound +
-                                     ", database " + s.opts.database);
+    core::log(
+        core::level::info,
+        std::string("buzzer listening on ") + (front.secure() ? "https://" : "http://") + bound +
+            ", database " + s.opts.database +
+            (access_settings.enabled ? ", credentials required" : ", open mode (no credentials)"));
+    if (!access_settings.enabled && !runtime::is_loopback(bound))
+        core::log(core::level::warn, "serving without credentials on " + bound +
+                                         ": anyone who can reach it may read, submit and delete "
+                                         "every operation");
 
     io.run();
     for (auto& t : pool) t.join();

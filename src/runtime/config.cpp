@@ -1,6 +1,7 @@
 #include "runtime/config.hpp"
 
 #include <algorithm>
+#include <boost/asio/ip/address.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <boost/url/parse.hpp>
@@ -12,6 +13,7 @@
 #include <type_traits>
 #include <variant>
 
+#include "auth/settings.hpp"
 #include "core/operation.hpp"
 #include "jobs/schema.hpp"
 
@@ -477,6 +479,32 @@ std::string help_line(const setting& s) {
 
 }  // namespace
 
+bool is_loopback(const std::string& listen) {
+    auto host = listen.substr(0, listen.rfind(':'));
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    if (host == "localhost" || host == "::1") return true;
+    boost::system::error_code ec;
+    auto a = boost::asio::ip::make_address(host, ec);
+    return !ec && a.is_loopback();
+}
+
+auth::settings check_access(const options& o) {
+    auth::settings s;
+    try {
+        s = auth::parse_settings(o.auth, o.tenants, o.cors,
+                                 o.config_file.empty() ? "configuration" : o.config_file);
+    } catch (const std::invalid_argument& e) {
+        throw config_error(e.what());
+    }
+    if (!s.enabled && !s.open_on_purpose && !is_loopback(o.listen))
+        throw config_error("--listen " + o.listen +
+                           ": not a loopback address, and no auth is configured; configure "
+                           "auth (--auth, or \"auth\" in the file), or pass --no-auth to serve "
+                           "it without credentials");
+    return s;
+}
+
 void apply_config(options& o, std::vector<kind_config>& kinds, const std::string& content,
                   const std::string& file) {
     boost::system::error_code ec;
@@ -495,6 +523,13 @@ void apply_config(options& o, std::vector<kind_config>& kinds, const std::string
             }
             continue;
         }
+        if (key == "auth" || key == "tenants" || key == "cors") {
+            // Kept as text: checked whole once the flags are known, and read again on SIGHUP.
+            (key == "auth"      ? o.auth
+             : key == "tenants" ? o.tenants
+                                : o.cors) = core::to_json(kv.value());
+            continue;
+        }
         const auto& table = settings();
         auto s = std::find_if(table.begin(), table.end(),
                               [&](const setting& row) { return row.key == key; });
@@ -507,7 +542,12 @@ command_line parse_command_line(int argc, const char* const* argv) {
     po::options_description desc("buzzer: a durable asynchronous request-reply server\n\nOptions");
     desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit")(
         "config", po::value<std::string>()->value_name("FILE"),
-        "JSON configuration file with the keys named below (and kinds); flags override it");
+        "JSON configuration file with the keys named below (and kinds, auth, tenants, cors); "
+        "flags override it")("auth",
+                             "require credentials: API keys, and JWTs as the file's auth.jwt "
+                             "says (config key auth: an object)")(
+        "no-auth",
+        "serve without credentials even on a non-loopback address (config key auth: \"none\")");
     for (const auto& s : settings()) {
         const std::string flag(s.flag);
         if (s.kind == setting::type::toggle)
@@ -535,6 +575,7 @@ command_line parse_command_line(int argc, const char* const* argv) {
     options& o = out.opts;
     if (vm.count("config")) {
         auto file = vm["config"].as<std::string>();
+        o.config_file = file;
         std::ifstream in(file, std::ios::binary);
         if (!in) throw config_error(file + ": cannot read the file");
         std::stringstream buf;
@@ -552,6 +593,11 @@ command_line parse_command_line(int argc, const char* const* argv) {
     if (o.tls_cert.empty() != o.tls_key.empty())
         throw config_error(o.tls_cert.empty() ? "--tls-cert: is required with --tls-key"
                                               : "--tls-key: is required with --tls-cert");
+    if (vm.count("auth") && vm.count("no-auth"))
+        throw config_error("--auth and --no-auth: give one of them");
+    if (vm.count("no-auth")) o.auth = "\"none\"";
+    if (vm.count("auth") && !o.auth.starts_with("{")) o.auth = "{}";
+    check_access(o);
     return out;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/settings.hpp"
 #include "jobs/executors.hpp"
 
 namespace buzzer::runtime {
@@ -45,6 +46,13 @@ command_line parse_command_line(int argc, const char* const* argv);
 /// Applies a JSON configuration text to `opts` and `kinds`; `file` names it in errors.
 void apply_config(options& opts, std::vector<kind_config>& kinds, const std::string& text,
                   const std::string& file);
+
+/// Whether the host of a listen address (HOST:PORT) is a loopback address.
+bool is_loopback(const std::string& listen);
+
+/// Checks the access settings of `o` (auth, tenants, cors) and the open-mode rule: open mode
+/// only on loopback unless asked for. Throws config_error.
+auth::settings check_access(const options& o);
 
 /// Registers configured kinds with their executors and input checks.
 void register_kinds(server& s, const std::vector<kind_config>& kinds);

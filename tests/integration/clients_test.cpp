@@ -105,4 +105,9 @@ BOOST_AUTO_TEST_CASE(eventsource_package) {
     run_script(node, "eventsource.mjs", 180s);
 }
 
+BOOST_AUTO_TEST_CASE(access_control_in_chromium) {
+    auto const node = require_node({"playwright-core"});
+    run_script(node, "access.mjs", 180s);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
