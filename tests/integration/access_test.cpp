@@ -481,6 +481,94 @@ BOOST_AUTO_TEST_CASE(an_address_that_keeps_failing_is_held_off) {
     BOOST_TEST(back);
 }
 
+// SIGHUP re-reads the auth section: a JWT key added and the metrics token changed count for
+// the next request, an open stream goes on; a broken file leaves the settings in use.
+BOOST_AUTO_TEST_CASE(sighup_reloads_the_auth_settings_and_open_streams_go_on) {
+    temp_dir dir{"buzzer-reload-"};
+    const auto database = dir / "buzzer.db";
+    const key_pair first = make_key_pair("P-256");
+    const key_pair second = make_key_pair("P-256");
+    const auto first_pem = dir.write_file("first.pem", first.public_pem);
+    const auto second_pem = dir.write_file("second.pem", second.public_pem);
+    auto config_with = [&](const std::string& keys, const std::string& metrics_token) {
+        return R"({"auth": {"jwt": {"issuer": ")" + issuer + R"(", "audience": "buzzer",
+                   "keys": [)" +
+               keys + R"(]}, "metrics_token": ")" + metrics_token + R"("}})";
+    };
+    const std::string k1 =
+        R"({"kid": "k1", "alg": "ES256", "pem_file": ")" + first_pem.string() + R"("})";
+    const std::string k2 =
+        R"({"kid": "k2", "alg": "ES256", "pem_file": ")" + second_pem.string() + R"("})";
+    const auto config = dir.write_file("buzzer.json", config_with(k1, "old-metrics-token-0123"));
+    const auto writer = make_key(database, "acme", "write").first;
+    server_process server(
+        server_options{.database = database, .args = {"--config", config.string()}});
+    const json::object claims{{"iss", issuer},           {"aud", "buzzer"},
+                              {"sub", "user-2"},         {"tenant", "acme"},
+                              {"scope", "buzzer:write"}, {"exp", now_s() + 600}};
+    auto token = [&](const key_pair& pair, const std::string& kid) {
+        return sign_jwt(json::serialize(json::object{{"alg", "ES256"}, {"kid", kid}}),
+                        json::serialize(claims), buzzer::auth::jwt_alg::es256, pair.private_pem);
+    };
+    http_client c(server.port());
+    BOOST_TEST(c.get("/operations", bearer(token(first, "k1"))).status == 200);
+    BOOST_TEST(c.get("/operations", bearer(token(second, "k2"))).status == 401);
+    BOOST_TEST(c.get("/metrics", bearer("old-metrics-token-0123")).status == 200);
+
+    // A stream opened before the reload.
+    auto id = submit_as(c, writer, R"({"kind":"sleep","input":{"seconds":1.5,"steps":3}})");
+    sse_stream stream(server.port(), "/operations/" + id + "/status", std::nullopt, bearer(writer));
+    BOOST_TEST_REQUIRE(stream.status() == 200);
+    BOOST_TEST_REQUIRE(stream.next_event(10s).has_value());
+
+    auto reloads = [&] {
+        std::size_t n = 0;
+        const auto log = server.log_contents();
+        for (auto at = log.find("info reloaded"); at != std::string::npos;
+             at = log.find("info reloaded", at + 1))
+            ++n;
+        return n;
+    };
+    dir.write_file("buzzer.json", config_with(k1 + "," + k2, "new-metrics-token-0123"));
+    BOOST_TEST_REQUIRE(::kill(server.pid(), SIGHUP) == 0);
+    BOOST_TEST_REQUIRE(wait_until([&] { return reloads() == 1; }, 10s));
+    BOOST_TEST(c.get("/operations", bearer(token(second, "k2"))).status == 200);
+    BOOST_TEST(c.get("/operations", bearer(token(first, "k1"))).status == 200);
+    BOOST_TEST(c.get("/metrics", bearer("new-metrics-token-0123")).status == 200);
+    BOOST_TEST(c.get("/metrics", bearer("old-metrics-token-0123")).status == 401);
+
+    // The stream opened before goes on to its end.
+    bool completed = false;
+    for (const auto& e : stream.read_until_end(15s))
+        if (e.type == "completed") completed = true;
+    BOOST_TEST(completed);
+
+    // A file that does not parse: an error, and the settings in use stay.
+    dir.write_file("buzzer.json", R"({"auth": {"jwt": {"keys": [)");
+    BOOST_TEST_REQUIRE(::kill(server.pid(), SIGHUP) == 0);
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            return server.log_contents().find("reload: auth, tenants and cors not reloaded") !=
+                   std::string::npos;
+        },
+        10s));
+    BOOST_TEST(c.get("/operations", bearer(token(second, "k2"))).status == 200);
+    BOOST_TEST(c.get("/metrics", bearer("new-metrics-token-0123")).status == 200);
+    BOOST_TEST(reloads() == 1u);
+
+    // Turning credentials off takes a restart.
+    dir.write_file("buzzer.json", R"({"auth": "none"})");
+    BOOST_TEST_REQUIRE(::kill(server.pid(), SIGHUP) == 0);
+    BOOST_TEST_REQUIRE(wait_until(
+        [&] {
+            return server.log_contents().find("turning credentials on or off needs a restart") !=
+                   std::string::npos;
+        },
+        10s));
+    BOOST_TEST(c.get("/operations").status == 401);
+    BOOST_TEST(server.terminate() == 0);
+}
+
 BOOST_AUTO_TEST_CASE(open_mode_is_for_loopback_only) {
     auto r = run_buzzer({"--listen", "0.0.0.0:0", "--database", "/nonexistent/x.db"});
     BOOST_TEST(r.exit_code == 2);
