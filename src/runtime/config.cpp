@@ -560,6 +560,10 @@ command_line parse_command_line(int argc, const char* const* argv) {
     command_line out;
     std::ostringstream help;
     help << desc;
+    help << "\nCommands:\n"
+            "  buzzer keys create|list|revoke --database FILE ...\n"
+            "                        make, list and revoke API keys on the server's database\n"
+            "                        (also while it runs; see buzzer keys --help)\n";
     out.help_text = help.str();
 
     po::variables_map vm;

@@ -67,6 +67,10 @@ int keys_command(int argc, const char* const* argv) {
         return 2;
     }
     const std::string action = argv[0];
+    if (action == "--help" || action == "-h" || action == "help") {
+        std::cout << usage;
+        return 0;
+    }
     po::options_description desc;
     desc.add_options()("database", po::value<std::string>()->default_value("buzzer.db"))(
         "tenant", po::value<std::string>())("role", po::value<std::string>())(

@@ -610,8 +610,12 @@ BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_cut_off_after_the_write_time
 BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     auto r = run_buzzer({"--help"});
     BOOST_TEST(r.exit_code == 0);
-    for (auto flag : {"--listen", "--database", "--config", "--threads"})
+    for (auto flag : {"--listen", "--database", "--config", "--threads", "--tls-cert", "--auth"})
         BOOST_TEST(r.out.find(flag) != std::string::npos);
+    BOOST_TEST(r.out.find("buzzer keys create|list|revoke") != std::string::npos, r.out);
+    auto keys = run_buzzer({"keys", "--help"});
+    BOOST_TEST(keys.exit_code == 0);
+    BOOST_TEST(keys.out.find("buzzer keys revoke --database FILE ID") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(help_shows_each_flag_with_its_range_default_and_config_key) {
