@@ -267,6 +267,12 @@ BOOST_AUTO_TEST_CASE(forged_and_invalid_tokens_are_401) {
     bad.emplace_back("HS256 with the public key",
                      sign_jwt(R"({"alg":"HS256","kid":"k1"})", json::serialize(s.claims()),
                               buzzer::auth::jwt_alg::hs256, s.es.public_pem));
+    bad.emplace_back("HS256 with the RSA public key",
+                     sign_jwt(R"({"alg":"HS256","kid":"r1"})", json::serialize(s.claims()),
+                              buzzer::auth::jwt_alg::hs256, s.rs.public_pem));
+    bad.emplace_back("RS256 token under the ES key's kid",
+                     sign_jwt(R"({"alg":"RS256","kid":"k1"})", json::serialize(s.claims()),
+                              buzzer::auth::jwt_alg::rs256, s.rs.private_pem));
     // A changed payload under the old signature.
     auto changed = s.claims("globex");
     bad.emplace_back("changed payload",
