@@ -4,8 +4,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/url/parse_query.hpp>
-#include <charconv>
 
 #include "core/ulid.hpp"
 #include "sse/format.hpp"
@@ -28,34 +26,6 @@ http::response json_response(int status, std::string body) {
     r.set("Content-Type", "application/json");
     r.body = std::move(body);
     return r;
-}
-
-std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query) {
-    std::vector<std::pair<std::string, std::string>> out;
-    if (query.empty()) return out;
-    auto parsed = boost::urls::parse_query(query);
-    if (!parsed) throw http::http_error{400, "invalid-query", "the query string does not parse"};
-    for (auto p : *parsed) out.emplace_back(p.key, p.has_value ? p.value : std::string());
-    return out;
-}
-
-std::optional<long long> parse_integer(std::string_view text) {
-    long long v = 0;
-    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || p != text.data() + text.size() || text.empty()) return std::nullopt;
-    return v;
-}
-
-std::optional<int> parse_wait(std::string_view text) {
-    const bool negative = text.starts_with('-');
-    auto digits = text.substr(negative ? 1 : 0);
-    if (digits.empty() ||
-        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return std::nullopt;
-    if (negative) return 0;
-    while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
-    if (digits.size() > 2) return 60;
-    return std::min(60, std::stoi(std::string(digits)));
 }
 
 void require_id(std::string_view id) {

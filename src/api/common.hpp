@@ -1,4 +1,4 @@
-// Helpers the handlers share: JSON responses, query parsing, ids, waiting for an operation.
+// Helpers the handlers share: JSON responses, ids, waiting for an operation.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api/context.hpp"
+#include "api/fields.hpp"
 #include "core/operation.hpp"
 #include "core/principal.hpp"
 #include "http/message.hpp"
@@ -25,16 +26,6 @@ store::tenant_id tenant_of(const http::request& req);
 
 /// A JSON response with `Content-Type: application/json`.
 http::response json_response(int status, std::string body);
-
-/// Decoded query parameters in order; throws 400 when the query does not parse.
-std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query);
-
-/// Parses a decimal integer; nullopt unless the whole text is one.
-std::optional<long long> parse_integer(std::string_view text);
-
-/// A `wait` in seconds (query or `Prefer`): an integer of any size, clamped to 0..60;
-/// nullopt when it is not an integer.
-std::optional<int> parse_wait(std::string_view text);
 
 /// Throws 404 unless `id` is a well-formed operation id.
 void require_id(std::string_view id);

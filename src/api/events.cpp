@@ -5,8 +5,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <charconv>
-#include <limits>
 #include <set>
 
 #include "api/common.hpp"
@@ -35,24 +33,6 @@ struct stream_state {
         if (sse::is_terminal_event(e.type)) finished.insert(e.operation_id);
     }
 };
-
-std::int64_t parse_last_event_id(const http::request& req,
-                                 const std::vector<std::pair<std::string, std::string>>& query) {
-    std::optional<std::string> raw;
-    if (req.has_header("last-event-id")) {
-        raw = std::string(req.header("last-event-id"));
-    } else {
-        for (const auto& [k, v] : query)
-            if (k == "last_event_id") raw = v;
-    }
-    if (!raw) return 0;
-    auto n = parse_integer(*raw);
-    // Anything but a non-negative integer replays from the start; one too large for 64 bits is
-    // past every event all the same.
-    if (!n && !raw->empty() && raw->find_first_not_of("0123456789") == std::string::npos)
-        return std::numeric_limits<std::int64_t>::max();
-    return n && *n >= 0 ? *n : 0;
-}
 
 // The `retry:` line and the stored events after `st.last`, page by page.
 asio::awaitable<void> replay(context& ctx, http::body_writer& out, stream_state& st) {
@@ -151,7 +131,9 @@ asio::awaitable<void> stream(context& ctx, store::tenant_id tenant, std::vector<
 asio::awaitable<http::response> open_event_stream(context& ctx, const http::request& req,
                                                   std::vector<std::string> ids) {
     auto query = parse_query(req.query);
-    std::int64_t after = parse_last_event_id(req, query);
+    std::optional<std::string_view> last_event_id;
+    if (req.has_header("last-event-id")) last_event_id = req.header("last-event-id");
+    std::int64_t after = resume_after(last_event_id, query);
     for (const auto& id : ids)
         if (!core::is_ulid(id)) throw http_error{404, "not-found", "no operation with id " + id};
 
@@ -190,73 +172,15 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     co_return r;
 }
 
-namespace {
-
-// The q of each media range of an Accept header that names text/event-stream, and the q
-// that the same header gives JSON (its most specific range: application/json, application/*
-// or */*; -1 when none matches).
-struct accept_weights {
-    double event_stream = -1;
-    double json = -1;
-};
-
-accept_weights weigh(std::string_view accept) {
-    accept_weights w;
-    int json_specificity = -1;
-    while (!accept.empty()) {
-        auto comma = accept.find(',');
-        auto range = accept.substr(0, comma);
-        accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
-        auto semi = range.find(';');
-        auto type = http::trim_ows(range.substr(0, semi));
-        double q = 1;
-        for (auto params = semi == std::string_view::npos ? std::string_view()
-                                                          : range.substr(semi + 1);
-             !params.empty();) {
-            auto next = params.find(';');
-            auto param = http::trim_ows(params.substr(0, next));
-            params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
-            if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
-                auto text = param.substr(2);
-                double v = 0;
-                auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-                q = ec == std::errc{} && end == text.data() + text.size() && v >= 0 && v <= 1 ? v
-                                                                                              : 0;
-            }
-        }
-        int specificity = -1;
-        if (http::iequals(type, "text/event-stream")) w.event_stream = std::max(w.event_stream, q);
-        if (http::iequals(type, "application/json")) specificity = 2;
-        if (http::iequals(type, "application/*")) specificity = 1;
-        if (type == "*/*") specificity = 0;
-        if (specificity > json_specificity) {
-            json_specificity = specificity;
-            w.json = q;
-        }
-    }
-    return w;
-}
-
-}  // namespace
-
 bool wants_event_stream(const http::request& req) {
     // Named, acceptable, and not less wanted than JSON (EventSource sends only it).
-    auto w = weigh(req.header("accept"));
-    return w.event_stream > 0 && w.event_stream >= w.json;
+    return accepts_event_stream(req.header("accept"));
 }
 
 namespace {
 
 asio::awaitable<http::response> events(context& ctx, http::request& req) {
-    std::vector<std::string> ids;
-    std::size_t named = 0;  // `operation` parameters, repeated ids too
-    for (const auto& [k, v] : parse_query(req.query)) {
-        if (k != "operation") continue;
-        if (++named > 100)
-            throw http_error{400, "invalid-query", "at most 100 operations per stream"};
-        if (std::find(ids.begin(), ids.end(), v) == ids.end()) ids.push_back(v);
-    }
-    if (ids.empty()) throw http_error{400, "invalid-query", "name at least one operation"};
+    auto ids = stream_operations(parse_query(req.query));
     co_return co_await open_event_stream(ctx, req, std::move(ids));
 }
 

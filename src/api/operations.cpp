@@ -22,54 +22,6 @@ bool is_json_media_type(std::string_view ct) {
     return http::iequals(http::trim_ows(ct.substr(0, ct.find(';'))), "application/json");
 }
 
-// Idempotency-Key: 1..255 visible ASCII, bare or as a structured-field string.
-std::string parse_idempotency_key(std::string_view raw) {
-    std::string_view v = raw;
-    std::string key;
-    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') {
-        v = v.substr(1, v.size() - 2);
-        for (std::size_t i = 0; i < v.size(); ++i) {
-            if (v[i] == '\\') {
-                if (i + 1 >= v.size() || (v[i + 1] != '"' && v[i + 1] != '\\')) {
-                    key.clear();
-                    break;
-                }
-                ++i;
-            }
-            key += v[i];
-        }
-    } else {
-        key = std::string(v);
-    }
-    bool ok = !key.empty() && key.size() <= 255 &&
-              std::all_of(key.begin(), key.end(), [](char c) { return c > 0x20 && c < 0x7f; });
-    if (!ok)
-        throw http_error{400, "invalid-idempotency-key",
-                         "Idempotency-Key must be 1 to 255 visible ASCII characters"};
-    return key;
-}
-
-// `Prefer: wait=N` (any of the listed preferences); nullopt when absent.
-std::optional<int> preferred_wait(const http::request& req) {
-    for (const auto& f : req.headers) {
-        if (!http::iequals(f.name, "prefer")) continue;
-        std::string_view v = f.value;
-        while (!v.empty()) {
-            auto comma = v.find(',');
-            auto item = v.substr(0, comma);
-            v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-            item = http::trim_ows(item.substr(0, item.find(';')));
-            if (item.size() > 5 && http::iequals(item.substr(0, 5), "wait=")) {
-                auto value = item.substr(5);
-                if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-                    value = value.substr(1, value.size() - 2);
-                if (auto n = parse_wait(value)) return n;
-            }
-        }
-    }
-    return std::nullopt;
-}
-
 std::optional<long long> integer_field(const json::object& o, std::string_view name) {
     auto it = o.find(name);
     if (it == o.end() || it->value().is_null()) return std::nullopt;
@@ -196,7 +148,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
                              "too many pending operations; retry later",
                              {},
                              {{"Retry-After", "5"}}};
-        auto wait = preferred_wait(req);
+        auto wait = preferred_wait(req.headers);
 
         // When nothing waits before it, the operation starts in the commit that accepts it: it is
         // stored as running, its first attempt counted, with both events (rendered here, not on
@@ -280,14 +232,7 @@ asio::awaitable<http::response> get_status(context& ctx, http::request& req) {
             co_return co_await open_event_stream(ctx, req, std::move(ids));
         }
         require_id(id);
-        int wait = 0;
-        for (const auto& [k, v] : parse_query(req.query)) {
-            if (k != "wait") continue;
-            auto n = parse_wait(v);
-            if (!n)
-                throw http_error{400, "invalid-query", "wait must be an integer number of seconds"};
-            wait = *n;
-        }
+        const int wait = wait_parameter(parse_query(req.query));
         auto op = co_await wait_terminal(ctx, req, id, wait);
         if (!op) throw http_error{404, "not-found", "no operation with id " + id};
         co_return status_response(ctx, *op);
@@ -407,27 +352,12 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
 }
 
 asio::awaitable<http::response> list_operations(context& ctx, http::request& req) {
+    const auto filter = parse_list_filter(parse_query(req.query));
     store::list_query q(tenant_of(req));
-    std::string filters;
-    for (const auto& [k, v] : parse_query(req.query)) {
-        if (k == "status") {
-            auto s = core::parse_status(v);
-            if (!s) throw http_error{400, "invalid-query", "unknown status " + v};
-            q.statuses.push_back(*s);
-            filters += "status=" + v + "&";
-        } else if (k == "kind") {
-            q.kind = v;
-        } else if (k == "limit") {
-            auto n = parse_integer(v);
-            if (!n || *n < 1 || *n > 500)
-                throw http_error{400, "invalid-query", "limit must be an integer from 1 to 500"};
-            q.limit = static_cast<int>(*n);
-        } else if (k == "before") {
-            if (!core::is_ulid(v))
-                throw http_error{400, "invalid-query", "before must be an operation id"};
-            q.before = v;
-        }
-    }
+    q.statuses = filter.statuses;
+    q.kind = filter.kind;
+    q.before = filter.before;
+    q.limit = filter.limit;
     auto rows = co_await ctx.db.list(q);
     bool more = rows.size() > static_cast<std::size_t>(q.limit);
     if (more) rows.resize(static_cast<std::size_t>(q.limit));
@@ -441,22 +371,8 @@ asio::awaitable<http::response> list_operations(context& ctx, http::request& req
     }
     body += R"(],"next":)";
     if (more) {
-        std::string next = ctx.base_url + "/operations?" + filters;
-        if (q.kind) {
-            // Re-encode the kind so that the link stays a valid query.
-            std::string enc;
-            for (unsigned char c : *q.kind) {
-                if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-                    enc += static_cast<char>(c);
-                } else {
-                    char buf[4];
-                    std::snprintf(buf, sizeof buf, "%%%02X", c);
-                    enc += buf;
-                }
-            }
-            next += "kind=" + enc + "&";
-        }
-        next += "limit=" + std::to_string(q.limit) + "&before=" + rows.back().id;
+        const std::string next =
+            ctx.base_url + "/operations?" + next_page_query(filter, rows.back().id);
         core::append_json_string(body, next);
     } else {
         body += "null";
