@@ -124,8 +124,10 @@ void check_value(const json::object& s, const json::value& v, const std::string&
             throw invalid_input(path + " must be at most " + core::to_json(it->value()));
     }
     if (v.is_string()) {
+        // Compared as doubles: a limit may be any integer, 1e30 too.
         if (auto it = s.find("maxLength");
-            it != s.end() && code_points(v.get_string()) > it->value().to_number<std::size_t>())
+            it != s.end() &&
+            static_cast<double>(code_points(v.get_string())) > it->value().to_number<double>())
             throw invalid_input(path + " must be at most " + core::to_json(it->value()) +
                                 " characters long");
     }

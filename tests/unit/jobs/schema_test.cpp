@@ -85,6 +85,13 @@ BOOST_AUTO_TEST_CASE(counts_characters_not_bytes) {
     BOOST_TEST(problem(s, R"("äöüß")") != "");
 }
 
+BOOST_AUTO_TEST_CASE(takes_limits_beyond_every_machine_integer) {
+    auto s = input_schema::parse(json::parse(R"({"type": "string", "maxLength": 1e30})"), "x");
+    BOOST_TEST(problem(s, R"("long enough")") == "");
+    auto t = input_schema::parse(json::parse(R"({"type": "string", "maxLength": 2.0})"), "x");
+    BOOST_TEST(problem(t, R"("abc")").starts_with("input must be at most 2"));
+}
+
 BOOST_AUTO_TEST_CASE(rejects_unknown_keywords_and_bad_values) {
     auto bad = [](const char* text) {
         try {
