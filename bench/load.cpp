@@ -1,6 +1,17 @@
-// buzzer-bench: a coroutine HTTP/1.1 load generator for Buzzer's API. Modes healthz, submit,
-// e2e, sse-idle and sse-latency; bench/README.md says exactly what each one measures.
+// buzzer-bench: a coroutine HTTP/1.1 load generator for Buzzer's API, over plain TCP or TLS.
+// Modes healthz, submit, e2e, handshake, sse-idle, sse-latency and sse-fanout;
+// bench/README.md says exactly what each one measures.
 #include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -16,6 +27,7 @@
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -95,19 +107,38 @@ struct settings {
     std::string kind = "echo";
     unsigned idle_streams = 0;
     unsigned ops = 10;
+    std::vector<std::string> headers;  // "Name: value"
+    std::string credential = "none";
+    bool tls = false;
+    std::string cacert;
+    std::string tls_version = "1.3";
+    bool tls_resume = false;
 };
 
-// Where the server listens: a loopback endpoint and the Host header that names it.
+// Header fields sent with every request, in order.
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+// Where the server listens: a loopback endpoint and the Host header that names it, and how
+// to talk to it.
 struct target {
     tcp::endpoint endpoint;
     std::string host;
+    bool https = false;
+    // The client context of an https target, shared by every connection (run() owns it).
+    asio::ssl::context* tls = nullptr;
+    // Each connection offers its last session when it reconnects (handshake --tls-resume).
+    bool resume = false;
+    header_list headers;
+    // Sent as Authorization on GET /metrics instead of the headers' (auth.metrics_token).
+    std::string metrics_authorization;
 };
 
-// Parses http://HOST:PORT (an optional trailing slash); HOST must be a loopback address.
+// Parses http[s]://HOST:PORT (an optional trailing slash); HOST must be a loopback address.
 target parse_url(const std::string& url) {
-    constexpr std::string_view scheme = "http://";
-    if (url.rfind(scheme, 0) != 0) throw usage_error("--url must start with http://");
-    std::string rest = url.substr(scheme.size());
+    bool https = url.rfind("https://", 0) == 0;
+    if (!https && url.rfind("http://", 0) != 0)
+        throw usage_error("--url must start with http:// or https://");
+    std::string rest = url.substr(https ? 8 : 7);
     if (auto slash = rest.find('/'); slash != std::string::npos) {
         if (rest.substr(slash) != "/") throw usage_error("--url must not have a path");
         rest.resize(slash);
@@ -117,7 +148,7 @@ target parse_url(const std::string& url) {
     if (!rest.empty() && rest.front() == '[') {
         auto close = rest.find(']');
         if (close == std::string::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
-            throw usage_error("--url: expected http://[IPV6]:PORT");
+            throw usage_error("--url: expected http[s]://[IPV6]:PORT");
         host = rest.substr(1, close - 1);
         port = rest.substr(close + 2);
     } else {
@@ -135,7 +166,11 @@ target parse_url(const std::string& url) {
     unsigned long number = std::strtoul(port.c_str(), &end, 10);
     if (port.empty() || *end != '\0' || number == 0 || number > 65535)
         throw usage_error("--url: bad port '" + port + "'");
-    return {tcp::endpoint(address, static_cast<unsigned short>(number)), rest};
+    target t;
+    t.endpoint = tcp::endpoint(address, static_cast<unsigned short>(number));
+    t.host = rest;
+    t.https = https;
+    return t;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,40 +372,77 @@ std::string string_member(const json::value& v, std::string_view key) {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-// One keep-alive HTTP/1.1 connection with a reusable request and response.
+// One keep-alive HTTP/1.1 connection, plain or TLS, with a reusable request and response.
+// TLS is an optional layer over the same TCP stream rather than a type parameter or a virtual
+// interface: each read or write tests it once, which costs the plain path nothing measurable
+// and keeps one connection type for every mode.
 class connection {
   public:
-    connection(asio::any_io_executor ex, const target& t) : stream_(std::move(ex)), target_(t) {
+    using tls_stream = asio::ssl::stream<beast::tcp_stream&>;
+
+    connection(asio::any_io_executor ex, const target& t) : tcp_(std::move(ex)), target_(t) {
         req_.version(11);
         req_.set(bhttp::field::host, target_.host);
         req_.set(bhttp::field::user_agent, "buzzer-bench");
+        for (const auto& [name, value] : target_.headers) req_.insert(name, value);
     }
 
-    // Opens the TCP connection (throws on failure).
-    asio::awaitable<void> connect() {
-        stream_.expires_after(io_timeout);
-        co_await stream_.async_connect(target_.endpoint, asio::use_awaitable);
-        stream_.socket().set_option(tcp::no_delay(true));
+    // Opens the connection, TLS handshake included (throws on failure).
+    asio::awaitable<void> connect(steady::duration timeout = io_timeout) {
+        if (auto ec = co_await open(timeout)) throw boost::system::system_error(ec, "connect");
     }
 
-    // Closes and reopens the connection; false if that failed.
+    // Closes and reopens the connection; false if that failed (last_error() says why).
     asio::awaitable<bool> reconnect() {
-        error_code ignored;
-        stream_.socket().close(ignored);
-        buffer_.clear();
-        stream_.expires_after(io_timeout);
-        auto r = co_await stream_.async_connect(target_.endpoint, tuple_awaitable);
-        if (std::get<0>(r)) co_return false;
-        stream_.socket().set_option(tcp::no_delay(true), ignored);
-        co_return true;
+        close();
+        auto ec = co_await open(io_timeout);
+        if (ec) last_error_ = ec;
+        co_return !ec;
     }
+
+    // Closes the socket at once: no close_notify, nothing more is read.
+    void close() {
+        if (tls_ && target_.resume) {
+            SSL_SESSION* s = SSL_get1_session(tls_->native_handle());
+            if (getenv("DBG")) fprintf(stderr, "sess %p resumable %d reused %d\n", (void*)s, s ? SSL_SESSION_is_resumable(s) : -1, SSL_session_reused(tls_->native_handle()));
+            if (s && SSL_SESSION_is_resumable(s))
+                session_.reset(s);
+            else if (s)
+                SSL_SESSION_free(s);
+        }
+        tls_.reset();
+        error_code ignored;
+        tcp_.socket().close(ignored);
+        buffer_.clear();
+    }
+
+    // The socket, handed over with the session as it is (TLS state dropped, nothing sent):
+    // an idle stream needs only the server to think it is connected.
+    tcp::socket release_socket() {
+        tls_.reset();
+        return tcp_.release_socket();
+    }
+
+    // The error of the last failed reconnect().
+    error_code last_error() const { return last_error_; }
+    // Version, cipher suite and key exchange group of the current TLS connection.
+    std::string tls_summary() {
+        if (!tls_) return "no TLS";
+        SSL* ssl = tls_->native_handle();
+        const char* group = SSL_group_to_name(ssl, SSL_get_negotiated_group(ssl));
+        return std::string(SSL_get_version(ssl)) + " " + SSL_get_cipher_name(ssl) + ", " +
+               (group ? group : "?");
+    }
+    // Whether the TLS session of the current connection was resumed.
+    bool resumed() { return tls_ && SSL_session_reused(tls_->native_handle()) == 1; }
 
     // The request exchange() sends; set method, target, headers and body before.
     bhttp::request<bhttp::string_body>& request() { return req_; }
     // The response exchange() read.
     bhttp::response<bhttp::string_body>& response() { return res_; }
-    beast::tcp_stream& stream() { return stream_; }
     beast::flat_buffer& buffer() { return buffer_; }
+    // The deadline of every read and write until it is set again.
+    void expires_at(steady::time_point t) { tcp_.expires_at(t); }
 
     // Sets a GET request for `path` with no body.
     void get(const std::string& path) {
@@ -392,10 +464,40 @@ class connection {
 
     // Writes request() and reads response(); the error (if any) is returned, not thrown.
     asio::awaitable<error_code> exchange(steady::duration timeout = io_timeout) {
-        if (auto ec = co_await send(timeout)) co_return ec;
+        tcp_.expires_after(timeout);
+        if (auto ec = co_await write_request()) co_return ec;
         res_ = {};
-        auto r = co_await bhttp::async_read(stream_, buffer_, res_, tuple_awaitable);
-        co_return std::get<0>(r);
+        co_return co_await read(res_);
+    }
+
+    // Writes request() under the deadline set last, written out by hand: Beast's serializer
+    // costs more CPU than the rest of a request, and this CPU is taken from the server under
+    // test.
+    asio::awaitable<error_code> write_request() {
+        wire_.clear();
+        wire_.append(req_.method_string()).append(" ").append(req_.target());
+        wire_.append(" HTTP/1.1\r\n");
+        for (const auto& f : req_)
+            wire_.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+        wire_.append("\r\n").append(req_.body());
+        auto [ec, n] =
+            tls_ ? co_await asio::async_write(*tls_, asio::buffer(wire_), tuple_awaitable)
+                 : co_await asio::async_write(tcp_, asio::buffer(wire_), tuple_awaitable);
+        co_return ec;
+    }
+
+    // Reads one message (a response or a parser) with Beast, under the deadline set last.
+    template <class Message>
+    asio::awaitable<error_code> read(Message& m) {
+        auto [ec, n] = tls_ ? co_await bhttp::async_read(*tls_, buffer_, m, tuple_awaitable)
+                            : co_await bhttp::async_read(tcp_, buffer_, m, tuple_awaitable);
+        co_return ec;
+    }
+
+    // Reads what is there (at least a byte) into `b`, under the deadline set last.
+    asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
+        co_return tls_ ? co_await tls_->async_read_some(b, tuple_awaitable)
+                       : co_await tcp_.async_read_some(b, tuple_awaitable);
     }
 
     // What exchange_lean() reads of a response.
@@ -410,7 +512,8 @@ class connection {
     // an allocation per header field, cost the bench as much CPU again as the rest of a
     // request, CPU that the server under test then lacked.
     asio::awaitable<error_code> exchange_lean(steady::duration timeout, lean_response& out) {
-        if (auto ec = co_await send(timeout)) co_return ec;
+        tcp_.expires_after(timeout);
+        if (auto ec = co_await write_request()) co_return ec;
         out = {};
         std::size_t head_end = std::string_view::npos;
         std::size_t total = 0;
@@ -430,8 +533,9 @@ class connection {
                 buffer_.consume(total);
                 co_return error_code{};
             }
-            auto [ec, n] =
-                co_await stream_.async_read_some(buffer_.prepare(16 * 1024), tuple_awaitable);
+            auto b = buffer_.prepare(16 * 1024);
+            auto [ec, n] = tls_ ? co_await tls_->async_read_some(b, tuple_awaitable)
+                                : co_await tcp_.async_read_some(b, tuple_awaitable);
             if (ec) co_return ec;
             buffer_.commit(n);
         }
@@ -446,19 +550,17 @@ class connection {
     }
 
   private:
-    // Arms the deadline of the exchange and writes req_, written out by hand: Beast's
-    // serializer costs more CPU than the rest of a request, and this CPU is taken from the
-    // server under test.
-    asio::awaitable<error_code> send(steady::duration timeout) {
-        wire_.clear();
-        wire_.append(req_.method_string()).append(" ").append(req_.target());
-        wire_.append(" HTTP/1.1\r\n");
-        for (const auto& f : req_)
-            wire_.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
-        wire_.append("\r\n").append(req_.body());
-        stream_.expires_after(timeout);
-        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(wire_), tuple_awaitable);
-        co_return ec;
+    asio::awaitable<error_code> open(steady::duration timeout) {
+        tcp_.expires_after(timeout);
+        auto [ec] = co_await tcp_.async_connect(target_.endpoint, tuple_awaitable);
+        if (ec) co_return ec;
+        error_code ignored;
+        tcp_.socket().set_option(tcp::no_delay(true), ignored);
+        if (!target_.tls) co_return error_code{};
+        tls_.emplace(tcp_, *target_.tls);
+        if (session_) SSL_set_session(tls_->native_handle(), session_.get());
+        auto [hs] = co_await tls_->async_handshake(asio::ssl::stream_base::client, tuple_awaitable);
+        co_return hs;
     }
 
     // Parses a response head (without its blank line); returns the body's length, nullopt if
@@ -493,8 +595,15 @@ class connection {
         return length;
     }
 
-    beast::tcp_stream stream_;
+    struct session_free {
+        void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+    };
+
+    beast::tcp_stream tcp_;
+    std::optional<tls_stream> tls_;  // over tcp_, when the target is https
     target target_;
+    std::unique_ptr<SSL_SESSION, session_free> session_;  // offered by the next open()
+    error_code last_error_;
     beast::flat_buffer buffer_;
     bhttp::request<bhttp::string_body> req_;
     bhttp::response<bhttp::string_body> res_;
@@ -571,6 +680,8 @@ asio::awaitable<std::string> get_text(target t, std::string path) {
     connection c(co_await asio::this_coro::executor, t);
     co_await c.connect();
     c.get(path);
+    if (path == "/metrics" && !t.metrics_authorization.empty())
+        c.request().set(bhttp::field::authorization, t.metrics_authorization);
     unsigned status = co_await c.fetch();
     co_return status == 200 ? std::move(c.response().body()) : std::string();
 }
@@ -885,21 +996,109 @@ phase_result run_closed_loop(const settings& s, const target& t, pid_t server, l
 }
 
 // ---------------------------------------------------------------------------------------------
+// handshake: a new connection per request
+
+// One worker opening a new connection for each GET /healthz (`Connection: close`) until the
+// deadline. Over TLS each is a full handshake, unless the target offers the last session.
+class handshake_loop {
+  public:
+    handshake_loop(asio::any_io_executor ex, const target& t, steady::time_point deadline)
+        : conn_(std::move(ex), t), deadline_(deadline) {}
+
+    counters stats;
+    std::uint64_t resumed = 0;  // TLS sessions the server resumed
+    std::string first_error;
+
+    asio::awaitable<void> run() {
+        conn_.get("/healthz");
+        conn_.request().set(bhttp::field::connection, "close");
+        connection::lean_response res;
+        asio::steady_timer pause(co_await asio::this_coro::executor);
+        while (steady::now() < deadline_) {
+            auto t0 = steady::now();
+            if (!co_await conn_.reconnect()) {
+                fail(conn_.last_error());
+                // A refused connect fails at once: no spinning on it.
+                pause.expires_after(10ms);
+                co_await pause.async_wait(tuple_awaitable);
+                continue;
+            }
+            auto ec = co_await conn_.exchange_lean(io_timeout, res);
+            auto t1 = steady::now();
+            if (ec) {
+                fail(ec);
+            } else if (res.status == 200) {
+                ++stats.ok;
+                stats.lat.add(t1 - t0);
+                if (conn_.resumed()) ++resumed;
+            } else {
+                ++stats.other[res.status];
+            }
+        }
+        conn_.close();
+    }
+
+  private:
+    void fail(const error_code& ec) {
+        if (stats.errors++ == 0) first_error = ec.message();
+    }
+
+    connection conn_;
+    steady::time_point deadline_;
+};
+
+phase_result run_handshake(const settings& s, const target& t, pid_t server) {
+    phase_result r;
+    r.name = "handshake";
+    asio::io_context io(static_cast<int>(s.threads));  // outlives the workers
+    std::vector<std::unique_ptr<handshake_loop>> workers(s.connections);
+    cpu_meter cpu(server);
+    auto start = steady::now();
+    auto deadline = start + std::chrono::duration_cast<steady::duration>(
+                                std::chrono::duration<double>(s.duration));
+    run_workers(io, s.threads, s.connections, [&](const asio::any_io_executor& ex, std::size_t i) {
+        workers[i] = std::make_unique<handshake_loop>(ex, t, deadline);
+        return workers[i]->run();
+    });
+    r.seconds = std::chrono::duration<double>(steady::now() - start).count();
+    cpu.stop(r);
+    counters total;
+    std::uint64_t resumed = 0;
+    std::string error;
+    for (auto& w : workers) {
+        total.merge(w->stats);
+        resumed += w->resumed;
+        if (error.empty()) error = w->first_error;
+    }
+    r.ok = total.ok;
+    r.rate = static_cast<double>(total.ok) / r.seconds;
+    r.other = total.describe_other();
+    r.take_latency(total.lat);
+    std::string how = !t.tls ? std::string("plain TCP, no TLS")
+                      : t.resume
+                          ? "TLS, each connection offering the session of the one before (" +
+                                std::to_string(resumed) + " resumed)"
+                          : "TLS, full handshakes (no session resumption)";
+    r.notes.push_back("handshake: " + std::to_string(s.connections) +
+                      " workers, each: connect, GET /healthz with Connection: close, read the "
+                      "response, close; " +
+                      how + "; ok = connections/s; latency = connect start -> response read");
+    if (!error.empty()) r.notes.push_back("handshake: first error: " + error);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
 // sse-idle: many open, idle event streams
 
 // Opens idle streams, taking the next index from a shared counter, until all are open.
 class idle_opener {
   public:
-    idle_opener(asio::any_io_executor ex, const target& t, std::string request,
+    idle_opener(asio::any_io_executor ex, const target& t, std::string path,
                 std::atomic<std::size_t>& next, std::vector<std::optional<tcp::socket>>& slots)
-        : ex_(std::move(ex)),
-          target_(t),
-          request_(std::move(request)),
-          next_(next),
-          slots_(slots) {}
+        : ex_(std::move(ex)), target_(t), path_(std::move(path)), next_(next), slots_(slots) {}
 
     std::uint64_t failed = 0;
-    latency first_bytes;  // connect → the stream's `retry:` line received
+    latency first_bytes;  // connect → the stream's `retry:` line received (TLS handshake included)
 
     asio::awaitable<void> run() {
         for (std::size_t i = next_++; i < slots_.size(); i = next_++) {
@@ -915,27 +1114,31 @@ class idle_opener {
 
   private:
     asio::awaitable<void> open(std::size_t i) {
-        beast::tcp_stream s(ex_);
-        s.expires_after(10s);
+        connection c(ex_, target_);
         auto t0 = steady::now();
-        co_await s.async_connect(target_.endpoint, asio::use_awaitable);
-        co_await asio::async_write(s, asio::buffer(request_), asio::use_awaitable);
+        co_await c.connect(10s);  // the deadline of the whole opening
+        c.get(path_);
+        c.request().set(bhttp::field::accept, "text/event-stream");
+        if (auto ec = co_await c.write_request()) throw boost::system::system_error(ec, "write");
         // Read until the header block and the stream's first line (`retry: <ms>`) are in.
         std::string got;
         char chunk[512];
         while (got.find("retry:") == std::string::npos) {
-            std::size_t n = co_await s.async_read_some(asio::buffer(chunk), asio::use_awaitable);
+            auto [ec, n] = co_await c.read_some(asio::buffer(chunk));
+            if (ec) throw boost::system::system_error(ec, "read");
             got.append(chunk, n);
         }
         if (got.rfind("HTTP/1.1 200", 0) != 0)
             throw std::runtime_error("not 200: " + got.substr(0, got.find('\r')));
         first_bytes.add(steady::now() - t0);
-        slots_[i].emplace(s.release_socket());
+        // Over TLS the client's session state goes: the stream is never read again, and what
+        // is measured is the server's memory, not the bench's.
+        slots_[i].emplace(c.release_socket());
     }
 
     asio::any_io_executor ex_;
     target target_;
-    std::string request_;
+    std::string path_;
     std::atomic<std::size_t>& next_;
     std::vector<std::optional<tcp::socket>>& slots_;
 };
@@ -954,15 +1157,14 @@ struct idle_streams {
 
     void open_all(asio::io_context& io, unsigned threads, const target& t, const std::string& id,
                   std::size_t count) {
-        std::string request = "GET /events?operation=" + id + " HTTP/1.1\r\nHost: " + t.host +
-                              "\r\nAccept: text/event-stream\r\nUser-Agent: buzzer-bench\r\n\r\n";
+        std::string path = "/events?operation=" + id;
         slots.resize(count);
         std::atomic<std::size_t> next{0};
         std::size_t openers = std::min<std::size_t>(256, count);
         std::vector<std::unique_ptr<idle_opener>> workers;
         for (std::size_t i = 0; i < openers; ++i) {
             auto ex = asio::make_strand(io);
-            workers.push_back(std::make_unique<idle_opener>(ex, t, request, next, slots));
+            workers.push_back(std::make_unique<idle_opener>(ex, t, path, next, slots));
             asio::co_spawn(ex, workers.back()->run(), asio::detached);  // run() catches all
         }
         std::vector<std::thread> pool;
@@ -1166,12 +1368,11 @@ class subscriber {
         conn_.get(path);
         conn_.request().set(bhttp::field::accept, "text/event-stream");
         double requested_ms = system_now_ms();
-        auto& stream = conn_.stream();
-        stream.expires_at(std::min(steady::now() + std::chrono::seconds(60), run_.hard_end));
-        auto w = co_await bhttp::async_write(stream, conn_.request(), tuple_awaitable);
+        conn_.expires_at(std::min(steady::now() + std::chrono::seconds(60), run_.hard_end));
+        auto w = co_await conn_.write_request();
         conn_.request().erase(bhttp::field::accept);
         ++streams;
-        if (std::get<0>(w)) {
+        if (w) {
             ++errors;
             co_await conn_.reconnect();
             co_return;
@@ -1227,8 +1428,8 @@ class subscriber {
         bhttp::response_parser<bhttp::empty_body> parser;
         parser.body_limit(std::numeric_limits<std::uint64_t>::max());
         parser.on_chunk_body(on_chunk);
-        auto r = co_await bhttp::async_read(stream, conn_.buffer(), parser, tuple_awaitable);
-        if (std::get<0>(r) || parser.get().result_int() != 200) {
+        auto r = co_await conn_.read(parser);
+        if (r || parser.get().result_int() != 200) {
             ++errors;
             co_await conn_.reconnect();
             co_return;
@@ -1262,9 +1463,9 @@ class fanout_reader {
             co_await conn_.connect();
             conn_.get(path_);
             conn_.request().set(bhttp::field::accept, "text/event-stream");
-            auto& stream = conn_.stream();
-            stream.expires_at(deadline_);
-            co_await bhttp::async_write(stream, conn_.request(), asio::use_awaitable);
+            conn_.expires_at(deadline_);
+            if (auto ec = co_await conn_.write_request())
+                throw boost::system::system_error(ec, "write");
             std::string text;
             std::int64_t last_id = 0;
             auto on_chunk = [&](std::uint64_t, beast::string_view body, error_code&) {
@@ -1288,7 +1489,7 @@ class fanout_reader {
             bhttp::response_parser<bhttp::empty_body> parser;
             parser.body_limit(std::numeric_limits<std::uint64_t>::max());
             parser.on_chunk_body(on_chunk);
-            co_await bhttp::async_read(stream, conn_.buffer(), parser, asio::use_awaitable);
+            if (auto ec = co_await conn_.read(parser)) throw boost::system::system_error(ec);
             ended = parser.get().result_int() == 200;
             if (!ended) error = "answered " + std::to_string(parser.get().result_int());
         } catch (const std::exception& e) {
@@ -1497,14 +1698,19 @@ phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
 // The server, when --spawn starts it
 
 // The buzzer binary started on 127.0.0.1:0 with a temporary database; stopped by destruction.
+// The temporary directory exists from construction, for the files the server is to be
+// started with (certificate, configuration, keys made on the database).
 class spawned_server {
   public:
-    spawned_server(const std::string& binary, const std::vector<std::string>& extra) {
+    spawned_server() {
         char pattern[] = "/tmp/buzzer-bench-XXXXXX";
         if (!::mkdtemp(pattern)) throw std::runtime_error("mkdtemp failed");
         dir_ = pattern;
+    }
+
+    void start(const std::string& binary, const std::vector<std::string>& extra) {
         std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--database",
-                                         (dir_ / "bench.db").string()};
+                                         database().string()};
         args.insert(args.end(), extra.begin(), extra.end());
         std::vector<char*> argv;
         argv.reserve(args.size() + 1);
@@ -1551,6 +1757,7 @@ class spawned_server {
     pid_t pid() const { return pid_; }
     // The temporary directory holding the database.
     const std::filesystem::path& dir() const { return dir_; }
+    std::filesystem::path database() const { return dir_ / "bench.db"; }
     // The URL it printed: http://HOST:PORT.
     const std::string& url() const { return address_; }
 
@@ -1604,6 +1811,229 @@ class spawned_server {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Certificates and credentials for --spawn, made with OpenSSL
+
+template <class T, void (*Free)(T*)>
+struct openssl_free {
+    void operator()(T* p) const noexcept { Free(p); }
+};
+using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_free<EVP_PKEY, EVP_PKEY_free>>;
+using bio_ptr = std::unique_ptr<BIO, openssl_free<BIO, BIO_free_all>>;
+using x509_ptr = std::unique_ptr<X509, openssl_free<X509, X509_free>>;
+using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, openssl_free<EVP_MD_CTX, EVP_MD_CTX_free>>;
+using ecdsa_sig_ptr = std::unique_ptr<ECDSA_SIG, openssl_free<ECDSA_SIG, ECDSA_SIG_free>>;
+
+[[noreturn]] void openssl_fail(const std::string& what) {
+    char reason[256] = "no detail";
+    if (unsigned long e = ERR_get_error()) ERR_error_string_n(e, reason, sizeof reason);
+    ERR_clear_error();
+    throw std::runtime_error(what + ": " + reason);
+}
+
+pkey_ptr make_p256_key() {
+    pkey_ptr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    if (!key) openssl_fail("cannot make a P-256 key");
+    return key;
+}
+
+// Writes `file` (mode 0600) with `write` on a BIO.
+template <class Write>
+void write_pem(const std::filesystem::path& file, Write write) {
+    bio_ptr out(BIO_new_file(file.c_str(), "w"));
+    if (!out || write(out.get()) != 1) openssl_fail("cannot write " + file.string());
+    std::filesystem::permissions(file, std::filesystem::perms::owner_read |
+                                           std::filesystem::perms::owner_write);
+}
+
+// A self-signed ECDSA P-256 certificate for 127.0.0.1, ::1 and localhost, valid for two days.
+void make_self_signed(const std::filesystem::path& cert_file,
+                      const std::filesystem::path& key_file) {
+    auto key = make_p256_key();
+    x509_ptr cert(X509_new());
+    if (!cert) openssl_fail("X509_new");
+    X509_NAME* name = X509_get_subject_name(cert.get());
+    const auto* cn = reinterpret_cast<const unsigned char*>("buzzer-bench");
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, cert.get(), cert.get(), nullptr, nullptr, 0);
+    std::unique_ptr<X509_EXTENSION, openssl_free<X509_EXTENSION, X509_EXTENSION_free>> san(
+        X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name,
+                            "IP:127.0.0.1,IP:::1,DNS:localhost"));
+    if (!X509_set_version(cert.get(), 2) ||
+        !ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), static_cast<long>(std::time(nullptr))) ||
+        !X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) ||
+        !X509_gmtime_adj(X509_getm_notAfter(cert.get()), 2 * 86400) ||
+        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, cn, -1, -1, 0) ||
+        !X509_set_issuer_name(cert.get(), name) || !X509_set_pubkey(cert.get(), key.get()) ||
+        !san || !X509_add_ext(cert.get(), san.get(), -1) ||
+        !X509_sign(cert.get(), key.get(), EVP_sha256()))
+        openssl_fail("cannot make the certificate");
+    write_pem(key_file, [&](BIO* b) {
+        return PEM_write_bio_PrivateKey(b, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+    });
+    write_pem(cert_file, [&](BIO* b) { return PEM_write_bio_X509(b, cert.get()); });
+}
+
+std::string base64url(std::string_view in) {
+    static constexpr char digits[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out;
+    std::uint32_t bits = 0;
+    int count = 0;
+    for (unsigned char c : in) {
+        bits = (bits << 8) | c;
+        count += 8;
+        while (count >= 6) {
+            count -= 6;
+            out += digits[(bits >> count) & 63];
+        }
+    }
+    if (count > 0) out += digits[(bits << (6 - count)) & 63];
+    return out;
+}
+
+// A JWS compact serialisation of `claims` signed with ES256 by `key`.
+std::string sign_es256(EVP_PKEY* key, const std::string& kid, const json::object& claims) {
+    const std::string input =
+        base64url(json::serialize(json::object{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kid}})) +
+        "." + base64url(json::serialize(claims));
+    const auto* data = reinterpret_cast<const unsigned char*>(input.data());
+    md_ctx_ptr ctx(EVP_MD_CTX_new());
+    std::size_t len = 0;
+    if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1 ||
+        EVP_DigestSign(ctx.get(), nullptr, &len, data, input.size()) != 1)
+        openssl_fail("cannot sign the token");
+    std::vector<unsigned char> der(len);
+    if (EVP_DigestSign(ctx.get(), der.data(), &len, data, input.size()) != 1)
+        openssl_fail("cannot sign the token");
+    // OpenSSL gives a DER SEQUENCE of two INTEGERs; JWS wants R and S as 32-byte big-endian
+    // numbers, one after the other.
+    const unsigned char* p = der.data();
+    ecdsa_sig_ptr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len)));
+    if (!sig) openssl_fail("cannot decode the signature");
+    const BIGNUM* r = nullptr;
+    const BIGNUM* s = nullptr;
+    ECDSA_SIG_get0(sig.get(), &r, &s);
+    unsigned char raw[64];
+    if (BN_bn2binpad(r, raw, 32) != 32 || BN_bn2binpad(s, raw + 32, 32) != 32)
+        openssl_fail("cannot encode the signature");
+    return input + "." + base64url(std::string_view(reinterpret_cast<const char*>(raw), 64));
+}
+
+// 32 random bytes as hex.
+std::string random_token() {
+    unsigned char bytes[32];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) openssl_fail("RAND_bytes");
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char b : bytes) {
+        out += hex[b >> 4];
+        out += hex[b & 15];
+    }
+    return out;
+}
+
+// Runs `args` (args[0] a path) and returns its standard output; throws unless it exits 0.
+// Its standard error goes to the bench's.
+std::string run_and_capture(const std::vector<std::string>& args) {
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        ::dup2(out[1], STDOUT_FILENO);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;)
+        text.append(buf, static_cast<std::size_t>(n));
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw std::runtime_error(args[0] + " " + args[1] + " " + args[2] + " failed");
+    return text;
+}
+
+// What --spawn --tls / --credential prepared: the server's extra arguments, the requests'
+// extra headers, and the file the client verifies the server's certificate with.
+struct spawn_setup {
+    std::vector<std::string> server_args;
+    header_list headers;
+    std::string metrics_authorization;
+    std::string cacert;
+    std::string description;  // for the report's header
+};
+
+spawn_setup prepare_spawn(const settings& s, const spawned_server& server) {
+    spawn_setup out;
+    const auto& dir = server.dir();
+    if (s.tls) {
+        make_self_signed(dir / "cert.pem", dir / "key.pem");
+        out.server_args = {"--tls-cert", (dir / "cert.pem").string(), "--tls-key",
+                           (dir / "key.pem").string()};
+        out.cacert = (dir / "cert.pem").string();
+        out.description = "TLS: a self-signed ECDSA P-256 certificate; ";
+    }
+    if (s.credential == "none") {
+        out.description += "no credentials (the server is open)";
+        return out;
+    }
+    // /metrics needs an admin credential: the bench's own scrapes use auth.metrics_token, so
+    // that the load runs with a write credential.
+    const std::string metrics_token = random_token();
+    out.metrics_authorization = "Bearer " + metrics_token;
+    json::object auth{{"metrics_token", metrics_token}};
+    std::string credential;
+    if (s.credential == "api-key") {
+        auto text = run_and_capture({s.spawn, "keys", "create", "--database",
+                                     server.database().string(), "--tenant", "bench", "--role",
+                                     "write", "--name", "bench"});
+        credential = text.substr(0, text.find_first_of(" \t\r\n"));
+        if (credential.rfind("bzk_", 0) != 0)
+            throw std::runtime_error("buzzer keys create printed no key: " + text);
+        out.description += "an API key (tenant bench, role write)";
+    } else {
+        auto key = make_p256_key();
+        auto pem = dir / "jwt-bench.pem";
+        write_pem(pem, [&](BIO* b) { return PEM_write_bio_PUBKEY(b, key.get()); });
+        const std::string issuer = "https://buzzer-bench.invalid/";
+        auth["jwt"] = json::object{
+            {"issuer", issuer},
+            {"audience", "buzzer"},
+            {"tenant_claim", "tenant"},
+            {"keys", json::array{json::object{
+                         {"kid", "bench"}, {"alg", "ES256"}, {"pem_file", pem.string()}}}}};
+        auto now = static_cast<std::int64_t>(std::time(nullptr));
+        credential = sign_es256(key.get(), "bench",
+                                json::object{{"iss", issuer},
+                                             {"aud", "buzzer"},
+                                             {"sub", "buzzer-bench"},
+                                             {"tenant", "bench"},
+                                             {"scope", "buzzer:write"},
+                                             {"iat", now},
+                                             {"exp", now + 3600}});
+        out.description +=
+            "an ES256 JWT (tenant bench, scope buzzer:write, " +
+            std::to_string(credential.size()) + " bytes)";
+    }
+    out.description += "; /metrics read with auth.metrics_token";
+    auto config = dir / "buzzer.json";
+    std::ofstream(config) << json::serialize(json::object{{"auth", auth}}) << "\n";
+    out.server_args.push_back("--config");
+    out.server_args.push_back(config.string());
+    out.headers.emplace_back("Authorization", "Bearer " + credential);
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Command line and report
 
 settings parse_command_line(int argc, char** argv, bool& help) {
@@ -1614,11 +2044,17 @@ settings parse_command_line(int argc, char** argv, bool& help) {
     // clang-format off
     desc.add_options()
         ("help,h", "show this help and exit")
-        ("url", po::value(&s.url), "server to measure, http://127.0.0.1:PORT")
+        ("url", po::value(&s.url), "server to measure, http://127.0.0.1:PORT or https://127.0.0.1:PORT")
         ("spawn", po::value(&s.spawn), "start this buzzer binary on 127.0.0.1:0 with a temporary database, stop it at the end")
         ("server-arg", po::value(&s.server_args), "extra argument for the spawned server (repeatable), e.g. --server-arg=--threads=1")
         ("server-pid", po::value(&s.server_pid), "pid of the --url server, to read its RSS and CPU time")
-        ("mode", po::value(&modes), "all (= healthz,submit,e2e), or a comma-separated list of healthz, submit, e2e, sse-idle, sse-latency, sse-fanout")
+        ("tls", po::bool_switch(&s.tls), "--spawn: serve HTTPS with a self-signed ECDSA P-256 certificate made for the run")
+        ("cacert", po::value(&s.cacert), "https --url: PEM file to verify the server's certificate with (default: the system's CAs)")
+        ("tls-version", po::value(&s.tls_version), "the one TLS version the client offers: 1.2 or 1.3 (default 1.3)")
+        ("tls-resume", po::bool_switch(&s.tls_resume), "reconnections offer the connection's last TLS session (default: full handshakes)")
+        ("credential", po::value(&s.credential), "--spawn: none, api-key (buzzer keys create, role write) or jwt-es256 (auth.jwt, scope buzzer:write); default none")
+        ("header,H", po::value(&s.headers), "header sent with every request, 'Name: value' (repeatable)")
+        ("mode", po::value(&modes), "all (= healthz,submit,e2e), or a comma-separated list of healthz, submit, e2e, handshake, sse-idle, sse-latency, sse-fanout")
         ("connections,c", po::value(&s.connections), "connections of healthz/submit/e2e; submit connections of sse-latency (default 64)")
         ("duration,d", po::value(&s.duration), "seconds of each timed phase (default 10)")
         ("threads,t", po::value(&s.threads), "bench I/O threads (default 1)")
@@ -1650,8 +2086,8 @@ settings parse_command_line(int argc, char** argv, bool& help) {
     for (std::size_t at = 0; at <= modes.size();) {
         auto comma = std::min(modes.find(',', at), modes.size());
         auto m = modes.substr(at, comma - at);
-        if (m != "healthz" && m != "submit" && m != "e2e" && m != "sse-idle" &&
-            m != "sse-latency" && m != "sse-fanout")
+        if (m != "healthz" && m != "submit" && m != "e2e" && m != "handshake" &&
+            m != "sse-idle" && m != "sse-latency" && m != "sse-fanout")
             throw usage_error("unknown mode '" + m + "'");
         s.modes.push_back(m);
         at = comma + 1;
@@ -1661,7 +2097,66 @@ settings parse_command_line(int argc, char** argv, bool& help) {
         throw usage_error(
             "--threads, --connections, --streams, --subscribers, --rate and "
             "--duration (at most 3600) must be positive");
+    if (s.credential != "none" && s.credential != "api-key" && s.credential != "jwt-es256")
+        throw usage_error("--credential takes none, api-key or jwt-es256");
+    if (!s.url.empty() && (s.tls || s.credential != "none"))
+        throw usage_error(
+            "--tls and --credential go with --spawn; with --url the scheme says TLS, and "
+            "--header 'Authorization: Bearer ...' carries a credential");
+    if (s.tls_version != "1.2" && s.tls_version != "1.3")
+        throw usage_error("--tls-version takes 1.2 or 1.3");
+    for (const auto& h : s.headers) {
+        auto colon = h.find(':');
+        if (colon == 0 || colon == std::string::npos ||
+            h.find_first_of("\r\n") != std::string::npos)
+            throw usage_error("--header takes 'Name: value', got '" + h + "'");
+    }
     return s;
+}
+
+// --header values as fields.
+header_list parse_headers(const std::vector<std::string>& lines) {
+    header_list out;
+    for (const auto& h : lines) {
+        auto colon = h.find(':');
+        auto value = h.substr(colon + 1);
+        value.erase(0, value.find_first_not_of(" \t"));
+        out.emplace_back(h.substr(0, colon), value);
+    }
+    return out;
+}
+
+// The client's TLS context: one protocol version, the server's certificate verified against
+// `cacert` and the URL's address, and no session cache (resumption only with --tls-resume).
+std::unique_ptr<asio::ssl::context> make_client_tls(const settings& s, const std::string& cacert,
+                                                    const target& t) {
+    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    SSL_CTX* native = ctx->native_handle();
+    const int version = s.tls_version == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
+    if (!SSL_CTX_set_min_proto_version(native, version) ||
+        !SSL_CTX_set_max_proto_version(native, version))
+        openssl_fail("cannot set the TLS version");
+    // Each connection keeps its own last session (connection::close()); nothing is cached
+    // here, so that without --tls-resume every handshake is a full one.
+    SSL_CTX_set_session_cache_mode(native, s.tls_resume ? SSL_SESS_CACHE_CLIENT |
+                                                              SSL_SESS_CACHE_NO_INTERNAL_STORE
+                                                        : SSL_SESS_CACHE_OFF);
+    if (cacert.empty())
+        ctx->set_default_verify_paths();
+    else
+        ctx->load_verify_file(cacert);
+    ctx->set_verify_mode(asio::ssl::verify_peer);
+    ctx->set_verify_callback(asio::ssl::host_name_verification(t.endpoint.address().to_string()));
+    return ctx;
+}
+
+// Connects once and describes the TLS session the server agreed to (throws on failure).
+asio::awaitable<std::string> probe_tls(target t, std::string) {
+    connection c(co_await asio::this_coro::executor, t);
+    co_await c.connect();
+    auto text = c.tls_summary();
+    c.close();
+    co_return text;
 }
 
 // Raises the soft limit of open files to the hard limit (sse-idle needs one per stream).
@@ -1714,6 +2209,7 @@ int run(int argc, char** argv) {
     rlim_t files = raise_file_limit();
 
     std::unique_ptr<spawned_server> spawned;
+    spawn_setup setup;
     pid_t pid = s.server_pid;
     std::string url = s.url;
     char date[64];
@@ -1728,7 +2224,11 @@ int run(int argc, char** argv) {
                 std::thread::hardware_concurrency(), load.substr(0, 14).c_str(),
                 static_cast<unsigned long long>(files));
     if (!s.spawn.empty()) {
-        spawned = std::make_unique<spawned_server>(s.spawn, s.server_args);
+        spawned = std::make_unique<spawned_server>();
+        setup = prepare_spawn(s, *spawned);
+        auto args = setup.server_args;
+        args.insert(args.end(), s.server_args.begin(), s.server_args.end());
+        spawned->start(s.spawn, args);
         pid = spawned->pid();
         url = spawned->url();
         std::this_thread::sleep_for(200ms);
@@ -1745,8 +2245,21 @@ int run(int argc, char** argv) {
     auto fsync = probe_fdatasync(probe_dir);
     std::printf("fdatasync of 4 KiB in %s: p50 %.3f ms, p99 %.3f ms%s\n", probe_dir.c_str(),
                 fsync.first, fsync.second, spawned ? " (the database's directory)" : "");
-    std::fflush(stdout);
     target t = parse_url(url);
+    t.headers = setup.headers;
+    for (auto& h : parse_headers(s.headers)) t.headers.push_back(std::move(h));
+    t.metrics_authorization = setup.metrics_authorization;
+    if (spawned) std::printf("%s\n", setup.description.c_str());
+    std::unique_ptr<asio::ssl::context> tls;  // outlives every connection
+    if (t.https) {
+        tls = make_client_tls(s, s.cacert.empty() ? setup.cacert : s.cacert, t);
+        t.tls = tls.get();
+        t.resume = s.tls_resume;
+        std::printf("TLS: %s; %s\n", run_one<std::string>(t, probe_tls, "").c_str(),
+                    t.resume ? "reconnections offer the last session"
+                             : "no session resumption (full handshakes)");
+    }
+    std::fflush(stdout);
 
     std::vector<phase_result> results;
     for (const auto& m : s.modes) {
@@ -1759,6 +2272,8 @@ int run(int argc, char** argv) {
             results.push_back(run_closed_loop(s, t, pid, loop_kind::submit));
         else if (m == "e2e")
             results.push_back(run_closed_loop(s, t, pid, loop_kind::e2e));
+        else if (m == "handshake")
+            results.push_back(run_handshake(s, t, pid));
         else if (m == "sse-idle")
             results.push_back(run_sse_idle(s, t, pid));
         else if (m == "sse-latency")
