@@ -154,10 +154,9 @@ asio::awaitable<http::response> guarded(context& ctx, http::request& req, core::
     co_return co_await fn(ctx, req);
 }
 
-void check_quota(context& ctx, const core::principal& who) {
+jobs::scheduler::pending_claim admit_submission(context& ctx, const core::principal& who) {
     auto settings = ctx.gate.credentials.current();
     const auto* q = settings->quota_for(who.tenant);
-    if (!q) return;
     auto refuse = [&](std::string detail, std::string retry_after) {
         ctx.gate.quota_rejections.fetch_add(1, std::memory_order_relaxed);
         throw http_error{429,
@@ -166,14 +165,17 @@ void check_quota(context& ctx, const core::principal& who) {
                          {},
                          {{"Retry-After", std::move(retry_after)}}};
     };
-    if (q->max_pending &&
-        ctx.scheduler.pending_of(who.tenant) >= static_cast<std::int64_t>(*q->max_pending))
+    auto claim = ctx.scheduler.admit(who.tenant, q ? q->max_pending : std::nullopt);
+    if (!claim)
         refuse("this tenant has " + std::to_string(*q->max_pending) +
                    " pending operations, its quota; retry once some have started",
                "1");
-    if (double wait = ctx.gate.rates.take(who.tenant, *q, std::chrono::steady_clock::now());
-        wait > 0)
-        refuse("this tenant submits faster than its quota allows; retry later", seconds_text(wait));
+    if (q)
+        if (double wait = ctx.gate.rates.take(who.tenant, *q, std::chrono::steady_clock::now());
+            wait > 0)
+            refuse("this tenant submits faster than its quota allows; retry later",
+                   seconds_text(wait));
+    return std::move(*claim);
 }
 
 }  // namespace buzzer::api

@@ -16,6 +16,7 @@
 #include "core/principal.hpp"
 #include "http/message.hpp"
 #include "http/router.hpp"
+#include "jobs/scheduler.hpp"
 
 namespace buzzer::api {
 
@@ -50,8 +51,9 @@ void add_access_hooks(http::router& r, context& ctx);
 /// Throws the 401 or 403 problem otherwise. In open mode it lets everything through.
 boost::asio::awaitable<void> authorize(context& ctx, http::request& req, core::role needed);
 
-/// Throws 429 when `who`'s tenant is over its submission quota (rate or pending operations).
-void check_quota(context& ctx, const core::principal& who);
+/// Admits a new operation of `who`'s tenant (jobs::scheduler::admit()); throws 429 when the
+/// tenant is over its submission quota (rate or pending operations).
+jobs::scheduler::pending_claim admit_submission(context& ctx, const core::principal& who);
 
 /// The session routes (session.cpp) and the key routes (keys.cpp).
 void add_session_routes(http::router& r, context& ctx);

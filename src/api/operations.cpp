@@ -137,7 +137,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
         if (!who.may_submit(s.op.kind))
             throw http_error{403, "forbidden",
                              "this credential may not submit operations of kind " + s.op.kind};
-        check_quota(ctx, who);
+        auto admitted = admit_submission(ctx, who);
         std::optional<std::string> key;
         if (req.has_header("idempotency-key"))
             key = parse_idempotency_key(req.header("idempotency-key"));
@@ -185,7 +185,7 @@ asio::awaitable<http::response> submit(context& ctx, http::request& req) {
             if (place)
                 ctx.scheduler.adopt(std::move(place), std::move(stored.op), here);
             else
-                ctx.scheduler.enqueue(core::queue_entry(stored.op), here);
+                ctx.scheduler.enqueue(core::queue_entry(stored.op), std::move(admitted), here);
         } else {
             guard.reset();
             sub.reset();

@@ -64,13 +64,14 @@ void scheduler::start() {
     });
 }
 
-void scheduler::enqueue(core::queued q, const asio::any_io_executor& caller) {
+void scheduler::enqueue(core::queued q, pending_claim claim, const asio::any_io_executor& caller) {
+    claim.owner_ = nullptr;  // still counted, now as queued
     // The submissions resumed by the same group commit reach the strand together.
     hand_over(incoming_, std::move(q), caller, strand_, [this] { take_incoming(); });
 }
 
 void scheduler::take_incoming() {
-    for (auto& q : incoming_.take()) add(std::move(q));
+    for (auto& q : incoming_.take()) add(std::move(q), true);
     pump();
 }
 
@@ -122,16 +123,24 @@ void scheduler::count_pending(const std::string& tenant, std::int64_t delta) {
     if (it->second <= 0) pending_by_tenant_.erase(it);
 }
 
-std::int64_t scheduler::pending_of(std::string_view tenant) const {
+std::optional<scheduler::pending_claim> scheduler::admit(std::string tenant,
+                                                         std::optional<std::uint64_t> limit) {
     std::lock_guard lock(tenants_mutex_);
-    auto it = pending_by_tenant_.find(tenant);
-    return it == pending_by_tenant_.end() ? 0 : it->second;
+    auto [it, _] = pending_by_tenant_.try_emplace(tenant, 0);
+    if (limit && it->second >= static_cast<std::int64_t>(*limit)) {
+        if (it->second <= 0) pending_by_tenant_.erase(it);
+        return std::nullopt;
+    }
+    ++it->second;
+    return pending_claim(this, std::move(tenant));
 }
 
-void scheduler::add(core::queued q) {
-    if (running_.count(q.id)) return;
-    if (!queue_.add(q, core::now_ms())) return;
-    count_pending(q.tenant, 1);
+void scheduler::add(core::queued q, bool counted) {
+    if (running_.count(q.id) || !queue_.add(q, core::now_ms())) {
+        if (counted) count_pending(q.tenant, -1);
+        return;
+    }
+    if (!counted) count_pending(q.tenant, 1);
     stats_.pending.store(static_cast<std::int64_t>(queue_.size()));
     arm_delay_timer();
 }

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -57,10 +58,36 @@ class scheduler {
     /// Starts claiming work.
     void start();
 
-    /// Queues a newly committed pending operation; callable from any thread. `caller` is the
-    /// executor the call runs on: the operations queued by the handlers it runs in a row reach
-    /// the scheduler together, with one wake-up of the scheduler's thread.
-    void enqueue(core::queued q, const boost::asio::any_io_executor& caller);
+    /// A new operation of a tenant, counted among the tenant's pending ones from the moment it
+    /// is admitted (before its commit) so that concurrent submissions cannot pass the tenant's
+    /// quota together; uncounted when dropped, unless enqueue() spends it.
+    class pending_claim {
+      public:
+        pending_claim() = default;
+        pending_claim(pending_claim&& o) noexcept
+            : owner_(std::exchange(o.owner_, nullptr)), tenant_(std::move(o.tenant_)) {}
+        pending_claim& operator=(pending_claim&&) = delete;
+        ~pending_claim() {
+            if (owner_) owner_->count_pending(tenant_, -1);
+        }
+
+      private:
+        friend class scheduler;
+        pending_claim(scheduler* owner, std::string tenant)
+            : owner_(owner), tenant_(std::move(tenant)) {}
+        scheduler* owner_ = nullptr;
+        std::string tenant_;
+    };
+
+    /// Admits a new operation of `tenant`, callable from any thread: nothing when the tenant
+    /// already has `limit` pending operations (admitted ones included).
+    std::optional<pending_claim> admit(std::string tenant, std::optional<std::uint64_t> limit);
+
+    /// Queues a newly committed pending operation admitted as `claim`; callable from any
+    /// thread. `caller` is the executor the call runs on: the operations queued by the
+    /// handlers it runs in a row reach the scheduler together, with one wake-up of the
+    /// scheduler's thread.
+    void enqueue(core::queued q, pending_claim claim, const boost::asio::any_io_executor& caller);
 
     /// A slot taken for a new operation that is to run at once; given back when dropped,
     /// unless adopt() spends it.
@@ -109,16 +136,15 @@ class scheduler {
     /// Counters.
     const scheduler_stats& stats() const { return stats_; }
 
-    /// Pending operations of `tenant` (for its quota); callable from any thread.
-    std::int64_t pending_of(std::string_view tenant) const;
-
   private:
     void count_pending(const std::string& tenant, std::int64_t delta);
-    // Pending operations per tenant, read by submissions on every I/O thread.
+    // Pending operations per tenant (admitted ones included), read by submissions on every I/O
+    // thread.
     mutable std::mutex tenants_mutex_;
     std::map<std::string, std::int64_t, std::less<>> pending_by_tenant_;
     void spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op);
-    void add(core::queued q);
+    // Queues `q`; `counted` when it was counted as pending when admitted.
+    void add(core::queued q, bool counted = false);
     void take_incoming();
     void take_adopted();
     bool take_slot();
