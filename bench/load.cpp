@@ -404,7 +404,6 @@ class connection {
     void close() {
         if (tls_ && target_.resume) {
             SSL_SESSION* s = SSL_get1_session(tls_->native_handle());
-            if (getenv("DBG")) fprintf(stderr, "sess %p resumable %d reused %d\n", (void*)s, s ? SSL_SESSION_is_resumable(s) : -1, SSL_session_reused(tls_->native_handle()));
             if (s && SSL_SESSION_is_resumable(s))
                 session_.reset(s);
             else if (s)
@@ -480,24 +479,30 @@ class connection {
         for (const auto& f : req_)
             wire_.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
         wire_.append("\r\n").append(req_.body());
-        auto [ec, n] =
-            tls_ ? co_await asio::async_write(*tls_, asio::buffer(wire_), tuple_awaitable)
-                 : co_await asio::async_write(tcp_, asio::buffer(wire_), tuple_awaitable);
+        // (No co_await inside ?: : g++ 12 miscompiles it.)
+        if (tls_) {
+            auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(wire_), tuple_awaitable);
+            co_return ec;
+        }
+        auto [ec, n] = co_await asio::async_write(tcp_, asio::buffer(wire_), tuple_awaitable);
         co_return ec;
     }
 
     // Reads one message (a response or a parser) with Beast, under the deadline set last.
     template <class Message>
     asio::awaitable<error_code> read(Message& m) {
-        auto [ec, n] = tls_ ? co_await bhttp::async_read(*tls_, buffer_, m, tuple_awaitable)
-                            : co_await bhttp::async_read(tcp_, buffer_, m, tuple_awaitable);
+        if (tls_) {
+            auto [ec, n] = co_await bhttp::async_read(*tls_, buffer_, m, tuple_awaitable);
+            co_return ec;
+        }
+        auto [ec, n] = co_await bhttp::async_read(tcp_, buffer_, m, tuple_awaitable);
         co_return ec;
     }
 
     // Reads what is there (at least a byte) into `b`, under the deadline set last.
     asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
-        co_return tls_ ? co_await tls_->async_read_some(b, tuple_awaitable)
-                       : co_await tcp_.async_read_some(b, tuple_awaitable);
+        if (tls_) co_return co_await tls_->async_read_some(b, tuple_awaitable);
+        co_return co_await tcp_.async_read_some(b, tuple_awaitable);
     }
 
     // What exchange_lean() reads of a response.
@@ -534,8 +539,12 @@ class connection {
                 co_return error_code{};
             }
             auto b = buffer_.prepare(16 * 1024);
-            auto [ec, n] = tls_ ? co_await tls_->async_read_some(b, tuple_awaitable)
-                                : co_await tcp_.async_read_some(b, tuple_awaitable);
+            error_code ec;
+            std::size_t n = 0;
+            if (tls_)
+                std::tie(ec, n) = co_await tls_->async_read_some(b, tuple_awaitable);
+            else
+                std::tie(ec, n) = co_await tcp_.async_read_some(b, tuple_awaitable);
             if (ec) co_return ec;
             buffer_.commit(n);
         }
