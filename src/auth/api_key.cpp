@@ -3,10 +3,11 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <stdexcept>
+
+#include "core/random.hpp"
 
 namespace buzzer::auth {
 namespace {
@@ -19,19 +20,6 @@ constexpr std::string_view id_prefix = "key_";
 constexpr std::size_t key_characters = 43;
 constexpr std::size_t id_characters = 20;
 
-void fill_random(unsigned char* out, std::size_t n) {
-    // RAND_bytes takes an int: large requests go in parts.
-    while (n > 0) {
-        const std::size_t part = std::min<std::size_t>(n, 1 << 20);
-        if (RAND_bytes(out, static_cast<int>(part)) != 1) {
-            ERR_clear_error();
-            throw std::runtime_error("the random number generator failed");
-        }
-        out += part;
-        n -= part;
-    }
-}
-
 // `n` base62 characters. A byte below 248 = 4 · 62 maps to byte % 62, each character equally
 // likely; bytes from 248 up are dropped, so that no character is favoured (rejection sampling).
 std::string random_base62(std::size_t n) {
@@ -39,7 +27,7 @@ std::string random_base62(std::size_t n) {
     out.reserve(n);
     unsigned char pool[64];
     while (out.size() < n) {
-        fill_random(pool, sizeof pool);
+        core::random_bytes(pool, sizeof pool);
         for (unsigned char b : pool)
             if (b < 248 && out.size() < n) out += base62[b % 62];
     }
@@ -85,7 +73,7 @@ bool same_hash(std::string_view a, std::string_view b) {
 
 std::string random_secret(std::size_t bytes) {
     std::string out(bytes, '\0');
-    fill_random(reinterpret_cast<unsigned char*>(out.data()), out.size());
+    core::random_bytes(out.data(), out.size());
     return out;
 }
 

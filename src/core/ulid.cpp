@@ -1,13 +1,12 @@
 #include "core/ulid.hpp"
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
+
+#include "core/random.hpp"
 
 namespace buzzer::core {
 namespace {
@@ -18,18 +17,6 @@ int digit_value(char c) {
     for (int i = 0; i < 32; ++i)
         if (alphabet[i] == c) return i;
     return -1;
-}
-
-void fill_random(std::uint8_t* p, std::size_t n) {
-    while (n > 0) {
-        ssize_t got = getrandom(p, n, 0);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            throw std::runtime_error("getrandom failed");
-        }
-        p += got;
-        n -= static_cast<std::size_t>(got);
-    }
 }
 
 // What make_ulid keeps between calls, under one lock: random bytes drawn from the OS CSPRNG
@@ -45,7 +32,7 @@ struct generator {
 
     std::uint64_t take(std::size_t n) {
         if (left < n) {
-            fill_random(pool.data(), pool.size());
+            random_bytes(pool.data(), pool.size());
             left = pool.size();
         }
         std::uint64_t v = 0;
