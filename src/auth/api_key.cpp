@@ -4,7 +4,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include <algorithm>
 #include <stdexcept>
 
 #include "core/random.hpp"
