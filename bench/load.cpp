@@ -403,11 +403,16 @@ class connection {
     // Closes the socket at once: no close_notify, nothing more is read.
     void close() {
         if (tls_ && target_.resume) {
-            SSL_SESSION* s = SSL_get1_session(tls_->native_handle());
-            if (s && SSL_SESSION_is_resumable(s))
+            SSL* ssl = tls_->native_handle();
+            SSL_SESSION* s = SSL_get1_session(ssl);
+            if (s && SSL_SESSION_is_resumable(s)) {
                 session_.reset(s);
-            else if (s)
+                // Else SSL_free takes a session that never saw a shutdown for a broken one
+                // and marks it not resumable: the next connection would offer nothing.
+                SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
+            } else if (s) {
                 SSL_SESSION_free(s);
+            }
         }
         tls_.reset();
         error_code ignored;
