@@ -64,13 +64,14 @@ void hook_free(void* p, const char*, int) {
     std::free(p);
 }
 
-// Runs `fn` with the server's allocations marked as such.
+// Runs `fn` with the server's allocations marked as such; returns what it returns.
 template <class Fn>
 auto as_server(Fn fn) {
-    on_server = true;
-    auto result = fn();
-    on_server = false;
-    return result;
+    struct marking {
+        marking() { on_server = true; }
+        ~marking() { on_server = false; }
+    } mark;
+    return fn();
 }
 
 [[noreturn]] void die(const char* what) {
@@ -95,7 +96,6 @@ session open_session(SSL_CTX* server_ctx, SSL_CTX* client_ctx) {
     as_server([&] {
         SSL_set_bio(s.server, server_end, server_end);
         SSL_set_accept_state(s.server);
-        return 0;
     });
     SSL_set_bio(s.client, client_end, client_end);
     SSL_set_connect_state(s.client);
@@ -139,6 +139,30 @@ std::map<std::string, tally> server_allocations() {
         ++t.count;
     }
     return by_line;
+}
+
+// What grew from `before` to `after`, per session, by source line; largest first.
+struct row {
+    double bytes;
+    double count;
+    std::string where;
+};
+
+std::vector<row> growth(const std::map<std::string, tally>& before,
+                        const std::map<std::string, tally>& after, int sessions) {
+    std::vector<row> rows;
+    for (const auto& [where, t] : after) {
+        const auto it = before.find(where);
+        const tally base = it == before.end() ? tally{} : it->second;
+        const double bytes =
+            (static_cast<double>(t.bytes) - static_cast<double>(base.bytes)) / sessions;
+        const double count =
+            (static_cast<double>(t.count) - static_cast<double>(base.count)) / sessions;
+        if (bytes != 0) rows.push_back({bytes, count, where});
+    }
+    std::sort(rows.begin(), rows.end(),
+              [](const row& a, const row& b) { return a.bytes > b.bytes; });
+    return rows;
 }
 
 void usage() {
@@ -195,29 +219,15 @@ int main(int argc, char** argv) {
     std::vector<session> open{open_session(server_ctx.get(), client_ctx)};
     const auto before = server_allocations();
     for (int i = 0; i < sessions; ++i) open.push_back(open_session(server_ctx.get(), client_ctx));
-    auto after = server_allocations();
+    const auto after = server_allocations();
 
-    struct row {
-        double bytes;
-        double count;
-        std::string where;
-    };
-    std::vector<row> rows;
+    auto rows = growth(before, after, sessions);
     double total = 0;
     double blocks = 0;
-    for (const auto& [where, t] : after) {
-        const auto it = before.find(where);
-        const tally base = it == before.end() ? tally{} : it->second;
-        const double bytes =
-            (static_cast<double>(t.bytes) - static_cast<double>(base.bytes)) / sessions;
-        const double count =
-            (static_cast<double>(t.count) - static_cast<double>(base.count)) / sessions;
-        total += bytes;
-        blocks += count;
-        if (bytes != 0) rows.push_back({bytes, count, where});
+    for (const auto& r : rows) {
+        total += r.bytes;
+        blocks += r.count;
     }
-    std::sort(rows.begin(), rows.end(),
-              [](const row& a, const row& b) { return a.bytes > b.bytes; });
 
     const SSL* sample = open.back().server;
     std::printf("%s, %s %s, %d idle server sessions\n", OpenSSL_version(OPENSSL_VERSION),
@@ -229,20 +239,13 @@ int main(int argc, char** argv) {
 
     for (auto& s : open) {
         SSL_free(s.client);
-        as_server([&] {
-            SSL_free(s.server);
-            return 0;
-        });
+        as_server([&] { SSL_free(s.server); });
     }
     SSL_CTX_free(client_ctx);
     // What the context keeps of the sessions once they are closed: its cache of sessions
     // for resumption by session id, if anything.
     double kept = 0;
-    for (const auto& [where, t] : server_allocations()) {
-        const auto it = before.find(where);
-        kept += static_cast<double>(t.bytes) -
-                static_cast<double>(it == before.end() ? 0 : it->second.bytes);
-    }
+    for (const auto& r : growth(before, server_allocations(), sessions)) kept += r.bytes;
     std::printf("%10.1f           per session still held by the context after all are closed\n",
                 kept / sessions);
     return 0;
