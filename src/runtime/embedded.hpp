@@ -1,4 +1,4 @@
-// Files compiled into the binary: the schema migrations and the demo page.
+// Files compiled into the binary: the schema migrations of both backends and the demo page.
 #pragma once
 
 #include <span>
@@ -12,8 +12,11 @@ struct file {
     std::string_view content;
 };
 
-/// The migrations, sorted by name (`0001_init.sql`, ...).
+/// The SQLite migrations, sorted by name (`0001_init.sql`, ...).
 std::span<const file> migrations();
+
+/// The PostgreSQL migrations (migrations/postgresql/), sorted by name.
+std::span<const file> postgresql_migrations();
 
 /// The web assets (`index.html`).
 std::span<const file> assets();

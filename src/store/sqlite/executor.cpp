@@ -26,26 +26,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-// The executor a handler runs on, kept busy (outstanding work) until it has run.
-template <class Handler>
-asio::any_io_executor tracked_executor(const Handler& handler) {
-    return asio::prefer(asio::get_associated_executor(handler),
-                        asio::execution::outstanding_work.tracked);
-}
-
-// Wraps an Asio completion handler so a store thread can complete it on its own executor.
-template <class Handler>
-completion completion_for(Handler&& handler) {
-    auto ex = tracked_executor(handler);
-    auto h = std::make_shared<std::decay_t<Handler>>(std::forward<Handler>(handler));
-    return {ex, [h](std::exception_ptr e) { std::move (*h)(e); }};
-}
-
-// What a request to a closed store completes with.
-std::exception_ptr closed_error() {
-    return std::make_exception_ptr(std::runtime_error("the store is closed"));
-}
-
 void sync_file(int fd, const std::string& name) {
     int rc;
     do {
@@ -67,10 +47,6 @@ void sync_directory(const std::string& file) {
 }
 
 }  // namespace
-
-void completion::operator()(std::exception_ptr e) {
-    asio::post(executor, [fn = std::move(resume), e]() mutable { fn(e); });
-}
 
 std::int64_t write_context::add_event(std::string_view operation_id, std::string_view type,
                                       std::string data) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/event.hpp"
+#include "store/completion.hpp"
 #include "store/sqlite/connection.hpp"
 #include "store/store.hpp"
 
@@ -38,14 +39,6 @@ class write_context {
   private:
     std::vector<core::event>& events_;
     std::int64_t& last_seq_;
-};
-
-/// How a store thread resumes a waiting coroutine; `resume` must run on `executor`.
-struct completion {
-    boost::asio::any_io_executor executor;
-    std::function<void(std::exception_ptr)> resume;
-    /// Posts `resume(e)` to the executor.
-    void operator()(std::exception_ptr e);
 };
 
 /// The database: schema, writer thread, reader threads.

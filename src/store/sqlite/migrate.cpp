@@ -1,22 +1,11 @@
 #include "store/sqlite/migrate.hpp"
 
-#include <charconv>
 #include <string>
 
 #include "core/time.hpp"
+#include "store/migration_list.hpp"
 
 namespace buzzer::store::sqlite {
-namespace {
-
-int number_of(std::string_view name) {
-    int n = 0;
-    auto [p, ec] = std::from_chars(name.data(), name.data() + name.size(), n);
-    if (ec != std::errc{} || p == name.data() || *p != '_' || n <= 0)
-        throw std::runtime_error("migration file name must be NNNN_name.sql: " + std::string(name));
-    return n;
-}
-
-}  // namespace
 
 int schema_version(connection& db) {
     db.exec(
@@ -28,19 +17,11 @@ int schema_version(connection& db) {
 }
 
 int migrate(connection& db, std::span<const migration> migrations) {
-    int expected = 1;
-    for (const auto& m : migrations) {
-        if (number_of(m.name) != expected)
-            throw std::runtime_error("migrations are not contiguous at " + std::string(m.name));
-        ++expected;
-    }
-    const int newest = expected - 1;
+    const int newest = newest_migration(migrations);
     int current = schema_version(db);
-    if (current > newest)
-        throw std::runtime_error("database schema version " + std::to_string(current) +
-                                 " is newer than this binary's " + std::to_string(newest));
+    if (current > newest) throw schema_too_new(current, newest);
     for (const auto& m : migrations) {
-        int n = number_of(m.name);
+        int n = migration_number(m.name);
         if (n <= current) continue;
         transaction tx(db);
         // Another process on the database (a second server, the keys command) may have applied

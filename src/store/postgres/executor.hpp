@@ -1,0 +1,164 @@
+// The PostgreSQL executor: a writer thread that group-commits the writes that arrive while the
+// previous commit runs (one transaction, one commit for many requests), reader threads, and
+// the delivery of committed events in id order, this node's and those of every other node on
+// the database. Each thread has a connection of its own, made again after it broke; nothing
+// here runs on an I/O thread.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/event.hpp"
+#include "store/completion.hpp"
+#include "store/postgres/connection.hpp"
+#include "store/store.hpp"
+
+namespace buzzer::store::postgres {
+
+/// What a write function sees: the writer connection inside the batch's transaction.
+class write_context {
+  public:
+    write_context(connection& db, std::vector<core::event>& events) : db(db), events_(events) {}
+    /// The writer connection.
+    connection& db;
+    /// Appends an event; its id is taken when the batch commits (in commit order across the
+    /// nodes), and it is handed to `on_commit` once the commit is durable.
+    void add_event(std::string_view operation_id, std::string_view type, std::string data);
+
+  private:
+    std::vector<core::event>& events_;
+};
+
+/// Counters of the connections, for /metrics.
+struct pool_stats {
+    std::atomic<std::uint64_t> connects{0};        ///< connections made
+    std::atomic<std::uint64_t> connect_errors{0};  ///< attempts that failed
+    std::atomic<std::int64_t> open{0};             ///< connections open now
+    std::atomic<std::int64_t> busy{0};             ///< connections running a request now
+    std::atomic<std::uint64_t> notifications{0};   ///< notifications received
+    std::atomic<std::uint64_t> catch_ups{0};       ///< reads of other nodes' events
+};
+
+/// The database: schema, writer thread, reader threads, event delivery.
+class executor {
+  public:
+    struct settings {
+        std::string uri;
+        unsigned readers = 2;
+        std::size_t max_batch = 1024;  ///< writes in one commit at most
+        std::vector<migration> migrations;
+        /// How often the listener looks for events it was not told of, and proves that it
+        /// still hears notifications.
+        std::chrono::milliseconds poll_interval{1000};
+    };
+    using write_fn = std::function<void(write_context&)>;
+    using read_fn = std::function<void(connection&)>;
+
+    explicit executor(settings s);
+    ~executor();
+    executor(const executor&) = delete;
+    executor& operator=(const executor&) = delete;
+
+    /// Connects, brings the schema up to date, runs `startup` in one transaction (recovery)
+    /// and starts the threads. Throws when the database cannot be used.
+    void open(const write_fn& startup = {});
+
+    /// Finishes queued work and joins the threads. Later calls fail.
+    void close();
+
+    /// Runs `fn` in the next group commit and resumes the caller once it is committed.
+    /// An exception from `fn` (its changes are rolled back) or from the commit is rethrown.
+    /// `fn` may run more than once (its batch is run again when another request of it fails),
+    /// so it must not change anything but the database and its own outputs.
+    boost::asio::awaitable<void> write(write_fn fn);
+
+    /// Runs every function of `fns` as a write of its own and resumes the caller once, when
+    /// all are committed, with the exception of each (null for those that succeeded).
+    boost::asio::awaitable<std::vector<std::exception_ptr>> write_each(std::vector<write_fn> fns);
+
+    /// Runs `fn` on a reader connection (autocommit: a snapshot per statement).
+    boost::asio::awaitable<void> read(read_fn fn);
+
+    /// Whether a write round trip succeeds now.
+    boost::asio::awaitable<bool> writable();
+
+    /// Runs `fn` on a connection of the calling thread's own, made for this call (start-up
+    /// and the commands beside a server).
+    void direct(const read_fn& fn);
+
+    /// Called with committed events in id order, once each, this node's and every other's.
+    std::function<void(std::vector<core::event>)> on_commit;
+
+    /// The newest event id handed to `on_commit`.
+    std::int64_t published_seq() const { return published_seq_.load(std::memory_order_acquire); }
+
+    /// Whether the last attempt to reach the database succeeded.
+    bool reachable() const { return reachable_.load(std::memory_order_acquire); }
+
+    const store_stats& stats() const { return stats_; }
+    const pool_stats& pool() const { return pool_; }
+
+  private:
+    struct write_request {
+        write_fn fn;
+        completion done;
+        std::chrono::steady_clock::time_point queued{};
+    };
+    struct read_request {
+        read_fn fn;
+        completion done;
+    };
+
+    std::unique_ptr<connection> connect();
+    void run_writer();
+    void run_reader();
+    void run_listener();
+    void commit_batch(std::vector<write_request>& batch);
+    std::vector<std::exception_ptr> run_batch(std::vector<write_request>& batch,
+                                              std::vector<core::event>& events, bool isolated);
+    void insert_events(std::vector<core::event>& events);
+    // Hands every event up to `upto` to on_commit in id order: `own` (ids set) where they
+    // cover it, the rest read through `db`. Serialized between the writer and the listener.
+    void deliver_upto(connection& db, std::int64_t upto, std::vector<core::event> own);
+    void catch_up(connection& db);
+    void push_writes(std::vector<write_request> rs);
+    void push_read(read_request r);
+
+    settings settings_;
+    std::unique_ptr<connection> writer_db_;
+    std::atomic<std::int64_t> published_seq_{0};
+    std::atomic<bool> reachable_{true};
+    store_stats stats_;
+    pool_stats pool_;
+
+    std::mutex deliver_mutex_;  ///< one delivery at a time, in id order
+
+    std::mutex write_mutex_;
+    std::condition_variable write_cv_;
+    std::deque<write_request> write_queue_;
+    bool write_stopping_ = false;
+    std::mutex read_mutex_;
+    std::condition_variable read_cv_;
+    std::deque<read_request> read_queue_;
+    bool read_stopping_ = false;
+    std::atomic<bool> listen_stopping_{false};
+    int wake_pipe_[2] = {-1, -1};  ///< wakes the listener out of its wait to stop
+    bool open_ = false;
+
+    std::thread writer_;
+    std::thread listener_;
+    std::vector<std::thread> readers_;
+};
+
+}  // namespace buzzer::store::postgres
