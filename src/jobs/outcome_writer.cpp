@@ -25,7 +25,7 @@ asio::awaitable<void> outcome_writer::write(std::vector<settled> batch) {
     std::vector<store::change> changes;
     changes.reserve(batch.size());
     for (const auto& s : batch)
-        changes.push_back({s.op, s.events, s.result ? &*s.result : nullptr});
+        changes.push_back({s.op, s.events, s.result ? &*s.result : nullptr, s.attempt});
     auto written = co_await db_.record(changes);
     bool all_written = true;
     for (std::size_t i = 0; i < batch.size(); ++i) {

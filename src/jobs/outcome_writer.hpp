@@ -28,6 +28,7 @@ struct settled {
     std::vector<core::event> events;
     std::optional<core::result_body> result;  ///< of a success
     bool failed_attempt = false;              ///< the attempt failed (or timed out)
+    int attempt = 0;                          ///< the attempt that ended
     int tries = 0;                            ///< writes tried so far
 };
 

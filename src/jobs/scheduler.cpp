@@ -311,12 +311,14 @@ asio::awaitable<void> scheduler::run_job(std::shared_ptr<job_control> ctrl, core
     auto ended = co_await run_attempt(ctrl, kinds_, db_, std::move(op));
     auto& out = ended.out;
     const auto change = settle(out, ended.op, kinds_, core::now_ms());
+    const int attempt = ended.op.attempt;
     auto step = core::lifecycle::apply(std::move(ended.op), change);
     settled s;
     if (out.kind == outcome::success) {
         if (out.media_type.empty()) out.media_type = "application/json";
         s.result = core::result_body{std::move(out.body), std::move(out.media_type)};
     }
+    s.attempt = attempt;
     s.failed_attempt = out.kind == outcome::failure || out.kind == outcome::timeout;
     s.op = std::move(step.op);
     s.events = std::move(step.events);

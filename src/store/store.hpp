@@ -74,7 +74,8 @@ struct tenant_id {
 
 /// How to open the store.
 struct settings {
-    std::string path;                   ///< the SQLite database file
+    std::string path;                   ///< the SQLite database file, or PostgreSQL's URI
+    std::string node_id;                ///< PostgreSQL: this node's id (none: a new one)
     bool synchronous_full = true;       ///< fsync every commit before anybody is told of it
     unsigned readers = 2;               ///< reader threads (connections)
     std::size_t max_batch = 4096;       ///< writes in one group commit at most
@@ -161,6 +162,9 @@ struct change {
     const core::operation& op;  ///< after the change; `row` set
     const std::vector<core::event>& events;
     const core::result_body* result = nullptr;
+    /// The attempt the change is of, which a backend shared by many nodes checks is still
+    /// current; 0: `op.attempt` (right for every change but a hand-back, which takes it back).
+    int attempt = 0;
 };
 
 /// What recording a change came to: written, skipped (the stored operation was no longer
@@ -323,5 +327,13 @@ class store {
 
 /// The embedded backend: an SQLite database file (WAL, group commit, one writer thread).
 std::unique_ptr<store> make_sqlite_store(settings s);
+
+/// The backend for many nodes: a PostgreSQL database (`s.path` is its URI), shared by every
+/// node on it.
+std::unique_ptr<store> make_postgres_store(settings s);
+
+/// Whether `database` names a PostgreSQL database (`postgresql://` or `postgres://`) rather
+/// than an SQLite file.
+bool is_postgres_uri(std::string_view database);
 
 }  // namespace buzzer::store

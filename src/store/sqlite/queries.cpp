@@ -1,11 +1,11 @@
 #include "store/sqlite/queries.hpp"
 
 #include <algorithm>
-#include <boost/json/parse.hpp>
 #include <stdexcept>
 #include <string>
 
 #include "core/ulid.hpp"
+#include "store/values.hpp"
 
 namespace buzzer::store::sqlite {
 namespace {
@@ -327,31 +327,6 @@ std::int64_t terminal_event(connection& db, std::string_view operation_id) {
 namespace {
 
 #define BUZZER_KEY_COLUMNS "id, tenant, role, name, kinds, created_at, expires_at, revoked_at"
-
-// A key's kinds as stored: a JSON array of strings.
-std::string kinds_text(const std::vector<std::string>& kinds) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < kinds.size(); ++i) {
-        if (i) out += ',';
-        core::append_json_string(out, kinds[i]);
-    }
-    out += ']';
-    return out;
-}
-
-// The kinds of a stored key. Text that is not an array of strings (written by hand) allows
-// no kind at all: a damaged limit must not become no limit.
-std::vector<std::string> parse_kinds(const std::string& text) {
-    boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec);
-    std::vector<std::string> out;
-    if (ec || !v.is_array()) return out;
-    for (const auto& k : v.get_array()) {
-        if (!k.is_string()) return {};
-        out.emplace_back(k.get_string());
-    }
-    return out;
-}
 
 api_key_record row_to_key(statement& s) {
     api_key_record k;

@@ -3,13 +3,12 @@
 // lifecycle's.
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/json/parse.hpp>
 
-#include "core/json_text.hpp"
 #include "core/lifecycle.hpp"
 #include "store/sqlite/executor.hpp"
 #include "store/sqlite/queries.hpp"
 #include "store/store.hpp"
+#include "store/values.hpp"
 
 namespace buzzer::store {
 namespace sqlite {
@@ -27,14 +26,6 @@ void add_events(write_context& w, const std::vector<core::event>& events) {
 void save_step(write_context& w, const lifecycle::step& s) {
     save_operation(w.db, s.op);
     add_events(w, s.events);
-}
-
-// Whether two canonical request bodies are the same. Texts differ for equal values too when one
-// was stored by an older version (numbers were written as 1.5E0 then): those compare as values.
-bool same_request(const std::string& stored, const std::string& sent) {
-    if (stored == sent) return true;
-    return core::same_json(boost::json::parse(stored, {}, core::json_options()),
-                           boost::json::parse(sent, {}, core::json_options()));
 }
 
 executor::settings executor_settings(settings s) {

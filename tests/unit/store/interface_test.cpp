@@ -1,7 +1,10 @@
 // The store's interface, exercised through store::store alone: the cases every backend must
-// pass. The fixture opens the SQLite backend on a temporary database.
+// pass. The fixture opens the SQLite backend on a temporary database, or with
+// BUZZER_TEST_STORE=postgresql the PostgreSQL backend on a new database of a private cluster
+// (CTest runs the suite both ways).
 #include <boost/asio/awaitable.hpp>
 #include <boost/test/unit_test.hpp>
+#include <cstdlib>
 #include <mutex>
 #include <ostream>
 
@@ -9,6 +12,7 @@
 #include "core/ulid.hpp"
 #include "runtime/embedded.hpp"
 #include "store/store.hpp"
+#include "support/pg_cluster.hpp"
 #include "support/process.hpp"
 #include "support/run_coroutine.hpp"
 
@@ -31,21 +35,44 @@ struct backend {
     std::unique_ptr<store::store> db;
     store::recovery recovered;
 
-    backend() { reopen(); }
+    std::string database;  ///< the SQLite file or the PostgreSQL URI
+
+    backend() {
+        if (on_postgres()) {
+            static int databases = 0;
+            database = test::fresh_pg_database("iface_" + std::to_string(++databases));
+        } else {
+            database = (dir / "i.db").string();
+        }
+        reopen();
+    }
     ~backend() {
         if (db) db->close();
     }
 
-    static store::settings settings_for(const std::string& path) {
+    static bool on_postgres() {
+        const char* which = std::getenv("BUZZER_TEST_STORE");
+        return which && std::string_view(which) == "postgresql";
+    }
+
+    // A store on the database; on PostgreSQL as the node `node` (the same node after reopen()).
+    std::unique_ptr<store::store> make(std::string node = "node-a") const {
         store::settings s;
-        s.path = path;
-        for (const auto& f : embedded::migrations()) s.migrations.push_back({f.name, f.content});
-        return s;
+        s.path = database;
+        if (!on_postgres()) {
+            for (const auto& f : embedded::migrations())
+                s.migrations.push_back({f.name, f.content});
+            return store::make_sqlite_store(std::move(s));
+        }
+        s.node_id = std::move(node);
+        for (const auto& f : embedded::postgresql_migrations())
+            s.migrations.push_back({f.name, f.content});
+        return store::make_postgres_store(std::move(s));
     }
 
     void reopen() {
         if (db) db->close();
-        db = store::make_sqlite_store(settings_for((dir / "i.db").string()));
+        db = make();
         db->on_commit = [this](std::vector<core::event> events) {
             std::lock_guard lock(m);
             for (auto& e : events) published.push_back(std::move(e));
@@ -55,7 +82,7 @@ struct backend {
 
     /// A second store on the same file, attached as another process (the keys command) would.
     std::unique_ptr<store::store> beside() {
-        auto other = store::make_sqlite_store(settings_for((dir / "i.db").string()));
+        auto other = make("node-b");
         other->attach();
         return other;
     }
@@ -241,7 +268,7 @@ BOOST_AUTO_TEST_CASE(a_requested_cancel_survives_later_writes_of_the_job_and_a_r
         std::vector<store::change> one{{report.op, report.events}};
         BOOST_TEST((co_await db->record(one))[0].written);
         auto back = lc::apply(report.op, lc::handed_back{});
-        std::vector<store::change> two{{back.op, back.events}};
+        std::vector<store::change> two{{back.op, back.events, nullptr, report.op.attempt}};
         BOOST_TEST((co_await db->record(two))[0].written);
         auto loaded = co_await db->load(home, op.id);
         BOOST_TEST(loaded->state == core::status::pending);

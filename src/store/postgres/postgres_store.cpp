@@ -1,0 +1,333 @@
+// The PostgreSQL backend of the store: each call is one write (group-committed by the
+// executor's writer thread) or one read (on a reader connection), each state change the
+// lifecycle's, as in the SQLite backend. What differs is that other nodes share the database:
+// rows that a write changes after reading them are locked (FOR UPDATE), an idempotency key
+// that another node takes at the same moment makes this submission a replay, and an attempt's
+// outcome is written only while the attempt is still this node's (its fencing token).
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "core/lifecycle.hpp"
+#include "core/ulid.hpp"
+#include "store/postgres/executor.hpp"
+#include "store/postgres/queries.hpp"
+#include "store/store.hpp"
+#include "store/values.hpp"
+
+namespace buzzer::store {
+namespace postgres {
+namespace {
+
+namespace lifecycle = core::lifecycle;
+
+// Thrown inside a submission whose idempotency key another node stored meanwhile: the
+// submission is rolled back and looked up again (then it replays that node's operation).
+struct key_taken {};
+
+void add_events(write_context& w, const std::vector<core::event>& events) {
+    for (const auto& e : events) w.add_event(e.operation_id, e.type, e.data);
+}
+
+executor::settings executor_settings(settings s) {
+    executor::settings e;
+    e.uri = std::move(s.path);
+    e.readers = std::max(1u, s.readers);
+    e.max_batch = std::min<std::size_t>(s.max_batch, 1024);
+    e.migrations = std::move(s.migrations);
+    return e;
+}
+
+std::string node_id_of(const settings& s) {
+    if (!s.node_id.empty()) return s.node_id;
+    return core::make_ulid(core::now_ms());
+}
+
+class postgres_store final : public store {
+  public:
+    explicit postgres_store(settings s)
+        : node_(node_id_of(s)), db_(executor_settings(std::move(s))) {}
+
+    ~postgres_store() override { db_.close(); }
+
+    recovery open(core::millis now) override {
+        recovery r;
+        db_.on_commit = on_commit;
+        db_.open([&](write_context& w) {
+            r = {};
+            // What this node (by its id, when it is configured) left: its cancels answered,
+            // its attempts abandoned.
+            for (auto& op : cancel_requested_on(w.db, node_)) {
+                if (op.state == core::status::running) r.abandoned.push_back(op.id);
+                save_step(w, lifecycle::apply(std::move(op), lifecycle::canceled{now}));
+            }
+            for (auto& op : running_on(w.db, node_)) {
+                r.abandoned.push_back(op.id);
+                save_step(w, lifecycle::apply(std::move(op), lifecycle::abandoned{now}));
+            }
+            r.pending = pending_operations(w.db);
+        });
+        return r;
+    }
+
+    void attach() override {
+        db_.on_commit = on_commit;
+        db_.open();
+    }
+
+    void close() override { db_.close(); }
+
+    boost::asio::awaitable<submit_result> submit(core::operation op,
+                                                 std::vector<core::event> events,
+                                                 std::optional<idempotency_key> key) override {
+        submit_result r;
+        const tenant_id tenant(op.tenant);
+        auto write = [&](write_context& w) {
+            r = {};
+            if (key) {
+                if (auto found = find_idempotency_key(w.db, tenant, key->key)) {
+                    r.kind = same_request(found->request, key->request) ? submit_result::replayed
+                                                                        : submit_result::key_reused;
+                    r.operation_id = found->operation_id;
+                    return;
+                }
+            }
+            r.op.row = insert_operation(w.db, op, node_);
+            add_events(w, events);
+            if (key &&
+                !insert_idempotency_key(w.db, tenant, key->key, key->request, op.id, op.created_at))
+                throw key_taken{};
+        };
+        try {
+            co_await db_.write(write);
+        } catch (const key_taken&) {
+            r = {};
+        }
+        if (key && r.op.row == 0 && r.operation_id.empty()) co_await db_.write(write);
+        if (r.kind == submit_result::accepted) {
+            const auto row = r.op.row;
+            r.op = std::move(op);
+            r.op.row = row;
+        }
+        co_return r;
+    }
+
+    boost::asio::awaitable<std::vector<claimed>> start_attempts(std::vector<claim> claims,
+                                                                core::millis now) override {
+        std::vector<claimed> out(claims.size());
+        std::vector<executor::write_fn> writes;
+        writes.reserve(claims.size());
+        for (std::size_t i = 0; i < claims.size(); ++i) {
+            writes.push_back([this, &out, &claims, i, now](write_context& w) {
+                out[i].op.reset();
+                auto op = load_row(w.db, claims[i].row, claims[i].id);
+                if (!op) return;
+                auto step = lifecycle::apply(std::move(*op), lifecycle::started{now});
+                if (!step) return;
+                save_step(w, step);
+                out[i].op = std::move(step.op);
+            });
+        }
+        auto errors = co_await db_.write_each(std::move(writes));
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            out[i].error = errors[i];
+            if (errors[i]) out[i].op.reset();
+        }
+        co_return out;
+    }
+
+    boost::asio::awaitable<std::vector<recorded>> record(std::span<const change> changes) override {
+        std::vector<recorded> out(changes.size());
+        std::vector<executor::write_fn> writes;
+        writes.reserve(changes.size());
+        for (std::size_t i = 0; i < changes.size(); ++i) {
+            writes.push_back([this, &out, changes, i](write_context& w) {
+                const auto& c = changes[i];
+                out[i].written = save_if_current(w.db, c.op, c.attempt ? c.attempt : c.op.attempt,
+                                                 node_, c.result);
+                if (out[i].written) add_events(w, c.events);
+            });
+        }
+        auto errors = co_await db_.write_each(std::move(writes));
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            out[i].error = errors[i];
+            if (errors[i]) out[i].written = false;
+        }
+        co_return out;
+    }
+
+    boost::asio::awaitable<cancel_result> cancel_pending(tenant_id tenant,
+                                                         std::string id) override {
+        cancel_result r;
+        const auto now = core::now_ms();
+        co_await db_.write([&](write_context& w) {
+            r = {};
+            auto op = load_operation(w.db, tenant, id, true);
+            if (!op) return;
+            if (op->state != core::status::pending) {
+                r = {cancel_result::not_pending, std::move(*op)};
+                return;
+            }
+            auto step = lifecycle::apply(std::move(*op), lifecycle::canceled{now});
+            save_step(w, step);
+            r = {cancel_result::canceled, std::move(step.op)};
+        });
+        co_return r;
+    }
+
+    boost::asio::awaitable<void> request_cancel(tenant_id tenant, std::string id) override {
+        co_await db_.write([&](write_context& w) {
+            auto op = load_operation(w.db, tenant, id, true);
+            if (!op) return;
+            auto step = lifecycle::apply(std::move(*op), lifecycle::cancel_requested{});
+            if (!step) return;
+            // Only the flag: the operation stays whichever node's it is.
+            const param p[] = {int_param(step.op.row)};
+            w.db.query("UPDATE operations SET cancel_requested = true WHERE row_id = $1", p);
+            add_events(w, step.events);
+        });
+    }
+
+    boost::asio::awaitable<delete_result> remove(tenant_id tenant, std::string id) override {
+        delete_result r;
+        co_await db_.write([&](write_context& w) {
+            r = {};
+            if (delete_operation(w.db, tenant, id)) {
+                r.kind = delete_result::deleted;
+            } else if (auto op = load_operation(w.db, tenant, id)) {
+                r.kind = delete_result::active;
+                r.state = op->state;
+            }
+        });
+        co_return r;
+    }
+
+    boost::asio::awaitable<int> purge(core::millis finished_before, core::millis keys_before,
+                                      int limit) override {
+        int purged = 0;
+        co_await db_.write([&](write_context& w) {
+            purged = purge_finished(w.db, finished_before, limit);
+            purge_keys(w.db, keys_before);
+        });
+        co_return purged;
+    }
+
+    boost::asio::awaitable<std::optional<core::operation>> load(tenant_id tenant,
+                                                                std::string id) override {
+        std::optional<core::operation> op;
+        co_await db_.read([&](connection& db) { op = load_operation(db, tenant, id); });
+        co_return op;
+    }
+
+    boost::asio::awaitable<std::optional<operation_result>> load_result(tenant_id tenant,
+                                                                        std::string id) override {
+        std::optional<operation_result> r;
+        co_await db_.read([&](connection& db) {
+            auto op = load_operation(db, tenant, id);
+            if (!op) return;
+            r.emplace();
+            // Results are never changed once stored: a second statement reads the same one.
+            if (op->state == core::status::succeeded) r->result = postgres::load_result(db, id);
+            r->op = std::move(*op);
+        });
+        co_return r;
+    }
+
+    boost::asio::awaitable<std::vector<core::operation>> list(list_query q) override {
+        std::vector<core::operation> rows;
+        co_await db_.read([&](connection& db) { rows = list_operations(db, q); });
+        co_return rows;
+    }
+
+    boost::asio::awaitable<std::vector<std::optional<std::int64_t>>> stream_ends(
+        tenant_id tenant, std::vector<std::string> ids) override {
+        std::vector<std::optional<std::int64_t>> ends;
+        co_await db_.read([&](connection& db) { ends = postgres::stream_ends(db, tenant, ids); });
+        co_return ends;
+    }
+
+    boost::asio::awaitable<std::vector<core::event>> replay(tenant_id tenant,
+                                                            std::vector<std::string> ids,
+                                                            std::int64_t after, std::int64_t upto,
+                                                            int limit) override {
+        std::vector<core::event> page;
+        co_await db_.read(
+            [&](connection& db) { page = read_events(db, tenant, ids, after, upto, limit); });
+        co_return page;
+    }
+
+    boost::asio::awaitable<void> create_key(api_key_record key, std::string secret_hash) override {
+        co_await db_.write([&](write_context& w) { insert_api_key(w.db, key, secret_hash); });
+    }
+
+    boost::asio::awaitable<std::optional<api_key_record>> find_key(
+        std::string secret_hash) override {
+        std::optional<api_key_record> key;
+        co_await db_.read([&](connection& db) { key = find_api_key_by_hash(db, secret_hash); });
+        co_return key;
+    }
+
+    boost::asio::awaitable<std::optional<api_key_record>> find_key_by_id(std::string id) override {
+        std::optional<api_key_record> key;
+        co_await db_.read([&](connection& db) { key = find_api_key_by_id(db, id); });
+        co_return key;
+    }
+
+    boost::asio::awaitable<std::vector<api_key_record>> list_keys(
+        std::optional<tenant_id> tenant) override {
+        std::vector<api_key_record> keys;
+        co_await db_.read([&](connection& db) { keys = list_api_keys(db, tenant); });
+        co_return keys;
+    }
+
+    boost::asio::awaitable<bool> revoke_key(std::optional<tenant_id> tenant, std::string id,
+                                            core::millis now) override {
+        bool revoked = false;
+        co_await db_.write(
+            [&](write_context& w) { revoked = revoke_api_key(w.db, tenant, id, now); });
+        co_return revoked;
+    }
+
+    boost::asio::awaitable<key_changes> key_changes_since(std::int64_t version) override {
+        key_changes changes;
+        co_await db_.read([&](connection& db) { changes = api_key_changes(db, version); });
+        co_return changes;
+    }
+
+    std::string shared_secret(std::string_view name, std::string candidate) override {
+        std::string secret;
+        db_.direct([&](connection& db) {
+            secret = postgres::shared_secret(db, name, candidate, core::now_ms());
+        });
+        return secret;
+    }
+
+    boost::asio::awaitable<bool> writable() override { co_return co_await db_.writable(); }
+
+    std::int64_t published_seq() const override { return db_.published_seq(); }
+
+    const store_stats& stats() const override { return db_.stats(); }
+
+  private:
+    void save_step(write_context& w, const lifecycle::step& s) {
+        save_operation(w.db, s.op, node_);
+        add_events(w, s.events);
+    }
+
+    std::string node_;
+    executor db_;
+};
+
+}  // namespace
+}  // namespace postgres
+
+std::unique_ptr<store> make_postgres_store(settings s) {
+    return std::make_unique<postgres::postgres_store>(std::move(s));
+}
+
+bool is_postgres_uri(std::string_view database) {
+    return database.starts_with("postgresql://") || database.starts_with("postgres://");
+}
+
+}  // namespace buzzer::store

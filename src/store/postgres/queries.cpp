@@ -1,0 +1,441 @@
+#include "store/postgres/queries.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "core/ulid.hpp"
+#include "store/values.hpp"
+
+namespace buzzer::store::postgres {
+namespace {
+
+#define BUZZER_OP_COLUMNS                                                               \
+    "id, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, " \
+    "started_at, finished_at, run_after, progress, error, row_id, cancel_requested, tenant"
+
+core::operation row_to_operation(const result& r, int i) {
+    core::operation op;
+    op.id = r.text(i, 0);
+    op.kind = r.text(i, 1);
+    op.state = core::parse_status(r.text(i, 2)).value_or(core::status::failed);
+    op.input = r.text(i, 3);
+    op.priority = static_cast<int>(r.int64(i, 4));
+    op.max_attempts = static_cast<int>(r.int64(i, 5));
+    op.timeout_s = r.float64(i, 6);
+    op.attempt = static_cast<int>(r.int64(i, 7));
+    op.created_at = r.int64(i, 8);
+    op.started_at = r.opt_int64(i, 9);
+    op.finished_at = r.opt_int64(i, 10);
+    op.run_after = r.int64(i, 11);
+    op.progress = r.opt_text(i, 12);
+    op.error = r.opt_text(i, 13);
+    op.row = r.int64(i, 14);
+    op.cancel_requested = r.boolean(i, 15);
+    op.tenant = r.text(i, 16);
+    return op;
+}
+
+std::vector<core::operation> operations_of(const result& r) {
+    std::vector<core::operation> out;
+    out.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) out.push_back(row_to_operation(r, i));
+    return out;
+}
+
+std::optional<core::operation> first_operation(const result& r) {
+    if (r.rows() == 0) return std::nullopt;
+    return row_to_operation(r, 0);
+}
+
+param opt_text_param(const std::optional<std::string>& v) {
+    if (!v) return std::nullopt;
+    return *v;
+}
+
+}  // namespace
+
+std::int64_t insert_operation(connection& db, const core::operation& op, std::string_view node) {
+    const param p[] = {text_param(op.id),
+                       text_param(op.tenant),
+                       text_param(op.kind),
+                       text_param(core::to_string(op.state)),
+                       text_param(op.input),
+                       int_param(op.priority),
+                       int_param(op.max_attempts),
+                       float_param(op.timeout_s),
+                       int_param(op.attempt),
+                       int_param(op.created_at),
+                       int_param(op.run_after),
+                       opt_int_param(op.started_at),
+                       op.state == core::status::running ? text_param(node) : std::nullopt};
+    auto r = db.query(
+        "INSERT INTO operations (id, tenant, kind, status, input, priority, max_attempts, "
+        "timeout_s, attempt, created_at, run_after, started_at, node) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING row_id",
+        p);
+    return r.int64(0, 0);
+}
+
+std::optional<core::operation> load_operation(connection& db, const tenant_id& tenant,
+                                              std::string_view id, bool lock) {
+    const param p[] = {text_param(id), text_param(tenant.name)};
+    if (lock)
+        return first_operation(db.query("SELECT " BUZZER_OP_COLUMNS
+                                        " FROM operations WHERE id = $1 AND tenant = $2 "
+                                        "FOR UPDATE",
+                                        p));
+    return first_operation(
+        db.query("SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE id = $1 AND tenant = $2", p));
+}
+
+std::optional<core::operation> load_row(connection& db, std::int64_t row, std::string_view id) {
+    const param p[] = {int_param(row), text_param(id)};
+    return first_operation(db.query("SELECT " BUZZER_OP_COLUMNS
+                                    " FROM operations WHERE row_id = $1 AND id = $2 FOR UPDATE",
+                                    p));
+}
+
+namespace {
+
+// One UPDATE of every mutable column by row; `current` (an attempt) adds the fencing condition
+// of an attempt's outcome. A requested cancel is never taken back: the caller's copy may
+// predate it.
+bool update_operation(connection& db, const core::operation& op, std::string_view node,
+                      std::optional<int> current, const core::result_body* result) {
+    if (op.row <= 0) throw std::logic_error("save_operation: operation " + op.id + " has no row");
+    std::vector<param> p = {int_param(op.row),
+                            text_param(core::to_string(op.state)),
+                            int_param(op.attempt),
+                            opt_int_param(op.started_at),
+                            opt_int_param(op.finished_at),
+                            int_param(op.run_after),
+                            opt_text_param(op.progress),
+                            opt_text_param(op.error),
+                            bool_param(op.cancel_requested),
+                            text_param(node),
+                            int_param(current.value_or(0))};
+    if (result) {
+        p.push_back(bytes_param(result->body));
+        p.push_back(text_param(result->media_type));
+    }
+#define BUZZER_SAVE_COLUMNS                                                                  \
+    "UPDATE operations SET status = $2, attempt = $3, started_at = $4, finished_at = $5, "   \
+    "run_after = $6, progress = $7, error = $8, cancel_requested = cancel_requested OR $9, " \
+    "node = CASE WHEN $2 = 'running' THEN $10 END"
+#define BUZZER_SAVE_RESULT ", result = $12, result_type = $13"
+    // $11 is the attempt of `current`, or 0 (which no stored attempt of a running one is).
+#define BUZZER_WHERE                                                            \
+    " WHERE row_id = $1 AND ($11 = 0 OR (status = 'running' AND attempt = $11 " \
+    "AND node = $10))"
+    auto r = result ? db.query(BUZZER_SAVE_COLUMNS BUZZER_SAVE_RESULT BUZZER_WHERE, p)
+                    : db.query(BUZZER_SAVE_COLUMNS BUZZER_WHERE, p);
+#undef BUZZER_WHERE
+#undef BUZZER_SAVE_RESULT
+#undef BUZZER_SAVE_COLUMNS
+    return r.affected() > 0;
+}
+
+}  // namespace
+
+void save_operation(connection& db, const core::operation& op, std::string_view node,
+                    const core::result_body* result) {
+    update_operation(db, op, node, std::nullopt, result);
+}
+
+bool save_if_current(connection& db, const core::operation& op, int attempt, std::string_view node,
+                     const core::result_body* result) {
+    return update_operation(db, op, node, std::max(attempt, 1), result);
+}
+
+std::optional<core::result_body> load_result(connection& db, std::string_view id) {
+    const param p[] = {text_param(id)};
+    auto r = db.query("SELECT result, result_type FROM operations WHERE id = $1", p);
+    if (r.rows() == 0 || r.is_null(0, 0)) return std::nullopt;
+    return core::result_body{r.bytes(0, 0), r.opt_text(0, 1).value_or("application/json")};
+}
+
+std::vector<core::operation> list_operations(connection& db, const list_query& q) {
+    std::vector<param> p = {text_param(q.tenant.name)};
+    auto next = [&p](param v) {
+        p.push_back(std::move(v));
+        return "$" + std::to_string(p.size());
+    };
+    std::string sql = "SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE tenant = $1";
+    if (!q.statuses.empty()) {
+        sql += " AND status IN (";
+        for (std::size_t i = 0; i < q.statuses.size(); ++i) {
+            if (i) sql += ',';
+            sql += next(text_param(core::to_string(q.statuses[i])));
+        }
+        sql += ")";
+        if (std::find(q.statuses.begin(), q.statuses.end(), core::status::succeeded) ==
+            q.statuses.end())
+            sql += " AND status <> 'succeeded'";
+    }
+    if (q.kind) sql += " AND kind = " + next(text_param(*q.kind));
+    if (q.before) sql += " AND id < " + next(text_param(*q.before));
+    sql += " ORDER BY id DESC LIMIT " + next(int_param(q.limit + 1));
+    return operations_of(db.query_text(sql, p));
+}
+
+namespace {
+
+void delete_traces(connection& db, std::string_view id) {
+    // Event ids come from the counter, which deletions leave alone: none is handed out again.
+    const param p[] = {text_param(id)};
+    db.query("DELETE FROM events WHERE operation_id = $1", p);
+    db.query("DELETE FROM idempotency_keys WHERE operation_id = $1", p);
+}
+
+}  // namespace
+
+bool delete_operation(connection& db, const tenant_id& tenant, std::string_view id) {
+    const param p[] = {text_param(id), text_param(tenant.name)};
+    auto r = db.query(
+        "DELETE FROM operations WHERE id = $1 AND tenant = $2 "
+        "AND status IN ('succeeded', 'failed', 'canceled')",
+        p);
+    if (r.affected() == 0) return false;
+    delete_traces(db, id);
+    return true;
+}
+
+int purge_finished(connection& db, core::millis cutoff, int limit) {
+    // As in the SQLite backend: the oldest ids are walked, an operation finished before the
+    // cutoff having been created before it.
+    const auto below = core::ulid_floor(cutoff);
+    const param p[] = {int_param(cutoff), int_param(limit), text_param(below)};
+    auto r = db.query(
+        "DELETE FROM operations WHERE row_id IN (SELECT row_id FROM operations "
+        "WHERE id < $3 AND finished_at < $1 AND status IN ('succeeded', 'failed', 'canceled') "
+        "ORDER BY id LIMIT $2) RETURNING id",
+        p);
+    for (int i = 0; i < r.rows(); ++i) delete_traces(db, r.text(i, 0));
+    return r.rows();
+}
+
+void purge_keys(connection& db, core::millis cutoff) {
+    const param p[] = {int_param(cutoff)};
+    db.query("DELETE FROM idempotency_keys WHERE created_at < $1", p);
+}
+
+std::vector<core::operation> running_on(connection& db, std::string_view node) {
+    const param p[] = {text_param(node)};
+    return operations_of(db.query("SELECT " BUZZER_OP_COLUMNS
+                                  " FROM operations WHERE status = 'running' AND node = $1 "
+                                  "ORDER BY row_id FOR UPDATE",
+                                  p));
+}
+
+std::vector<core::operation> cancel_requested_on(connection& db, std::string_view node) {
+    const param p[] = {text_param(node)};
+    return operations_of(
+        db.query("SELECT " BUZZER_OP_COLUMNS
+                 " FROM operations WHERE cancel_requested AND (status = 'pending' OR "
+                 "(status = 'running' AND node = $1)) ORDER BY row_id FOR UPDATE",
+                 p));
+}
+
+std::vector<core::queued> pending_operations(connection& db) {
+    auto r = db.query(
+        "SELECT id, kind, priority, run_after, row_id, tenant FROM operations "
+        "WHERE status = 'pending' ORDER BY priority DESC, row_id");
+    std::vector<core::queued> out;
+    out.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+        core::queued q{r.text(i, 0), r.text(i, 1), static_cast<int>(r.int64(i, 2)), r.int64(i, 3),
+                       r.int64(i, 4)};
+        q.tenant = r.text(i, 5);
+        out.push_back(std::move(q));
+    }
+    return out;
+}
+
+std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,
+                                                      std::string_view key) {
+    const param p[] = {text_param(tenant.name), text_param(key)};
+    auto r = db.query(
+        "SELECT request, operation_id FROM idempotency_keys WHERE tenant = $1 AND key = $2", p);
+    if (r.rows() == 0) return std::nullopt;
+    return idempotency_entry{r.text(0, 0), r.text(0, 1)};
+}
+
+bool insert_idempotency_key(connection& db, const tenant_id& tenant, std::string_view key,
+                            std::string_view request, std::string_view operation_id,
+                            core::millis now) {
+    // A key another node is inserting makes this wait for its commit; then it is taken.
+    const param p[] = {text_param(tenant.name), text_param(key), text_param(request),
+                       text_param(operation_id), int_param(now)};
+    return db.query(
+                 "INSERT INTO idempotency_keys (tenant, key, request, operation_id, "
+                 "created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                 p)
+               .affected() > 0;
+}
+
+namespace {
+
+std::vector<core::event> events_of(const result& r) {
+    std::vector<core::event> out;
+    out.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(core::event{r.int64(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3)});
+    return out;
+}
+
+}  // namespace
+
+std::vector<core::event> read_events(connection& db, const tenant_id& tenant,
+                                     const std::vector<std::string>& operation_ids,
+                                     std::int64_t after, std::int64_t upto, int limit) {
+    if (operation_ids.size() == 1) {
+        const param p[] = {text_param(operation_ids[0]), int_param(after), int_param(upto),
+                           int_param(limit), text_param(tenant.name)};
+        return events_of(
+            db.query("SELECT seq, operation_id, type, data FROM events "
+                     "WHERE operation_id = $1 AND seq > $2 AND seq <= $3 "
+                     "AND EXISTS (SELECT 1 FROM operations WHERE id = $1 AND tenant = $5) "
+                     "ORDER BY seq LIMIT $4",
+                     p));
+    }
+    const param p[] = {text_array_param(operation_ids), int_param(after), int_param(upto),
+                       int_param(limit), text_param(tenant.name)};
+    return events_of(
+        db.query("SELECT seq, operation_id, type, data FROM events WHERE operation_id IN "
+                 "(SELECT id FROM operations WHERE tenant = $5 AND id = ANY ($1::text[])) "
+                 "AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+                 p));
+}
+
+std::vector<std::optional<std::int64_t>> stream_ends(connection& db, const tenant_id& tenant,
+                                                     const std::vector<std::string>& ids) {
+    const param p[] = {text_array_param(ids), text_param(tenant.name)};
+    auto r = db.query(
+        "SELECT i.n, o.status IN ('succeeded', 'failed', 'canceled'), "
+        "(SELECT coalesce(max(e.seq), 0) FROM events AS e WHERE e.operation_id = o.id "
+        "AND e.type IN ('completed', 'failed', 'canceled')) "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n) "
+        "JOIN operations AS o ON o.id = i.id AND o.tenant = $2",
+        p);
+    std::vector<std::optional<std::int64_t>> out(ids.size());
+    for (int i = 0; i < r.rows(); ++i)
+        out[static_cast<std::size_t>(r.int64(i, 0) - 1)] = r.boolean(i, 1) ? r.int64(i, 2) : 0;
+    return out;
+}
+
+namespace {
+
+#define BUZZER_KEY_COLUMNS "id, tenant, role, name, kinds, created_at, expires_at, revoked_at"
+
+api_key_record row_to_key(const result& r, int i) {
+    api_key_record k;
+    k.id = r.text(i, 0);
+    k.tenant = r.text(i, 1);
+    k.role = core::parse_role(r.text(i, 2)).value_or(core::role::read);
+    k.name = r.text(i, 3);
+    if (auto kinds = r.opt_text(i, 4)) k.kinds = parse_kinds(*kinds);
+    k.created_at = r.int64(i, 5);
+    k.expires_at = r.opt_int64(i, 6);
+    k.revoked_at = r.opt_int64(i, 7);
+    return k;
+}
+
+std::optional<api_key_record> first_key(const result& r) {
+    if (r.rows() == 0) return std::nullopt;
+    return row_to_key(r, 0);
+}
+
+// Takes the next key version; the counter's row stays locked until the commit, so versions
+// increase in commit order across the nodes.
+std::int64_t next_key_version(connection& db) {
+    auto r = db.query(
+        "UPDATE counters SET value = value + 1 WHERE name = 'key_version' RETURNING value");
+    if (r.rows() == 0) throw std::runtime_error("the key_version counter is missing");
+    return r.int64(0, 0);
+}
+
+}  // namespace
+
+void insert_api_key(connection& db, const api_key_record& key, std::string_view secret_hash) {
+    const auto version = next_key_version(db);
+    const param p[] = {text_param(key.id),
+                       text_param(key.tenant),
+                       text_param(core::to_string(key.role)),
+                       text_param(key.name),
+                       key.kinds ? text_param(kinds_text(*key.kinds)) : std::nullopt,
+                       text_param(secret_hash),
+                       int_param(key.created_at),
+                       opt_int_param(key.expires_at),
+                       opt_int_param(key.revoked_at),
+                       int_param(version)};
+    db.query(
+        "INSERT INTO api_keys (id, tenant, role, name, kinds, secret_hash, created_at, "
+        "expires_at, revoked_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        p);
+}
+
+std::optional<api_key_record> find_api_key_by_hash(connection& db, std::string_view secret_hash) {
+    const param p[] = {text_param(secret_hash)};
+    return first_key(
+        db.query("SELECT " BUZZER_KEY_COLUMNS " FROM api_keys WHERE secret_hash = $1", p));
+}
+
+std::optional<api_key_record> find_api_key_by_id(connection& db, std::string_view id) {
+    const param p[] = {text_param(id)};
+    return first_key(db.query("SELECT " BUZZER_KEY_COLUMNS " FROM api_keys WHERE id = $1", p));
+}
+
+std::vector<api_key_record> list_api_keys(connection& db, const std::optional<tenant_id>& tenant) {
+    const param p[] = {tenant ? text_param(tenant->name) : std::nullopt};
+    auto r = db.query("SELECT " BUZZER_KEY_COLUMNS
+                      " FROM api_keys WHERE revoked_at IS NULL AND ($1::text IS NULL OR "
+                      "tenant = $1) ORDER BY created_at DESC, id DESC",
+                      p);
+    std::vector<api_key_record> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(row_to_key(r, i));
+    return out;
+}
+
+bool revoke_api_key(connection& db, const std::optional<tenant_id>& tenant, std::string_view id,
+                    core::millis now) {
+    const param live[] = {text_param(id)};
+    auto r = db.query("SELECT tenant FROM api_keys WHERE id = $1 AND revoked_at IS NULL FOR UPDATE",
+                      live);
+    if (r.rows() == 0) return false;
+    if (tenant && r.text(0, 0) != tenant->name) return false;
+    const auto version = next_key_version(db);
+    const param p[] = {text_param(id), int_param(now), int_param(version)};
+    db.query("UPDATE api_keys SET revoked_at = $2, version = $3 WHERE id = $1", p);
+    return true;
+}
+
+key_changes api_key_changes(connection& db, std::int64_t version) {
+    const param p[] = {int_param(version)};
+    auto r = db.query(
+        "SELECT c.value, k.id FROM counters AS c LEFT JOIN api_keys AS k "
+        "ON k.version > $1 AND k.revoked_at IS NOT NULL WHERE c.name = 'key_version' "
+        "ORDER BY k.version",
+        p);
+    key_changes out;
+    for (int i = 0; i < r.rows(); ++i) {
+        out.version = r.int64(i, 0);
+        if (!r.is_null(i, 1)) out.revoked.push_back(r.text(i, 1));
+    }
+    return out;
+}
+
+std::string shared_secret(connection& db, std::string_view name, std::string_view candidate,
+                          core::millis now) {
+    const param p[] = {text_param(name), text_param(candidate), int_param(now)};
+    db.query(
+        "INSERT INTO shared_secrets (name, value, created_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (name) DO NOTHING",
+        p);
+    const param q[] = {text_param(name)};
+    auto r = db.query("SELECT value FROM shared_secrets WHERE name = $1", q);
+    if (r.rows() == 0)
+        throw std::runtime_error("shared secret " + std::string(name) + " is missing");
+    return r.text(0, 0);
+}
+
+}  // namespace buzzer::store::postgres

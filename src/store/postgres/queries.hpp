@@ -1,0 +1,83 @@
+// The SQL of the PostgreSQL backend: operations, their results, events and idempotency keys,
+// API keys and shared secrets, nodes and leases. Queries the API makes are confined to a
+// tenant. An attempt's fencing token is the operation's (attempt, node): outcome writes
+// require both to be the writer's.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/event.hpp"
+#include "core/operation.hpp"
+#include "store/postgres/connection.hpp"
+#include "store/store.hpp"
+
+namespace buzzer::store::postgres {
+
+/// A stored idempotency key.
+struct idempotency_entry {
+    std::string request;
+    std::string operation_id;
+};
+
+/// Inserts a new operation (running on `node` when started at once); returns its row.
+std::int64_t insert_operation(connection& db, const core::operation& op, std::string_view node);
+
+/// Loads one operation of `tenant`; with `lock`, locks its row until the transaction ends.
+std::optional<core::operation> load_operation(connection& db, const tenant_id& tenant,
+                                              std::string_view id, bool lock = false);
+
+/// Loads (and locks) the operation at `row`, whose id is `id`.
+std::optional<core::operation> load_row(connection& db, std::int64_t row, std::string_view id);
+
+/// Writes every mutable column of `op` (at `op.row`), and its result when given. A running
+/// operation is marked as `node`'s, any other as nobody's. A stored cancel request stays.
+void save_operation(connection& db, const core::operation& op, std::string_view node,
+                    const core::result_body* result = nullptr);
+
+/// Like save_operation for an attempt's outcome: only while the stored operation is running
+/// attempt `attempt` on `node`; returns whether it was.
+bool save_if_current(connection& db, const core::operation& op, int attempt, std::string_view node,
+                     const core::result_body* result);
+
+std::optional<core::result_body> load_result(connection& db, std::string_view id);
+std::vector<core::operation> list_operations(connection& db, const list_query& q);
+bool delete_operation(connection& db, const tenant_id& tenant, std::string_view id);
+int purge_finished(connection& db, core::millis cutoff, int limit);
+void purge_keys(connection& db, core::millis cutoff);
+
+/// Running operations of `node` (locked).
+std::vector<core::operation> running_on(connection& db, std::string_view node);
+/// Active operations whose cancel was requested, of `node` when it runs them (locked).
+std::vector<core::operation> cancel_requested_on(connection& db, std::string_view node);
+/// Every pending operation, in queue order.
+std::vector<core::queued> pending_operations(connection& db);
+
+std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,
+                                                      std::string_view key);
+/// Records a key of `tenant` unless it exists (another node's race): whether it was new.
+bool insert_idempotency_key(connection& db, const tenant_id& tenant, std::string_view key,
+                            std::string_view request, std::string_view operation_id,
+                            core::millis now);
+
+std::vector<core::event> read_events(connection& db, const tenant_id& tenant,
+                                     const std::vector<std::string>& operation_ids,
+                                     std::int64_t after, std::int64_t upto, int limit);
+/// For each of `ids`: none when `tenant` has no such operation, else its terminal event's id
+/// (0 while active). One statement: one snapshot.
+std::vector<std::optional<std::int64_t>> stream_ends(connection& db, const tenant_id& tenant,
+                                                     const std::vector<std::string>& ids);
+
+void insert_api_key(connection& db, const api_key_record& key, std::string_view secret_hash);
+std::optional<api_key_record> find_api_key_by_hash(connection& db, std::string_view secret_hash);
+std::optional<api_key_record> find_api_key_by_id(connection& db, std::string_view id);
+std::vector<api_key_record> list_api_keys(connection& db, const std::optional<tenant_id>& tenant);
+bool revoke_api_key(connection& db, const std::optional<tenant_id>& tenant, std::string_view id,
+                    core::millis now);
+key_changes api_key_changes(connection& db, std::int64_t version);
+std::string shared_secret(connection& db, std::string_view name, std::string_view candidate,
+                          core::millis now);
+
+}  // namespace buzzer::store::postgres
