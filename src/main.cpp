@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
             std::fflush(stdout);
         };
         server.run();
+    } catch (const buzzer::schema_too_new& e) {
+        std::cerr << "buzzer: " << e.what() << "\n";
+        return 2;
     } catch (const std::exception& e) {
         std::cerr << "buzzer: " << e.what() << "\n";
         return 1;

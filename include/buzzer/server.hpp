@@ -17,7 +17,7 @@ namespace buzzer {
 /// Settings of one server; every field has the documented default.
 struct options {
     std::string listen = "127.0.0.1:8080";  ///< HOST:PORT; port 0 picks a free one
-    std::string database = "buzzer.db";     ///< SQLite database file
+    std::string database = "buzzer.db";     ///< SQLite database file, or a PostgreSQL URI
     std::string public_url;                 ///< base of absolute hrefs; empty: relative hrefs
     unsigned threads = 0;                   ///< I/O threads; 0: one per core
     bool synchronous_full = true;           ///< SQLite synchronous=FULL (else NORMAL)
@@ -36,6 +36,8 @@ struct options {
     std::size_t max_pending = 100000;       ///< pending operations before 429
     unsigned max_running = 256;             ///< jobs running at once, all kinds together
     bool handle_signals = true;             ///< SIGINT and SIGTERM stop, SIGHUP reloads
+    double node_timeout_s = 15;  ///< PostgreSQL: silence after which a node is taken for dead
+    std::string node_id;         ///< PostgreSQL: this node's id; empty: a new one each start
     std::string tls_cert;  ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
     std::string tls_key;   ///< PEM private key of tls_cert
     /// Access control, as JSON texts of the configuration file's members: `auth` (empty: not
@@ -106,6 +108,12 @@ using job_function = std::function<boost::asio::awaitable<boost::json::value>(jo
 /// Checks a request's input before it is accepted; throws invalid_input.
 using input_check = std::function<void(const boost::json::value&)>;
 
+/// The database's schema is newer than this binary's: a newer Buzzer migrated it.
+class schema_too_new : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
 /// A Buzzer server: HTTP front, durable store, scheduler.
 class server {
   public:
@@ -120,7 +128,8 @@ class server {
               input_check check = {}, std::string executor = "embedded");
 
     /// Opens the database, recovers, listens and serves until stop() or a signal.
-    /// Throws std::runtime_error when the database or the address cannot be used.
+    /// Throws std::runtime_error when the database or the address cannot be used
+    /// (schema_too_new when a newer binary migrated the database).
     void run();
 
     /// Starts a graceful shutdown; safe from any thread and from signal-free contexts.

@@ -38,6 +38,8 @@ CREATE TABLE operations (
 );
 -- Claims walk pending operations by priority, then age.
 CREATE INDEX operations_claim ON operations (priority DESC, row_id) WHERE status = 'pending';
+-- The next delayed retry to wake up for.
+CREATE INDEX operations_due ON operations (run_after) WHERE status = 'pending';
 -- Per-kind concurrency counts the running ones of a kind; the rescue finds a node's.
 CREATE INDEX operations_running ON operations (kind, node) WHERE status = 'running';
 CREATE INDEX operations_tenant ON operations (tenant, id);
@@ -80,7 +82,7 @@ CREATE INDEX api_keys_version ON api_keys (version);
 
 CREATE TABLE shared_secrets (
     name          text   PRIMARY KEY,
-    value         text   NOT NULL,
+    value         bytea  NOT NULL,                   -- any bytes
     created_at    bigint NOT NULL
 );
 

@@ -346,6 +346,16 @@ asio::awaitable<http::response> cancel_operation(context& ctx, http::request& re
         if (pending.kind == store::cancel_result::canceled)
             co_return json_response(200, core::represent_text(pending.op, ctx.base_url));
         if (core::is_terminal(pending.op.state)) throw finished_problem(pending.op);
+        if (ctx.db.shared() && round == 1) {
+            // Running on another node: the request reaches it through the store, and holds
+            // across its crash as here.
+            co_await ctx.db.request_cancel(tenant, id);
+            pending.op.cancel_requested = true;
+            http::response r =
+                json_response(202, core::represent_text(pending.op, ctx.base_url));
+            r.set("Location", status_url(ctx, id));
+            co_return r;
+        }
         // Running in the store but not yet seen by the scheduler: ask it again.
     }
     throw http_error{404, "not-found", "no operation with id " + id};

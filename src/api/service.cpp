@@ -137,6 +137,36 @@ asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
     metric(out, "buzzer_auth_failure_limit_total", "counter",
            "Requests refused (429) because their address failed to authenticate too often",
            static_cast<double>(ctx.gate.failure_rejections.load()));
+    if (auto* cluster = ctx.db.shared()) {
+        // The node's id is a label: any text, escaped as the exposition format wants.
+        std::string id;
+        for (char c : cluster->node_id()) {
+            if (c == '\\' || c == '"') id += '\\';
+            id += c;
+        }
+        metric(out, "buzzer_node_info", "gauge", "This node among those on the database",
+               1, "{node_id=\"" + id + "\"}");
+        const auto& p = cluster->pool();
+        metric(out, "buzzer_db_connections", "gauge", "Connections to the database open now",
+               static_cast<double>(p.open.load()));
+        metric(out, "buzzer_db_connections_busy", "gauge",
+               "Connections to the database running a request now",
+               static_cast<double>(p.busy.load()));
+        metric(out, "buzzer_db_connects_total", "counter", "Connections to the database made",
+               static_cast<double>(p.connects.load()));
+        metric(out, "buzzer_db_connect_errors_total", "counter",
+               "Attempts to connect to the database that failed",
+               static_cast<double>(p.connect_errors.load()));
+        metric(out, "buzzer_db_notifications_total", "counter",
+               "Notifications received from the database (other nodes' commits and signals)",
+               static_cast<double>(p.notifications.load()));
+        metric(out, "buzzer_db_catch_ups_total", "counter",
+               "Reads of events that other nodes committed",
+               static_cast<double>(p.catch_ups.load()));
+        metric(out, "buzzer_db_reachable", "gauge",
+               "Whether the last attempt to reach the database succeeded",
+               cluster->reachable() ? 1 : 0);
+    }
     metric(out, "buzzer_quota_rejections_total", "counter",
            "Submissions refused (429) by their tenant's quota",
            static_cast<double>(ctx.gate.quota_rejections.load()));

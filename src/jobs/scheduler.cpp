@@ -40,6 +40,8 @@ scheduler::scheduler(asio::io_context& io, store::store& db, const kind_registry
       settings_(std::move(settings)),
       strand_(asio::make_strand(io)),
       delay_timer_(strand_),
+      beat_timer_(strand_),
+      cluster_(db.shared()),
       free_slots_(static_cast<int>(std::min<unsigned>(settings_.max_running, INT_MAX))),
       outcomes_(io, strand_, db,
                 [this](settled s, bool written) { recorded(std::move(s), written); }) {}
@@ -54,24 +56,52 @@ void scheduler::spawn_job(const std::shared_ptr<job_control>& ctrl, core::operat
 }
 
 void scheduler::load(const std::vector<core::queued>& pending) {
-    for (const auto& q : pending) add(q);
+    if (!cluster_) {
+        for (const auto& q : pending) add(q);
+        return;
+    }
+    // Many nodes: the queue stays in the store; this is every node's count until the next.
+    std::lock_guard lock(tenants_mutex_);
+    for (const auto& q : pending) ++shared_pending_[q.tenant];
+    stats_.pending.store(static_cast<std::int64_t>(pending.size()));
 }
 
 void scheduler::start() {
+    if (cluster_) {
+        cluster_->on_work = [this] { asio::post(strand_, [this] { want_work(); }); };
+        cluster_->on_cancel = [this](std::string id) {
+            asio::post(strand_, [this, id = std::move(id)] { cancel_running(id); });
+        };
+    }
     asio::post(strand_, [this] {
         started_ = true;
+        if (cluster_) {
+            wanted_ = true;
+            asio::co_spawn(strand_, keep_in_touch(), core::log_failures("heart-beat: "));
+        }
         pump();
     });
 }
 
 void scheduler::enqueue(core::queued q, pending_claim claim, const asio::any_io_executor& caller) {
-    claim.owner_ = nullptr;  // still counted, now as queued
+    if (cluster_) {
+        // Counted as committed here until a count of every node's has seen it.
+        std::lock_guard lock(tenants_mutex_);
+        ++committed_recently_[q.tenant];
+    } else {
+        claim.owner_ = nullptr;  // still counted, now as queued
+    }
     // The submissions resumed by the same group commit reach the strand together.
     hand_over(incoming_, std::move(q), caller, strand_, [this] { take_incoming(); });
 }
 
 void scheduler::take_incoming() {
-    for (auto& q : incoming_.take()) add(std::move(q), true);
+    auto incoming = incoming_.take();
+    if (cluster_) {
+        want_work();
+        return;
+    }
+    for (auto& q : incoming) add(std::move(q), true);
     pump();
 }
 
@@ -127,7 +157,10 @@ std::optional<scheduler::pending_claim> scheduler::admit(std::string tenant,
                                                          std::optional<std::uint64_t> limit) {
     std::lock_guard lock(tenants_mutex_);
     auto [it, _] = pending_by_tenant_.try_emplace(tenant, 0);
-    if (limit && it->second >= static_cast<std::int64_t>(*limit)) {
+    std::int64_t elsewhere = 0;  // many nodes: the pending operations the store holds
+    for (const auto* counts : {&shared_pending_, &committed_recently_, &committed_before_count_})
+        if (auto c = counts->find(tenant); c != counts->end()) elsewhere += c->second;
+    if (limit && it->second + elsewhere >= static_cast<std::int64_t>(*limit)) {
         if (it->second <= 0) pending_by_tenant_.erase(it);
         return std::nullopt;
     }
@@ -168,6 +201,10 @@ void scheduler::release_due() {
 void scheduler::pump() {
     if (!started_ || stopping_) {
         queue_idle_.store(false, std::memory_order_release);
+        return;
+    }
+    if (cluster_) {
+        claim_shared();
         return;
     }
     // Kinds with a concurrency limit of their own take only what it leaves.
@@ -238,7 +275,15 @@ void scheduler::finished(const std::shared_ptr<job_control>& ctrl,
         if (auto it = running_by_kind_.find(ctrl->kind); it != running_by_kind_.end() && it->second)
             --it->second;
         stats_.running.store(static_cast<std::int64_t>(running_.size()));
-        if (again && !stopping_) add(std::move(*again));
+        if (again && !stopping_) {
+            if (!cluster_) {
+                add(std::move(*again));
+            } else if (again->run_after > core::now_ms()) {
+                arm_due_timer(again->run_after);
+            } else {
+                wanted_ = true;
+            }
+        }
         if (stopping_ && running_.empty() && on_drained_) {
             auto done = std::move(on_drained_);
             on_drained_ = nullptr;
@@ -275,6 +320,7 @@ asio::awaitable<void> scheduler::shutdown(std::chrono::steady_clock::time_point 
         stopping_ = true;
         queue_idle_.store(false, std::memory_order_release);
         delay_timer_.cancel();
+        beat_timer_.cancel();
         for (auto& [id, ctrl] : running_) {
             asio::post(ctrl->strand, [c = ctrl] { c->stop(stop_reason::shutdown); });
         }
@@ -335,6 +381,151 @@ void scheduler::recorded(settled s, bool written) {
     std::optional<core::queued> again;
     if (s.op.state == core::status::pending) again = core::queue_entry(s.op);
     finished(s.ctrl, std::move(again));
+}
+
+void scheduler::want_work() {
+    wanted_ = true;
+    pump();
+}
+
+void scheduler::claim_shared() {
+    // One claim at a time, for every slot free then (at most a batch's worth).
+    constexpr std::size_t max_claim = 256;
+    if (claiming_ || !wanted_) {
+        queue_idle_.store(!wanted_ && !claiming_, std::memory_order_release);
+        return;
+    }
+    std::size_t slots = 0;
+    while (slots < max_claim && take_slot()) ++slots;
+    queue_idle_.store(false, std::memory_order_release);
+    if (slots == 0) return;  // a slot that frees up pumps again
+    claiming_ = true;
+    wanted_ = false;
+    asio::co_spawn(strand_, claim_from_store(slots), core::log_failures("claiming work: "));
+}
+
+asio::awaitable<void> scheduler::claim_from_store(std::size_t slots) {
+    store::claim_request r;
+    r.limit = slots;
+    for (const auto* k : kinds_.all()) {
+        if (k->defaults.concurrency)
+            r.limited.emplace_back(k->name, k->defaults.concurrency);
+        else
+            r.kinds.push_back(k->name);
+    }
+    std::sort(r.limited.begin(), r.limited.end());
+    store::claim_result claimed;
+    std::exception_ptr failure;
+    try {
+        claimed = co_await cluster_->claim(std::move(r), core::now_ms());
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    claiming_ = false;
+    if (failure) {
+        free_slots_.fetch_add(static_cast<int>(slots), std::memory_order_acq_rel);
+        // Logged at the 1st, 2nd, 4th, 8th... failure in a row; tried again in a second.
+        if (std::has_single_bit(++claim_failures_))
+            core::log_failure(failure, "cannot claim work (failure " +
+                                           std::to_string(claim_failures_) +
+                                           " in a row), retrying in 1 s: ");
+        arm_due_timer(core::now_ms() + 1000);
+        co_return;
+    }
+    claim_failures_ = 0;
+    const auto started = claimed.started.size();
+    free_slots_.fetch_add(static_cast<int>(slots - started), std::memory_order_acq_rel);
+    for (auto& op : claimed.started) {
+        auto ctrl = track(op.id, op.row, op.kind);
+        ctrl->priority = op.priority;
+        ctrl->tenant = op.tenant;
+        // Claimed while the shutdown began: handed back to pending at once.
+        if (stopping_) ctrl->stop(stop_reason::shutdown);
+        spawn_job(ctrl, std::move(op));
+    }
+    // Every slot taken: more may be waiting.
+    if (started == slots) wanted_ = true;
+    if (claimed.next_due) arm_due_timer(*claimed.next_due);
+    pump();
+}
+
+void scheduler::arm_due_timer(core::millis due) {
+    const auto wait_ms = std::max<core::millis>(due - core::now_ms(), 0);
+    const auto at = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    const auto now = std::chrono::steady_clock::now();
+    if (delay_timer_.expiry() > now && delay_timer_.expiry() <= at) return;  // armed earlier
+    delay_timer_.expires_at(at);
+    delay_timer_.async_wait(asio::bind_executor(strand_, [this](boost::system::error_code ec) {
+        if (ec == asio::error::operation_aborted) return;
+        want_work();
+    }));
+}
+
+void scheduler::cancel_running(const std::string& id) {
+    auto r = running_.find(id);
+    if (r == running_.end()) return;
+    auto ctrl = r->second;
+    if (std::exchange(ctrl->cancel_asked, true)) return;
+    asio::post(ctrl->strand, [ctrl] { ctrl->stop(stop_reason::cancel); });
+}
+
+asio::awaitable<void> scheduler::count_shared_pending() {
+    {
+        std::lock_guard lock(tenants_mutex_);
+        for (auto& [tenant, n] : committed_recently_) committed_before_count_[tenant] += n;
+        committed_recently_.clear();
+    }
+    auto counts = co_await cluster_->pending_by_tenant();
+    std::int64_t total = 0;
+    std::lock_guard lock(tenants_mutex_);
+    shared_pending_.clear();
+    for (auto& [tenant, n] : counts) {
+        total += n;
+        shared_pending_.emplace(std::move(tenant), n);
+    }
+    // Committed before the count began: it has them.
+    committed_before_count_.clear();
+    stats_.pending.store(total);
+}
+
+asio::awaitable<void> scheduler::keep_in_touch() {
+    // A node is taken for dead only while this one reached the database all along: after an
+    // outage of the database, every node first gets a node timeout to heart-beat again.
+    std::optional<std::chrono::steady_clock::time_point> reachable_since;
+    std::uint64_t failures = 0;
+    auto complain = [&failures](const std::exception_ptr& e, const char* what) {
+        if (std::has_single_bit(++failures))
+            core::log_failure(e, std::string(what) + " (failure " + std::to_string(failures) +
+                                     " in a row): ");
+    };
+    while (!stopping_) {
+        bool leader = false;
+        try {
+            leader = co_await cluster_->heartbeat(settings_.node_timeout);
+            if (!reachable_since) reachable_since = std::chrono::steady_clock::now();
+            failures = 0;
+        } catch (...) {
+            reachable_since.reset();
+            complain(std::current_exception(), "cannot heart-beat");
+        }
+        if (reachable_since) {
+            try {
+                if (leader &&
+                    std::chrono::steady_clock::now() - *reachable_since >= settings_.node_timeout)
+                    co_await cluster_->rescue(settings_.node_timeout, core::now_ms());
+                auto cancels = co_await cluster_->cancels_requested();
+                for (const auto& id : cancels) cancel_running(id);
+                co_await count_shared_pending();
+            } catch (...) {
+                complain(std::current_exception(), "cannot look after the nodes");
+            }
+        }
+        if (stopping_) break;
+        // What no signal announced (a deaf moment, a signal lost with a connection).
+        want_work();
+        beat_timer_.expires_after(settings_.poll_interval);
+        co_await beat_timer_.async_wait(tuple_awaitable);
+    }
 }
 
 void scheduler::count_outcome(const settled& s) {

@@ -1,10 +1,15 @@
-// The scheduler: claims pending operations from its ready queue (fed after each commit) within
-// the global and per-kind concurrency limits, runs each attempt (jobs/attempt.hpp) and hands
-// its outcome to the outcome writer. Its state lives on its own strand.
+// The scheduler: claims pending operations within the global and per-kind concurrency limits,
+// runs each attempt (jobs/attempt.hpp) and hands its outcome to the outcome writer. Its state
+// lives on its own strand. On a store of one node it claims from its own ready queue, fed
+// after each commit; on a store that many nodes share (store::cluster) it claims from the
+// store when told that work appeared, when a delayed retry is due and every poll interval,
+// and it heart-beats, takes over dead nodes' operations when it holds the lease, and stops
+// jobs whose cancel another node accepted.
 #pragma once
 
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
+#include <chrono>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -30,6 +35,12 @@ namespace buzzer::jobs {
 /// Settings of the scheduler.
 struct scheduler_settings {
     unsigned max_running = 256;
+    /// Many nodes: a node silent for this long is taken for dead (its operations are taken
+    /// over), and the lease of the maintenance lasts this long.
+    std::chrono::milliseconds node_timeout{15000};
+    /// Many nodes: how often the node heart-beats and looks at the shared queue without being
+    /// told to.
+    std::chrono::milliseconds poll_interval{1000};
 };
 
 /// Counters of the scheduler, for /metrics.
@@ -139,9 +150,22 @@ class scheduler {
   private:
     void count_pending(const std::string& tenant, std::int64_t delta);
     // Pending operations per tenant (admitted ones included), read by submissions on every I/O
-    // thread.
+    // thread. With many nodes: those admitted here and not yet committed, beside the count of
+    // every node's (read every poll interval) and those committed here since the count
+    // before last began (which it may have missed).
     mutable std::mutex tenants_mutex_;
     std::map<std::string, std::int64_t, std::less<>> pending_by_tenant_;
+    std::map<std::string, std::int64_t, std::less<>> shared_pending_;
+    std::map<std::string, std::int64_t, std::less<>> committed_recently_;
+    std::map<std::string, std::int64_t, std::less<>> committed_before_count_;
+    // Many nodes.
+    void want_work();
+    void claim_shared();
+    boost::asio::awaitable<void> claim_from_store(std::size_t slots);
+    void arm_due_timer(core::millis due);
+    void cancel_running(const std::string& id);
+    boost::asio::awaitable<void> keep_in_touch();
+    boost::asio::awaitable<void> count_shared_pending();
     void spawn_job(const std::shared_ptr<job_control>& ctrl, core::operation op);
     // Queues `q`; `counted` when it was counted as pending when admitted.
     void add(core::queued q, bool counted = false);
@@ -165,6 +189,11 @@ class scheduler {
     scheduler_settings settings_;
     boost::asio::strand<boost::asio::io_context::executor_type> strand_;
     boost::asio::steady_timer delay_timer_;
+    boost::asio::steady_timer beat_timer_;
+    store::cluster* cluster_;  ///< the store many nodes share; null on a store of one
+    bool wanted_ = false;      ///< many nodes: work may be waiting in the store
+    bool claiming_ = false;    ///< many nodes: a claim is on its way
+    std::uint64_t claim_failures_ = 0;
     ready_queue queue_;
     std::unordered_map<std::string, std::shared_ptr<job_control>> running_;
     std::map<std::string, unsigned, std::less<>> running_by_kind_;

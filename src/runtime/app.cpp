@@ -32,6 +32,7 @@
 #include "jobs/kinds.hpp"
 #include "jobs/scheduler.hpp"
 #include "runtime/config.hpp"
+#include "runtime/database.hpp"
 #include "runtime/embedded.hpp"
 #include "sse/hub.hpp"
 #include "store/store.hpp"
@@ -52,6 +53,17 @@ std::chrono::steady_clock::duration purge_interval(double retention_s) {
 }
 // Idempotency keys are honoured at least this long.
 constexpr core::millis key_lifetime_ms = 24LL * 3600 * 1000;
+
+// The database as logged: a URI without its password.
+std::string database_name(const std::string& database) {
+    if (!store::is_postgres_uri(database)) return database;
+    const auto scheme_end = database.find("://") + 3;
+    const auto at = database.find('@', scheme_end);
+    if (at == std::string::npos) return database;
+    const auto colon = database.find(':', scheme_end);
+    if (colon == std::string::npos || colon > at) return database;
+    return database.substr(0, colon) + ":***" + database.substr(at);
+}
 
 void raise_file_limit() {
     rlimit rl{};
@@ -220,14 +232,19 @@ void server::run() {
 
     store::settings ss;
     ss.path = s.opts.database;
+    ss.node_id = s.opts.node_id;
     ss.synchronous_full = s.opts.synchronous_full;
-    for (const auto& m : embedded::migrations()) ss.migrations.push_back({m.name, m.content});
-    auto database = store::make_sqlite_store(std::move(ss));
+    auto database = runtime::make_store(std::move(ss));
     auto& db = *database;
     db.on_commit = [&hub](std::vector<core::event> events) { hub.publish(std::move(events)); };
     // Operations whose cancel was answered are canceled, attempts a crash left running are
     // abandoned; what is pending is queued.
-    auto recovered = db.open(core::now_ms());
+    store::recovery recovered;
+    try {
+        recovered = db.open(core::now_ms());
+    } catch (const store::schema_error& e) {
+        throw schema_too_new(e.what());
+    }
     // Commands those attempts started that outlived the server: not a second copy alongside
     // the attempt that runs again.
     if (int n = jobs::end_orphans(recovered.abandoned))
@@ -254,7 +271,11 @@ void server::run() {
         read.get();
     }
 
-    jobs::scheduler sched(io, db, s.kinds, {s.opts.max_running});
+    jobs::scheduler_settings scheduling;
+    scheduling.max_running = s.opts.max_running;
+    scheduling.node_timeout = std::chrono::milliseconds(
+        static_cast<std::int64_t>(std::max(1.0, s.opts.node_timeout_s) * 1000));
+    jobs::scheduler sched(io, db, s.kinds, scheduling);
     sched.load(recovered.pending);
 
     http::router routes;
@@ -370,7 +391,7 @@ void server::run() {
     core::log(
         core::level::info,
         std::string("buzzer listening on ") + (front.secure() ? "https://" : "http://") + bound +
-            ", database " + s.opts.database +
+            ", database " + database_name(s.opts.database) +
             (access_settings.enabled ? ", credentials required" : ", open mode (no credentials)"));
     if (!access_settings.enabled && !runtime::is_loopback(bound))
         core::log(core::level::warn, "serving without credentials on " + bound +

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <boost/url/parse.hpp>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -195,6 +196,13 @@ bool listen_ok(const std::string& address) {
 // A file path: not empty.
 bool path_ok(const std::string& path) { return !path.empty(); }
 
+// Empty (a new id each start), or 1 to 64 of [A-Za-z0-9._-].
+bool node_id_ok(const std::string& id) {
+    return id.size() <= 64 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
+               return std::isalnum(c) || c == '.' || c == '-' || c == '_';
+           });
+}
+
 // One name of a choice and the value it stands for.
 struct choice_value {
     std::string_view name;
@@ -292,8 +300,9 @@ const std::vector<setting>& settings() {
     static const std::vector<setting> table{
         text_row("listen", "listen", &o::listen, "HOST:PORT", "HOST:PORT such as 127.0.0.1:8080",
                  listen_ok, "address to serve on; port 0 picks a free one"),
-        text_row("database", "database", &o::database, "PATH", "a file path", nullptr,
-                 "SQLite database file"),
+        text_row("database", "database", &o::database, "PATH|URI",
+                 "a file path or a postgresql:// URI", nullptr,
+                 "SQLite database file, or PostgreSQL's postgresql:// URI (many nodes)"),
         integer_row("threads", "threads", &o::threads, "N", 0, 256, "I/O threads; 0: one per core"),
         text_row("public-url", "public_url", &o::public_url, "URL",
                  "an absolute http or https URL such as https://api.example.com", public_url_ok,
@@ -329,6 +338,13 @@ const std::vector<setting>& settings() {
                     "pending operations before submissions get 429"),
         integer_row("max-running", "max_running", &o::max_running, "N", 1, 1e6,
                     "operations running at once"),
+        number_row("node-timeout", "node_timeout_s", &o::node_timeout_s, "S", 1, 3600,
+                   "PostgreSQL: seconds without a heart-beat before a node is taken for dead "
+                   "and its running operations are taken over"),
+        text_row("node-id", "node_id", &o::node_id, "ID",
+                 "1 to 64 letters, digits, dots, dashes or underscores", node_id_ok,
+                 "PostgreSQL: this node's id, kept across restarts; default: a new one each "
+                 "start"),
         text_row("tls-cert", "tls_cert", &o::tls_cert, "FILE", "a file path", path_ok,
                  "PEM certificate chain, the leaf first: with --tls-key the listener speaks "
                  "HTTPS only (SIGHUP reloads both)"),
@@ -561,7 +577,7 @@ command_line parse_command_line(int argc, const char* const* argv) {
     std::ostringstream help;
     help << desc;
     help << "\nCommands:\n"
-            "  buzzer keys create|list|revoke --database FILE ...\n"
+            "  buzzer keys create|list|revoke --database FILE|URI ...\n"
             "                        make, list and revoke API keys on the server's database\n"
             "                        (also while it runs; see buzzer keys --help)\n";
     out.help_text = help.str();

@@ -11,7 +11,7 @@
 
 #include "auth/authenticator.hpp"
 #include "core/principal.hpp"
-#include "runtime/embedded.hpp"
+#include "runtime/database.hpp"
 #include "store/store.hpp"
 
 namespace buzzer::runtime {
@@ -21,10 +21,10 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr const char* usage =
-    "usage: buzzer keys create --database FILE [--tenant T] --role read|write|admin\n"
+    "usage: buzzer keys create --database FILE|URI [--tenant T] --role read|write|admin\n"
     "                          [--name NAME] [--kinds a,b] [--expires-in SECONDS]\n"
-    "       buzzer keys list   --database FILE [--tenant T]\n"
-    "       buzzer keys revoke --database FILE ID\n";
+    "       buzzer keys list   --database FILE|URI [--tenant T]\n"
+    "       buzzer keys revoke --database FILE|URI ID\n";
 
 // Runs `work` to its end on an io_context of its own.
 template <class T>
@@ -39,8 +39,7 @@ std::unique_ptr<store::store> open_store(const std::string& path) {
     store::settings ss;
     ss.path = path;
     ss.readers = 1;
-    for (const auto& m : embedded::migrations()) ss.migrations.push_back({m.name, m.content});
-    auto db = store::make_sqlite_store(std::move(ss));
+    auto db = make_store(std::move(ss));
     // Another process may be serving this file: no recovery of its running attempts.
     db->attach();
     return db;

@@ -25,10 +25,10 @@ int newest_migration(std::span<const migration> migrations) {
     return expected - 1;
 }
 
-database_error schema_too_new(int found, int newest) {
-    return database_error("database schema version " + std::to_string(found) +
-                              " is newer than this binary's " + std::to_string(newest),
-                          false);
+schema_error schema_too_new(int found, int newest) {
+    return schema_error("database schema version " + std::to_string(found) +
+                        " is newer than this binary's " + std::to_string(newest) +
+                        ": run a binary at least as new as the one that migrated it");
 }
 
 }  // namespace buzzer::store

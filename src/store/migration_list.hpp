@@ -15,6 +15,6 @@ int migration_number(std::string_view name);
 int newest_migration(std::span<const migration> migrations);
 
 /// The error of a database whose schema (`found`) is newer than this binary's (`newest`).
-database_error schema_too_new(int found, int newest);
+schema_error schema_too_new(int found, int newest);
 
 }  // namespace buzzer::store

@@ -28,6 +28,7 @@
 
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -37,6 +38,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/event.hpp"
@@ -57,6 +59,12 @@ class database_error : public std::runtime_error {
 
   private:
     bool unavailable_;
+};
+
+/// The database's schema is newer than the binary's migrations: it cannot be used.
+class schema_error : public database_error {
+  public:
+    explicit schema_error(const std::string& what) : database_error(what, false) {}
 };
 
 /// A schema migration: `NNNN_name.sql` and its statements.
@@ -203,6 +211,79 @@ struct key_changes {
     std::vector<std::string> revoked;
 };
 
+/// Counters of a backend's connections to a database server, for /metrics.
+struct pool_stats {
+    std::atomic<std::uint64_t> connects{0};        ///< connections made
+    std::atomic<std::uint64_t> connect_errors{0};  ///< attempts that failed
+    std::atomic<std::int64_t> open{0};             ///< connections open now
+    std::atomic<std::int64_t> busy{0};             ///< connections running a request now
+    std::atomic<std::uint64_t> notifications{0};   ///< notifications received
+    std::atomic<std::uint64_t> catch_ups{0};       ///< reads of other nodes' events
+};
+
+/// What a node asks to claim: at most `limit` operations of the kinds it runs. A kind with a
+/// `concurrency` of its own is in `limited` with it: that many run at most on all nodes
+/// together.
+struct claim_request {
+    std::size_t limit = 0;
+    std::vector<std::string> kinds;                          ///< kinds without a limit
+    std::vector<std::pair<std::string, unsigned>> limited;  ///< kinds and their limits
+};
+
+/// What a claim came to: the operations this node runs now (their attempts started), and
+/// when the first delayed pending operation is due (none: none is delayed).
+struct claim_result {
+    std::vector<core::operation> started;
+    std::optional<core::millis> next_due;
+};
+
+/// The part of a backend that many nodes share: one queue that they claim from, the signals
+/// they send each other, their heart-beats and the lease of the maintenance. Every node's
+/// store may be asked; the answers hold for all of them.
+class cluster {
+  public:
+    virtual ~cluster() = default;
+
+    /// Called on a thread of the store when pending work may have appeared (on any node).
+    std::function<void()> on_work;
+    /// Called on a thread of the store with the id of an operation whose cancel some node
+    /// accepted; the node that runs it stops its job.
+    std::function<void(std::string)> on_cancel;
+
+    /// This node's id (the fencing token of its attempts, with the attempt's number).
+    virtual const std::string& node_id() const = 0;
+
+    /// Claims up to `r.limit` pending operations due at `now`, highest priority first, then
+    /// oldest, skipping those another node is claiming, and starts their attempts (lifecycle
+    /// `started`) on this node.
+    virtual boost::asio::awaitable<claim_result> claim(claim_request r, core::millis now) = 0;
+
+    /// Of the operations running on this node, those whose cancel was requested (what
+    /// `on_cancel` may have missed).
+    virtual boost::asio::awaitable<std::vector<std::string>> cancels_requested() = 0;
+
+    /// Tells the other nodes that this one is alive, and takes or renews the lease of the
+    /// maintenance for `lease`; returns whether this node holds it now.
+    virtual boost::asio::awaitable<bool> heartbeat(std::chrono::milliseconds lease) = 0;
+
+    /// Under the lease only: the running operations of nodes whose last heart-beat is older
+    /// than `timeout` are taken back (lifecycle `abandoned`: the attempt counts, a `pending`
+    /// event) and those nodes are forgotten; returns how many operations. Without the lease:
+    /// nothing, 0.
+    virtual boost::asio::awaitable<int> rescue(std::chrono::milliseconds timeout,
+                                               core::millis now) = 0;
+
+    /// How many operations each tenant has pending, on every node.
+    virtual boost::asio::awaitable<std::vector<std::pair<std::string, std::int64_t>>>
+    pending_by_tenant() = 0;
+
+    /// Whether the last attempt to reach the database succeeded.
+    virtual bool reachable() const = 0;
+
+    /// Counters of the connections.
+    virtual const pool_stats& pool() const = 0;
+};
+
 /// The store's interface; one implementation per backend.
 class store {
   public:
@@ -323,6 +404,9 @@ class store {
 
     /// Counters.
     virtual const store_stats& stats() const = 0;
+
+    /// The part shared with other nodes; null for a backend of one node.
+    virtual cluster* shared() { return nullptr; }
 };
 
 /// The embedded backend: an SQLite database file (WAL, group commit, one writer thread).

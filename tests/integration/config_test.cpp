@@ -444,7 +444,7 @@ const std::vector<bad_setting> bad_settings{
     {{}, R"({"synchronous": 1})", "synchronous: must be full or normal (got 1)"},
     {{}, R"({"builtin_kinds": "no"})", "builtin_kinds: must be true or false (got \"no\")"},
     {{}, R"({"listen": 8080})", "listen: must be HOST:PORT such as 127.0.0.1:8080 (got 8080)"},
-    {{}, R"({"database": 5})", "database: must be a file path (got 5)"},
+    {{}, R"({"database": 5})", "database: must be a file path or a postgresql:// URI (got 5)"},
     {{},
      R"({"public_url": "https://"})",
      "public_url: must be an absolute http or https URL such as https://api.example.com "
@@ -615,7 +615,7 @@ BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     BOOST_TEST(r.out.find("buzzer keys create|list|revoke") != std::string::npos, r.out);
     auto keys = run_buzzer({"keys", "--help"});
     BOOST_TEST(keys.exit_code == 0);
-    BOOST_TEST(keys.out.find("buzzer keys revoke --database FILE ID") != std::string::npos);
+    BOOST_TEST(keys.out.find("buzzer keys revoke --database FILE|URI ID") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(help_shows_each_flag_with_its_range_default_and_config_key) {

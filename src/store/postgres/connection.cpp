@@ -57,20 +57,24 @@ param bytes_param(std::string_view v) {
 
 namespace {
 
+void append_element(std::string& out, std::string_view v) {
+    // Quoted, with backslashes and quotes escaped: any text goes through.
+    out += '"';
+    for (char c : v) {
+        if (c == '"' || c == '\\') out += '\\';
+        out += c;
+    }
+    out += '"';
+}
+
 template <class Range>
 param array_literal(const Range& values) {
-    // Every element quoted, with backslashes and quotes escaped: any text goes through.
     std::string out = "{";
     bool first = true;
     for (std::string_view v : values) {
         if (!first) out += ',';
         first = false;
-        out += '"';
-        for (char c : v) {
-            if (c == '"' || c == '\\') out += '\\';
-            out += c;
-        }
-        out += '"';
+        append_element(out, v);
     }
     out += '}';
     return out;
@@ -80,6 +84,19 @@ param array_literal(const Range& values) {
 
 param text_array_param(std::span<const std::string> values) { return array_literal(values); }
 param text_array_param(std::span<const std::string_view> values) { return array_literal(values); }
+
+param array_param(std::span<const param> values) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        if (i) out += ',';
+        if (values[i])
+            append_element(out, *values[i]);
+        else
+            out += "NULL";
+    }
+    out += '}';
+    return out;
+}
 
 result::result(pg_result* r) : r_(r) {}
 result::~result() {

@@ -46,6 +46,8 @@ param bytes_param(std::string_view v);
 /// A text[] literal of `values` (for unnest()).
 param text_array_param(std::span<const std::string> values);
 param text_array_param(std::span<const std::string_view> values);
+/// An array of any element type, in its text form; a missing element is NULL.
+param array_param(std::span<const param> values);
 
 /// The rows of a statement, in text form.
 class result {

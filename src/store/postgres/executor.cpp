@@ -61,6 +61,11 @@ void write_context::add_event(std::string_view operation_id, std::string_view ty
         core::event{0, std::string(operation_id), std::string(type), std::move(data)});
 }
 
+void write_context::signal(std::string payload) {
+    if (std::find(signals_.begin(), signals_.end(), payload) == signals_.end())
+        signals_.push_back(std::move(payload));
+}
+
 executor::executor(settings s) : settings_(std::move(s)) {}
 
 executor::~executor() { close(); }
@@ -83,10 +88,12 @@ void executor::open(const write_fn& startup) {
     migrate(*writer_db_, settings_.migrations);
     if (startup) {
         std::vector<core::event> events;
-        write_context ctx(*writer_db_, events);
+        std::vector<std::string> signals;
+        write_context ctx(*writer_db_, events, signals);
         transaction tx(*writer_db_);
         startup(ctx);
         insert_events(events);
+        send_signals(signals);
         tx.commit();
     }
     published_seq_.store(newest_event(*writer_db_));
@@ -279,22 +286,32 @@ void executor::insert_events(std::vector<core::event>& events) {
         events[i].seq = base + static_cast<std::int64_t>(i) + 1;
 }
 
+void executor::send_signals(std::vector<std::string>& signals) {
+    if (signals.empty()) return;
+    std::vector<std::string_view> payloads(signals.begin(), signals.end());
+    const param params[] = {text_array_param(payloads)};
+    writer_db_->query("SELECT pg_notify('buzzer_events', s) FROM unnest($1::text[]) AS s", params);
+}
+
 std::vector<std::exception_ptr> executor::run_batch(std::vector<write_request>& batch,
                                                     std::vector<core::event>& events,
+                                                    std::vector<std::string>& signals,
                                                     bool isolated) {
     // Without `isolated`, the first failure ends the batch (it is rolled back, the caller runs
     // it again isolated): a savepoint per request would cost two round trips each.
     std::vector<std::exception_ptr> errors(batch.size());
     connection& db = *writer_db_;
     events.clear();
+    signals.clear();
     transaction tx(db);
-    write_context ctx(db, events);
+    write_context ctx(db, events, signals);
     for (std::size_t i = 0; i < batch.size(); ++i) {
         if (!isolated) {
             batch[i].fn(ctx);
             continue;
         }
         const auto mark = events.size();
+        const auto signal_mark = signals.size();
         db.query("SAVEPOINT w");
         try {
             batch[i].fn(ctx);
@@ -303,16 +320,19 @@ std::vector<std::exception_ptr> executor::run_batch(std::vector<write_request>& 
             if (broken(&db)) throw;
             errors[i] = std::current_exception();
             events.resize(mark);
+            signals.resize(signal_mark);
             db.query("ROLLBACK TO w");
             db.query("RELEASE w");
         } catch (...) {
             errors[i] = std::current_exception();
             events.resize(mark);
+            signals.resize(signal_mark);
             db.query("ROLLBACK TO w");
             db.query("RELEASE w");
         }
     }
     insert_events(events);
+    send_signals(signals);
     tx.commit();
     return errors;
 }
@@ -322,18 +342,19 @@ void executor::commit_batch(std::vector<write_request>& batch) {
     std::vector<std::exception_ptr> errors(batch.size());
     std::exception_ptr batch_error;
     std::vector<core::event> events;
+    std::vector<std::string> signals;
     try {
         if (broken(writer_db_.get())) {
             writer_db_.reset();
             writer_db_ = connect();
         }
         try {
-            errors = run_batch(batch, events, false);
+            errors = run_batch(batch, events, signals, false);
         } catch (...) {
             // A write failed (or the commit): a batch of one has its answer; a larger one runs
             // again, each request in a savepoint of its own, unless the connection is gone.
             if (batch.size() == 1 || broken(writer_db_.get())) throw;
-            errors = run_batch(batch, events, true);
+            errors = run_batch(batch, events, signals, true);
         }
     } catch (...) {
         batch_error = std::current_exception();
@@ -428,6 +449,30 @@ void executor::run_listener() {
     const std::string ping_prefix = "ping ";
     std::uint64_t pings_sent = 0, pings_heard = 0;
     auto next_poll = std::chrono::steady_clock::now();
+    // Handles the notifications libpq has read; the reads of a delivery may bring more.
+    auto take_notifications = [&] {
+        for (bool any = true; any;) {
+            any = false;
+            std::int64_t newest = 0;
+            while (PGnotify* n = PQnotifies(db->native())) {
+                any = true;
+                std::string_view payload = n->extra ? n->extra : "";
+                pool_.notifications.fetch_add(1, std::memory_order_relaxed);
+                std::int64_t seq = 0;
+                if (payload.starts_with(ping_prefix)) {
+                    if (n->be_pid == db->backend_pid()) pings_heard = pings_sent;
+                } else if (auto [end, ec] = std::from_chars(
+                               payload.data(), payload.data() + payload.size(), seq);
+                           ec == std::errc{} && end == payload.data() + payload.size()) {
+                    newest = std::max(newest, seq);
+                } else if (on_signal) {
+                    on_signal(payload);
+                }
+                PQfreemem(n);
+            }
+            if (newest > published_seq()) deliver_upto(*db, newest, {});
+        }
+    };
     while (!listen_stopping_.load()) {
         try {
             if (broken(db.get())) {
@@ -453,6 +498,9 @@ void executor::run_listener() {
                 db->query("SELECT pg_notify('buzzer_events', $1)", p);
                 next_poll = now + settings_.poll_interval;
             }
+            // Notifications that came with the answers of the queries above wait in libpq's
+            // queue, not on the socket: they are taken first.
+            take_notifications();
             // Waits for a notification, the next poll or close().
             pollfd fds[2] = {{PQsocket(db->native()), POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
             const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -465,20 +513,7 @@ void executor::run_listener() {
                 db.reset();
                 continue;
             }
-            std::int64_t newest = 0;
-            while (PGnotify* n = PQnotifies(db->native())) {
-                std::string_view payload = n->extra ? n->extra : "";
-                pool_.notifications.fetch_add(1, std::memory_order_relaxed);
-                if (payload.starts_with(ping_prefix) && n->be_pid == db->backend_pid()) {
-                    pings_heard = pings_sent;
-                } else {
-                    std::int64_t seq = 0;
-                    std::from_chars(payload.data(), payload.data() + payload.size(), seq);
-                    newest = std::max(newest, seq);
-                }
-                PQfreemem(n);
-            }
-            if (newest > published_seq()) deliver_upto(*db, newest, {});
+            take_notifications();
         } catch (const std::exception& e) {
             if (broken(db.get())) {
                 db.reset();

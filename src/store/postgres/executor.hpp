@@ -29,26 +29,23 @@ namespace buzzer::store::postgres {
 /// What a write function sees: the writer connection inside the batch's transaction.
 class write_context {
   public:
-    write_context(connection& db, std::vector<core::event>& events) : db(db), events_(events) {}
+    write_context(connection& db, std::vector<core::event>& events,
+                  std::vector<std::string>& signals)
+        : db(db), events_(events), signals_(signals) {}
     /// The writer connection.
     connection& db;
     /// Appends an event; its id is taken when the batch commits (in commit order across the
     /// nodes), and it is handed to `on_commit` once the commit is durable.
     void add_event(std::string_view operation_id, std::string_view type, std::string data);
+    /// Sends `payload` to every node's `on_signal` when the batch commits (once, however many
+    /// writes of the batch send it). Not a decimal number, nor starting with "ping ".
+    void signal(std::string payload);
 
   private:
     std::vector<core::event>& events_;
+    std::vector<std::string>& signals_;
 };
 
-/// Counters of the connections, for /metrics.
-struct pool_stats {
-    std::atomic<std::uint64_t> connects{0};        ///< connections made
-    std::atomic<std::uint64_t> connect_errors{0};  ///< attempts that failed
-    std::atomic<std::int64_t> open{0};             ///< connections open now
-    std::atomic<std::int64_t> busy{0};             ///< connections running a request now
-    std::atomic<std::uint64_t> notifications{0};   ///< notifications received
-    std::atomic<std::uint64_t> catch_ups{0};       ///< reads of other nodes' events
-};
 
 /// The database: schema, writer thread, reader threads, event delivery.
 class executor {
@@ -100,6 +97,9 @@ class executor {
     /// Called with committed events in id order, once each, this node's and every other's.
     std::function<void(std::vector<core::event>)> on_commit;
 
+    /// Called on the listener's thread with every signal that a commit on any node sent.
+    std::function<void(std::string_view)> on_signal;
+
     /// The newest event id handed to `on_commit`.
     std::int64_t published_seq() const { return published_seq_.load(std::memory_order_acquire); }
 
@@ -126,8 +126,10 @@ class executor {
     void run_listener();
     void commit_batch(std::vector<write_request>& batch);
     std::vector<std::exception_ptr> run_batch(std::vector<write_request>& batch,
-                                              std::vector<core::event>& events, bool isolated);
+                                              std::vector<core::event>& events,
+                                              std::vector<std::string>& signals, bool isolated);
     void insert_events(std::vector<core::event>& events);
+    void send_signals(std::vector<std::string>& signals);
     // Hands every event up to `upto` to on_commit in id order: `own` (ids set) where they
     // cover it, the rest read through `db`. Serialized between the writer and the listener.
     void deliver_upto(connection& db, std::int64_t upto, std::vector<core::event> own);

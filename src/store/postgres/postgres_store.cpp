@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "core/lifecycle.hpp"
+#include "core/log.hpp"
 #include "core/ulid.hpp"
 #include "store/postgres/executor.hpp"
 #include "store/postgres/queries.hpp"
@@ -44,18 +45,32 @@ std::string node_id_of(const settings& s) {
     return core::make_ulid(core::now_ms());
 }
 
-class postgres_store final : public store {
+std::string host_name() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0) return "unknown";
+    return name;
+}
+
+// The names of the signals nodes send each other (see executor::on_signal).
+constexpr std::string_view work_signal = "w";
+constexpr std::string_view cancel_signal = "c ";
+// The lease of the maintenance: purge, rescue.
+constexpr std::string_view maintenance_lease = "maintenance";
+
+class postgres_store final : public store, public cluster {
   public:
     explicit postgres_store(settings s)
-        : node_(node_id_of(s)), db_(executor_settings(std::move(s))) {}
+        : node_(node_id_of(s)), host_(host_name()), db_(executor_settings(std::move(s))) {}
 
-    ~postgres_store() override { db_.close(); }
+    ~postgres_store() override { close(); }
 
     recovery open(core::millis now) override {
         recovery r;
         db_.on_commit = on_commit;
+        db_.on_signal = [this](std::string_view payload) { signalled(payload); };
         db_.open([&](write_context& w) {
             r = {};
+            beat(w.db, node_, host_, static_cast<int>(::getpid()));
             // What this node (by its id, when it is configured) left: its cancels answered,
             // its attempts abandoned.
             for (auto& op : cancel_requested_on(w.db, node_)) {
@@ -68,6 +83,7 @@ class postgres_store final : public store {
             }
             r.pending = pending_operations(w.db);
         });
+        registered_ = true;
         return r;
     }
 
@@ -76,7 +92,21 @@ class postgres_store final : public store {
         db_.open();
     }
 
-    void close() override { db_.close(); }
+    void close() override {
+        db_.close();
+        if (!std::exchange(registered_, false)) return;
+        // Stopped cleanly: the node leaves at once, and what it still ran (outcomes it could
+        // not record) is taken over by the next rescue instead of after the node timeout.
+        try {
+            db_.direct([&](connection& db) {
+                const std::string ids[] = {node_};
+                forget_nodes(db, ids);
+            });
+        } catch (const std::exception& e) {
+            core::log(core::level::warn,
+                      std::string("node ") + node_ + " not removed from the database: " + e.what());
+        }
+    }
 
     boost::asio::awaitable<submit_result> submit(core::operation op,
                                                  std::vector<core::event> events,
@@ -95,6 +125,7 @@ class postgres_store final : public store {
             }
             r.op.row = insert_operation(w.db, op, node_);
             add_events(w, events);
+            if (op.state == core::status::pending) w.signal(std::string(work_signal));
             if (key &&
                 !insert_idempotency_key(w.db, tenant, key->key, key->request, op.id, op.created_at))
                 throw key_taken{};
@@ -113,7 +144,7 @@ class postgres_store final : public store {
         co_return r;
     }
 
-    boost::asio::awaitable<std::vector<claimed>> start_attempts(std::vector<claim> claims,
+    boost::asio::awaitable<std::vector<claimed>> start_attempts(std::vector<buzzer::store::claim> claims,
                                                                 core::millis now) override {
         std::vector<claimed> out(claims.size());
         std::vector<executor::write_fn> writes;
@@ -146,7 +177,9 @@ class postgres_store final : public store {
                 const auto& c = changes[i];
                 out[i].written = save_if_current(w.db, c.op, c.attempt ? c.attempt : c.op.attempt,
                                                  node_, c.result);
-                if (out[i].written) add_events(w, c.events);
+                if (!out[i].written) return;
+                add_events(w, c.events);
+                if (c.op.state == core::status::pending) w.signal(std::string(work_signal));
             });
         }
         auto errors = co_await db_.write_each(std::move(writes));
@@ -186,6 +219,8 @@ class postgres_store final : public store {
             const param p[] = {int_param(step.op.row)};
             w.db.query("UPDATE operations SET cancel_requested = true WHERE row_id = $1", p);
             add_events(w, step.events);
+            if (step.op.state == core::status::running)
+                w.signal(std::string(cancel_signal) + step.op.id);
         });
     }
 
@@ -207,6 +242,9 @@ class postgres_store final : public store {
                                       int limit) override {
         int purged = 0;
         co_await db_.write([&](write_context& w) {
+            purged = 0;
+            // One node at a time purges: the lease's holder.
+            if (!holds_lease(w.db, maintenance_lease, node_)) return;
             purged = purge_finished(w.db, finished_before, limit);
             purge_keys(w.db, keys_before);
         });
@@ -309,14 +347,108 @@ class postgres_store final : public store {
 
     const store_stats& stats() const override { return db_.stats(); }
 
+    cluster* shared() override { return this; }
+
+    // The cluster.
+
+    const std::string& node_id() const override { return node_; }
+
+    boost::asio::awaitable<claim_result> claim(claim_request r, core::millis now) override {
+        claim_result out;
+        co_await db_.write([&](write_context& w) {
+            out = {};
+            bool contended = false;
+            auto ops = claimable(w.db, r, now, contended);
+            out.started.reserve(ops.size());
+            for (auto& op : ops) {
+                auto step = lifecycle::apply(std::move(op), lifecycle::started{now});
+                if (!step) continue;
+                add_events(w, step.events);
+                out.started.push_back(std::move(step.op));
+            }
+            save_operations(w.db, out.started, node_);
+            out.next_due = next_due(w.db, now);
+            // A kind another node was claiming is looked at again shortly.
+            if (contended) out.next_due = std::min(out.next_due.value_or(now + 20), now + 20);
+        });
+        co_return out;
+    }
+
+    boost::asio::awaitable<std::vector<std::string>> cancels_requested() override {
+        std::vector<std::string> ids;
+        co_await db_.read([&](connection& db) { ids = postgres::cancels_requested(db, node_); });
+        co_return ids;
+    }
+
+    boost::asio::awaitable<bool> heartbeat(std::chrono::milliseconds lease) override {
+        bool held = false;
+        co_await db_.write([&](write_context& w) {
+            beat(w.db, node_, host_, static_cast<int>(::getpid()));
+            held = take_lease(w.db, maintenance_lease, node_, lease);
+        });
+        co_return held;
+    }
+
+    boost::asio::awaitable<int> rescue(std::chrono::milliseconds timeout,
+                                       core::millis now) override {
+        int taken = 0;
+        co_await db_.write([&](write_context& w) {
+            taken = 0;
+            if (!holds_lease(w.db, maintenance_lease, node_)) return;
+            std::vector<std::string> dead;
+            auto ops = orphaned(w.db, node_, timeout, dead);
+            std::vector<core::operation> saved;
+            saved.reserve(ops.size());
+            for (auto& op : ops) {
+                // As at the start of a node: a cancel that was answered ends it, any other
+                // attempt is abandoned (and runs again while attempts are left).
+                const bool cancel = op.cancel_requested;
+                auto step = cancel ? lifecycle::apply(std::move(op), lifecycle::canceled{now})
+                                   : lifecycle::apply(std::move(op), lifecycle::abandoned{now});
+                if (!step) continue;
+                add_events(w, step.events);
+                saved.push_back(std::move(step.op));
+            }
+            save_operations(w.db, saved, node_);
+            forget_nodes(w.db, dead);
+            taken = static_cast<int>(saved.size());
+            if (taken) w.signal(std::string(work_signal));
+        });
+        if (taken)
+            core::log(core::level::warn, "took over " + std::to_string(taken) +
+                                             " running operations of nodes that stopped");
+        co_return taken;
+    }
+
+    boost::asio::awaitable<std::vector<std::pair<std::string, std::int64_t>>> pending_by_tenant()
+        override {
+        std::vector<std::pair<std::string, std::int64_t>> counts;
+        co_await db_.read([&](connection& db) { counts = pending_per_tenant(db); });
+        co_return counts;
+    }
+
+    bool reachable() const override { return db_.reachable(); }
+
+    const pool_stats& pool() const override { return db_.pool(); }
+
   private:
+    void signalled(std::string_view payload) {
+        if (payload == work_signal) {
+            if (on_work) on_work();
+        } else if (payload.starts_with(cancel_signal)) {
+            if (on_cancel) on_cancel(std::string(payload.substr(cancel_signal.size())));
+        }
+    }
+
     void save_step(write_context& w, const lifecycle::step& s) {
         save_operation(w.db, s.op, node_);
         add_events(w, s.events);
     }
 
     std::string node_;
+    std::string host_;
     executor db_;
+    bool registered_ = false;  ///< open() registered the node (close() removes it)
 };
 
 }  // namespace

@@ -147,6 +147,40 @@ bool save_if_current(connection& db, const core::operation& op, int attempt, std
     return update_operation(db, op, node, std::max(attempt, 1), result);
 }
 
+void save_operations(connection& db, std::span<const core::operation> ops, std::string_view node) {
+    if (ops.empty()) return;
+    std::vector<param> rows, states, attempts, started, finished, run_after, progress, errors,
+        cancels;
+    for (const auto& op : ops) {
+        if (op.row <= 0)
+            throw std::logic_error("save_operations: operation " + op.id + " has no row");
+        rows.push_back(int_param(op.row));
+        states.push_back(text_param(core::to_string(op.state)));
+        attempts.push_back(int_param(op.attempt));
+        started.push_back(opt_int_param(op.started_at));
+        finished.push_back(opt_int_param(op.finished_at));
+        run_after.push_back(int_param(op.run_after));
+        progress.push_back(opt_text_param(op.progress));
+        errors.push_back(opt_text_param(op.error));
+        cancels.push_back(bool_param(op.cancel_requested));
+    }
+    const param p[] = {array_param(rows),     array_param(states),   array_param(attempts),
+                       array_param(started),  array_param(finished), array_param(run_after),
+                       array_param(progress), array_param(errors),   array_param(cancels),
+                       text_param(node)};
+    db.query(
+        "UPDATE operations AS o SET status = u.status, attempt = u.attempt, "
+        "started_at = u.started_at, finished_at = u.finished_at, run_after = u.run_after, "
+        "progress = u.progress, error = u.error, "
+        "cancel_requested = o.cancel_requested OR u.cancel, "
+        "node = CASE WHEN u.status = 'running' THEN $10 END "
+        "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], "
+        "$6::bigint[], $7::text[], $8::text[], $9::boolean[]) "
+        "AS u(row_id, status, attempt, started_at, finished_at, run_after, progress, error, "
+        "cancel) WHERE o.row_id = u.row_id",
+        p);
+}
+
 std::optional<core::result_body> load_result(connection& db, std::string_view id) {
     const param p[] = {text_param(id)};
     auto r = db.query("SELECT result, result_type FROM operations WHERE id = $1", p);
@@ -249,6 +283,149 @@ std::vector<core::queued> pending_operations(connection& db) {
         out.push_back(std::move(q));
     }
     return out;
+}
+
+namespace {
+
+// Two-key advisory locks of the claims of a limited kind: this first key, and the kind's hash.
+constexpr std::int64_t kind_lock_space = 1651864187;
+
+// What a claim holds an operation by: its place in the queue.
+bool claims_first(const core::operation& a, const core::operation& b) {
+    if (a.priority != b.priority) return a.priority > b.priority;
+    return a.row < b.row;
+}
+
+}  // namespace
+
+std::vector<core::operation> claimable(connection& db, const claim_request& r, core::millis now,
+                                       bool& contended) {
+    contended = false;
+    std::vector<core::operation> out;
+    if (r.limit == 0) return out;
+    const auto limit = static_cast<std::int64_t>(r.limit);
+    if (!r.kinds.empty()) {
+        const param p[] = {int_param(now), text_array_param(r.kinds), int_param(limit)};
+        out = operations_of(db.query("SELECT " BUZZER_OP_COLUMNS
+                                     " FROM operations WHERE status = 'pending' AND "
+                                     "run_after <= $1 AND kind = ANY ($2::text[]) "
+                                     "ORDER BY priority DESC, row_id LIMIT $3 "
+                                     "FOR UPDATE SKIP LOCKED",
+                                     p));
+    }
+    // A limited kind is claimed by one node at a time (a lock that this transaction holds
+    // until its commit), which counts what runs of it on every node. A node that finds the
+    // lock taken leaves the kind for now instead of waiting, so that no claim waits for
+    // another's batch (nor deadlocks with it).
+    for (const auto& [kind, concurrency] : r.limited) {
+        const param lock[] = {int_param(kind_lock_space), text_param(kind)};
+        if (!db.query("SELECT pg_try_advisory_xact_lock($1::bigint::int, hashtext($2))", lock)
+                 .boolean(0, 0)) {
+            contended = true;
+            continue;
+        }
+        const param count[] = {text_param(kind)};
+        const auto running =
+            db.query("SELECT count(*) FROM operations WHERE status = 'running' AND kind = $1",
+                     count)
+                .int64(0, 0);
+        const auto room = std::min<std::int64_t>(limit, concurrency - running);
+        if (room <= 0) continue;
+        const param p[] = {int_param(now), text_param(kind), int_param(room)};
+        auto more = operations_of(db.query("SELECT " BUZZER_OP_COLUMNS
+                                           " FROM operations WHERE status = 'pending' AND "
+                                           "run_after <= $1 AND kind = $2 "
+                                           "ORDER BY priority DESC, row_id LIMIT $3 "
+                                           "FOR UPDATE SKIP LOCKED",
+                                           p));
+        out.insert(out.end(), std::make_move_iterator(more.begin()),
+                   std::make_move_iterator(more.end()));
+    }
+    std::sort(out.begin(), out.end(), claims_first);
+    if (out.size() > r.limit) out.resize(r.limit);
+    return out;
+}
+
+std::optional<core::millis> next_due(connection& db, core::millis now) {
+    const param p[] = {int_param(now)};
+    auto r = db.query(
+        "SELECT min(run_after) FROM operations WHERE status = 'pending' AND run_after > $1", p);
+    return r.opt_int64(0, 0);
+}
+
+std::vector<std::string> cancels_requested(connection& db, std::string_view node) {
+    const param p[] = {text_param(node)};
+    auto r = db.query(
+        "SELECT id FROM operations WHERE status = 'running' AND node = $1 AND cancel_requested",
+        p);
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+    return out;
+}
+
+std::vector<std::pair<std::string, std::int64_t>> pending_per_tenant(connection& db) {
+    auto r = db.query(
+        "SELECT tenant, count(*) FROM operations WHERE status = 'pending' GROUP BY tenant");
+    std::vector<std::pair<std::string, std::int64_t>> out;
+    for (int i = 0; i < r.rows(); ++i) out.emplace_back(r.text(i, 0), r.int64(i, 1));
+    return out;
+}
+
+void beat(connection& db, std::string_view node, std::string_view host, int pid) {
+    const param p[] = {text_param(node), text_param(host), int_param(pid)};
+    db.query(
+        "INSERT INTO nodes (id, host, pid) VALUES ($1, $2, $3) "
+        "ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), host = $2, pid = $3",
+        p);
+}
+
+bool take_lease(connection& db, std::string_view name, std::string_view node,
+                std::chrono::milliseconds ttl) {
+    const param p[] = {text_param(name), text_param(node), int_param(ttl.count())};
+    return db.query(
+                 "INSERT INTO leases (name, node, expires_at) "
+                 "VALUES ($1, $2, now() + $3 * interval '1 millisecond') "
+                 "ON CONFLICT (name) DO UPDATE SET node = excluded.node, "
+                 "expires_at = excluded.expires_at "
+                 "WHERE leases.node = excluded.node OR leases.expires_at < now() "
+                 "RETURNING node",
+                 p)
+               .rows() > 0;
+}
+
+bool holds_lease(connection& db, std::string_view name, std::string_view node) {
+    const param p[] = {text_param(name), text_param(node)};
+    return db.query(
+                 "SELECT 1 FROM leases WHERE name = $1 AND node = $2 AND expires_at > now() "
+                 "FOR SHARE",
+                 p)
+               .rows() > 0;
+}
+
+std::vector<core::operation> orphaned(connection& db, std::string_view self,
+                                      std::chrono::milliseconds timeout,
+                                      std::vector<std::string>& dead) {
+    const param p[] = {text_param(self), int_param(timeout.count())};
+    auto r = db.query(
+        "SELECT id FROM nodes WHERE id <> $1 "
+        "AND heartbeat_at < now() - $2 * interval '1 millisecond' FOR UPDATE SKIP LOCKED",
+        p);
+    dead.clear();
+    for (int i = 0; i < r.rows(); ++i) dead.push_back(r.text(i, 0));
+    const param q[] = {text_array_param(dead)};
+    return operations_of(db.query(
+        "SELECT " BUZZER_OP_COLUMNS
+        " FROM operations AS o WHERE status = 'running' AND (node = ANY ($1::text[]) OR "
+        "node IS NULL OR NOT EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = o.node)) "
+        "ORDER BY row_id FOR UPDATE SKIP LOCKED",
+        q));
+}
+
+void forget_nodes(connection& db, std::span<const std::string> ids) {
+    if (ids.empty()) return;
+    const param p[] = {text_array_param(ids)};
+    db.query("DELETE FROM leases WHERE node = ANY ($1::text[])", p);
+    db.query("DELETE FROM nodes WHERE id = ANY ($1::text[])", p);
 }
 
 std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,
@@ -426,7 +603,7 @@ key_changes api_key_changes(connection& db, std::int64_t version) {
 
 std::string shared_secret(connection& db, std::string_view name, std::string_view candidate,
                           core::millis now) {
-    const param p[] = {text_param(name), text_param(candidate), int_param(now)};
+    const param p[] = {text_param(name), bytes_param(candidate), int_param(now)};
     db.query(
         "INSERT INTO shared_secrets (name, value, created_at) VALUES ($1, $2, $3) "
         "ON CONFLICT (name) DO NOTHING",
@@ -435,7 +612,7 @@ std::string shared_secret(connection& db, std::string_view name, std::string_vie
     auto r = db.query("SELECT value FROM shared_secrets WHERE name = $1", q);
     if (r.rows() == 0)
         throw std::runtime_error("shared secret " + std::string(name) + " is missing");
-    return r.text(0, 0);
+    return r.bytes(0, 0);
 }
 
 }  // namespace buzzer::store::postgres

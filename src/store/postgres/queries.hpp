@@ -4,8 +4,10 @@
 // require both to be the writer's.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,9 @@ void save_operation(connection& db, const core::operation& op, std::string_view 
 bool save_if_current(connection& db, const core::operation& op, int attempt, std::string_view node,
                      const core::result_body* result);
 
+/// Like save_operation for each of `ops`, without results, in one statement.
+void save_operations(connection& db, std::span<const core::operation> ops, std::string_view node);
+
 std::optional<core::result_body> load_result(connection& db, std::string_view id);
 std::vector<core::operation> list_operations(connection& db, const list_query& q);
 bool delete_operation(connection& db, const tenant_id& tenant, std::string_view id);
@@ -54,6 +59,34 @@ std::vector<core::operation> running_on(connection& db, std::string_view node);
 std::vector<core::operation> cancel_requested_on(connection& db, std::string_view node);
 /// Every pending operation, in queue order.
 std::vector<core::queued> pending_operations(connection& db);
+
+/// The pending operations a claim takes (see claim_request), due at `now`, in claim order,
+/// locked; rows that other transactions hold are skipped. A limited kind that another node is
+/// claiming at this moment is left out, and `contended` set.
+std::vector<core::operation> claimable(connection& db, const claim_request& r, core::millis now,
+                                       bool& contended);
+/// When the first pending operation delayed past `now` is due.
+std::optional<core::millis> next_due(connection& db, core::millis now);
+/// The ids of the operations running on `node` whose cancel was requested.
+std::vector<std::string> cancels_requested(connection& db, std::string_view node);
+/// How many operations each tenant has pending.
+std::vector<std::pair<std::string, std::int64_t>> pending_per_tenant(connection& db);
+
+/// Registers `node`, or renews its heart-beat (the database's clock).
+void beat(connection& db, std::string_view node, std::string_view host, int pid);
+/// Takes lease `name` for `ttl` unless another node holds it; whether `node` holds it now.
+bool take_lease(connection& db, std::string_view name, std::string_view node,
+                std::chrono::milliseconds ttl);
+/// Whether `node` holds lease `name`; when it does, nobody takes it before this transaction
+/// ends.
+bool holds_lease(connection& db, std::string_view name, std::string_view node);
+/// The running operations (locked) of nodes other than `self` whose heart-beat is older than
+/// `timeout`, or of no registered node; those nodes' ids go to `dead`.
+std::vector<core::operation> orphaned(connection& db, std::string_view self,
+                                      std::chrono::milliseconds timeout,
+                                      std::vector<std::string>& dead);
+/// Forgets nodes, and what they held.
+void forget_nodes(connection& db, std::span<const std::string> ids);
 
 std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,
                                                       std::string_view key);

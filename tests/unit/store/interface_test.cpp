@@ -631,6 +631,10 @@ BOOST_AUTO_TEST_CASE(key_changes_show_revocations_of_every_process_on_the_databa
 BOOST_AUTO_TEST_CASE(a_shared_secret_is_the_first_candidate_for_every_store_on_the_file) {
     auto first = db->shared_secret("session", "candidate-1");
     BOOST_TEST(first == "candidate-1");
+    // Secrets are bytes, not text: every byte value comes back as it went in.
+    std::string bytes;
+    for (int b = 0; b < 256; ++b) bytes += static_cast<char>(b);
+    BOOST_TEST(db->shared_secret("binary", bytes) == bytes);
     BOOST_TEST(db->shared_secret("session", "candidate-2") == "candidate-1");
     BOOST_TEST(db->shared_secret("other", "candidate-3") == "candidate-3");
     auto other = beside();

@@ -44,7 +44,10 @@ struct recording {
     std::mutex m;
     std::vector<core::event> published;
     pg::executor db;
-    explicit recording(const std::string& uri) : db(schema(uri)) {
+    explicit recording(const std::string& uri,
+                       std::function<void(std::string_view)> signals = {})
+        : db(schema(uri)) {
+        db.on_signal = std::move(signals);
         db.on_commit = [this](std::vector<core::event> events) {
             std::lock_guard lock(m);
             for (auto& e : events) published.push_back(std::move(e));
@@ -135,6 +138,37 @@ BOOST_AUTO_TEST_CASE(each_node_gets_every_nodes_events_once_in_id_order) {
         BOOST_TEST(r->seqs() == one_to(n), boost::test_tools::per_element());
     }
     BOOST_TEST(a.db.pool().notifications.load() > 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_quiet_listener_keeps_hearing_and_signals_reach_every_node) {
+    const auto uri = test::fresh_pg_database("exec_quiet");
+    std::mutex m;
+    std::vector<std::string> heard;
+    recording a(uri), b(uri, [&](std::string_view s) {
+        std::lock_guard lock(m);
+        heard.emplace_back(s);
+    });
+    const auto connects = a.db.pool().connects.load();
+    // Several poll intervals with nothing else on the connection: its pings are heard, so it
+    // is not made again.
+    BOOST_TEST(!test::wait_until([&] { return a.db.pool().connects.load() != connects; },
+                                 std::chrono::seconds(1)));
+    test::run_coroutine([&]() -> asio::awaitable<void> {
+        co_await a.db.write([](pg::write_context& w) {
+            w.signal("w");
+            w.signal("w");
+            w.signal("c 01ABC");
+        });
+    });
+    BOOST_TEST(test::wait_until(
+        [&] {
+            std::lock_guard lock(m);
+            return heard.size() >= 2;
+        },
+        std::chrono::seconds(5)));
+    std::lock_guard lock(m);
+    BOOST_TEST(heard == (std::vector<std::string>{"w", "c 01ABC"}),
+               boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(a_database_that_goes_away_fails_writes_until_it_is_back) {
