@@ -114,7 +114,8 @@ asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
     metric(out, "buzzer_store_commits_total", "counter", "Group commits (transactions)",
            static_cast<double>(d.batches.load()));
     metric(out, "buzzer_store_syncs_total", "counter",
-           "fdatasyncs of the WAL, each covering every commit made before it",
+           "Durable commits: fdatasyncs of SQLite's WAL, each covering every commit made before "
+           "it, or COMMITs on PostgreSQL",
            static_cast<double>(d.syncs.load()));
     metric(out, "buzzer_store_writes_total", "counter", "Writes committed",
            static_cast<double>(d.writes.load()));
@@ -122,7 +123,8 @@ asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
            static_cast<double>(d.reads.load()));
     d.write_latency.render(out, "buzzer_store_write_seconds",
                            "Writes: queued to durable (queue wait, group commit, fsync)");
-    d.sync_latency.render(out, "buzzer_store_sync_seconds", "fdatasyncs of the WAL");
+    d.sync_latency.render(out, "buzzer_store_sync_seconds",
+                          "Durable commits: an fdatasync of SQLite's WAL or a COMMIT on PostgreSQL");
     ctx.hub.delivery.render(out, "buzzer_sse_delivery_seconds",
                             "Live events: commit to written to the subscriber's socket (the "
                             "oldest event of each write)");

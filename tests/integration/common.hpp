@@ -75,7 +75,10 @@ inline int threads_of(pid_t pid) {
 }
 
 /// Whether the servers of this run write with `--synchronous normal` (no fdatasync).
-inline bool synchronous_normal() { return server_arg_of_the_run("--synchronous") == "normal"; }
+/// SQLite's --synchronous normal: commits that are not synced (PostgreSQL ignores the flag).
+inline bool synchronous_normal() {
+    return !store_is_postgres() && server_arg_of_the_run("--synchronous") == "normal";
+}
 
 /// Checks that `server` runs with the flags of the run (server_args_of_the_run): they are on
 /// its command line, and they act. With `--synchronous normal` a durable write makes no

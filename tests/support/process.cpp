@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "support/pg_cluster.hpp"
 #include "support/wait.hpp"
 
 extern char** environ;
@@ -392,9 +393,21 @@ server_process::~server_process() {
     }
 }
 
+std::filesystem::path default_database(const temp_dir& dir) {
+    if (!store_is_postgres()) return dir / "buzzer.db";
+    // One database per server of the run, on the cluster the test process shares.
+    static int made = 0;
+    return fresh_pg_database("server_" + std::to_string(::getpid()) + "_" + std::to_string(++made));
+}
+
+bool store_is_postgres() {
+    const char* store = std::getenv("BUZZER_TEST_STORE");
+    return store && std::string_view(store) == "postgresql";
+}
+
 void server_process::start(server_options options) {
     auto const binary = options.binary.empty() ? buzzer_binary() : options.binary;
-    database_ = options.database.empty() ? dir_ / "buzzer.db" : options.database;
+    database_ = options.database.empty() ? default_database(dir_) : options.database;
     log_path_ = dir_ / "server.log";
 
     std::vector<std::string> args{"--listen", options.listen, "--database", database_.string()};

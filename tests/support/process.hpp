@@ -43,9 +43,16 @@ class temp_dir {
 // Extra environment variables for a child process: {name, value}.
 using environment = std::vector<std::pair<std::string, std::string>>;
 
+// Whether the run's servers keep their state in PostgreSQL ($BUZZER_TEST_STORE=postgresql).
+[[nodiscard]] bool store_is_postgres();
+
+// Where a server keeps its state unless told: "buzzer.db" in `dir`, or with
+// store_is_postgres() a new database on the test process's private PostgreSQL cluster.
+[[nodiscard]] std::filesystem::path default_database(const temp_dir& dir);
+
 // How to start a server_process; every field has a usable default.
 struct server_options {
-    // The database file; empty means "buzzer.db" in the process's own temp dir.
+    // The database file (or URI); empty means default_database() of the process's temp dir.
     std::filesystem::path database = {};
     // The --listen address; pass a former port() to restart on the same port.
     std::string listen = "127.0.0.1:0";
