@@ -74,8 +74,8 @@ inline int threads_of(pid_t pid) {
     return -1;
 }
 
-/// Whether the servers of this run write with `--synchronous normal` (no fdatasync).
-/// SQLite's --synchronous normal: commits that are not synced (PostgreSQL ignores the flag).
+/// Whether the servers of this run write with SQLite's `--synchronous normal` (no fdatasync;
+/// PostgreSQL ignores the flag).
 inline bool synchronous_normal() {
     return !store_is_postgres() && server_arg_of_the_run("--synchronous") == "normal";
 }

@@ -20,9 +20,22 @@ bool unavailable_state(std::string_view state) {
            state == "55P03" || state == "58030";
 }
 
+// libpq's message on one line: its lines (a hint after a newline and a tab) joined by "; ".
 std::string trimmed(const char* message) {
-    std::string m = message ? message : "";
-    while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+    std::string m;
+    bool line_break = false;
+    for (const char* p = message ? message : ""; *p; ++p) {
+        if (*p == '\n' || *p == '\r') {
+            line_break = true;
+        } else if (line_break && (*p == '\t' || *p == ' ')) {
+            continue;
+        } else {
+            if (line_break && !m.empty()) m += "; ";
+            line_break = false;
+            m += *p;
+        }
+    }
+    while (!m.empty() && m.back() == ' ') m.pop_back();
     return m;
 }
 

@@ -1,7 +1,7 @@
 #include "store/postgres/executor.hpp"
 
-#include <libpq-fe.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -428,16 +428,24 @@ void executor::run_reader() {
             read_queue_.pop_front();
         }
         std::exception_ptr error;
-        try {
-            busy_guard busy(pool_.busy);
-            if (broken(db.get())) {
+        busy_guard busy(pool_.busy);
+        // A connection that sat idle may have been cut (the server restarted): a read that
+        // finds it so runs again, once, on a new one.
+        for (bool fresh = false; !fresh;) {
+            try {
+                fresh = broken(db.get());
+                if (fresh) {
+                    db.reset();
+                    db = connect();
+                }
+                r.fn(*db);
+                error = nullptr;
+                break;
+            } catch (...) {
+                error = std::current_exception();
+                if (!broken(db.get())) break;
                 db.reset();
-                db = connect();
             }
-            r.fn(*db);
-        } catch (...) {
-            error = std::current_exception();
-            if (broken(db.get())) db.reset();
         }
         stats_.reads.fetch_add(1, std::memory_order_relaxed);
         r.done(error);
@@ -467,8 +475,8 @@ void executor::run_listener() {
                 std::int64_t seq = 0;
                 if (payload.starts_with(ping_prefix)) {
                     if (n->be_pid == db->backend_pid()) pings_heard = pings_sent;
-                } else if (auto [end, ec] = std::from_chars(
-                               payload.data(), payload.data() + payload.size(), seq);
+                } else if (auto [end, ec] = std::from_chars(payload.data(),
+                                                            payload.data() + payload.size(), seq);
                            ec == std::errc{} && end == payload.data() + payload.size()) {
                     newest = std::max(newest, seq);
                 } else if (on_signal) {
