@@ -92,6 +92,7 @@ struct usage_error : std::runtime_error {
 struct settings {
     std::vector<std::string> modes;
     std::string url;
+    std::string follow_url;  // sse-latency's subscribers: another node of the same database
     std::string spawn;
     std::vector<std::string> server_args;
     pid_t server_pid = 0;
@@ -1260,7 +1261,8 @@ using op_channel = asio::experimental::concurrent_channel<void(error_code, accep
 
 // State shared by the submitters and subscribers of one sse-latency run.
 struct latency_run {
-    target where;
+    target where;   // the submitters'
+    target follow;  // the subscribers' (the same server unless --follow-url)
     std::string body;
     double rate = 0;
     steady::time_point start;
@@ -1343,7 +1345,7 @@ class paced_submitter {
 class subscriber {
   public:
     subscriber(asio::any_io_executor ex, latency_run& run, op_channel& channel)
-        : conn_(std::move(ex), run.where), run_(run), channel_(channel) {}
+        : conn_(std::move(ex), run.follow), run_(run), channel_(channel) {}
 
     latency accepted_to_completed;  // 202 read → `completed` event read
     latency finished_to_completed;  // finished_at (server clock, ms) → `completed` read, live only
@@ -1590,7 +1592,8 @@ phase_result run_sse_fanout(const settings& s, const target& t, pid_t server) {
     return r;
 }
 
-phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
+phase_result run_sse_latency(const settings& s, const target& t, const target& follow,
+                             pid_t server) {
     phase_result r;
     r.name = "sse-latency";
     // Connected subscribers that only get heartbeats, to load the hub and the I/O threads.
@@ -1602,10 +1605,11 @@ phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
         idle.open_all(idle_io, s.threads, t, idle_op, s.idle_streams);
     }
     histogram_delta delivery;
-    delivery.before = read_histogram(t, "buzzer_sse_delivery_seconds");
+    delivery.before = read_histogram(follow, "buzzer_sse_delivery_seconds");
     asio::io_context io(static_cast<int>(s.threads));  // outlives the channels and workers
     latency_run run;
     run.where = t;
+    run.follow = follow;
     run.rate = s.rate;
     run.body = s.sleep_ms > 0 ? R"({"kind":"sleep","input":{"seconds":)" +
                                     format("%.3f", s.sleep_ms / 1000) + "}}"
@@ -1690,7 +1694,7 @@ phase_result run_sse_latency(const settings& s, const target& t, pid_t server) {
         format("(server clock, 1 ms resolution) -> `completed` read p50 %.1f ms, p99 %.1f ms; "
                "202 latency p50 %.2f ms, p99 %.2f ms",
                finished.ms(0.5), finished.ms(0.99), submitted.lat.ms(0.5), submitted.lat.ms(0.99)));
-    delivery.after = read_histogram(t, "buzzer_sse_delivery_seconds");
+    delivery.after = read_histogram(follow, "buzzer_sse_delivery_seconds");
     if (delivery.count() > 0)
         r.notes.push_back(
             format("sse-latency: server side, commit -> event written to the "
@@ -2059,6 +2063,7 @@ settings parse_command_line(int argc, char** argv, bool& help) {
     desc.add_options()
         ("help,h", "show this help and exit")
         ("url", po::value(&s.url), "server to measure, http://127.0.0.1:PORT or https://127.0.0.1:PORT")
+        ("follow-url", po::value(&s.follow_url), "sse-latency: open the subscribers' streams on this server (another node on the same database), http://127.0.0.1:PORT; default the measured one")
         ("spawn", po::value(&s.spawn), "start this buzzer binary on 127.0.0.1:0 with a temporary database, stop it at the end")
         ("server-arg", po::value(&s.server_args), "extra argument for the spawned server (repeatable), e.g. --server-arg=--threads=1")
         ("server-pid", po::value(&s.server_pid), "pid of the --url server, to read its RSS and CPU time")
@@ -2273,6 +2278,14 @@ int run(int argc, char** argv) {
                     t.resume ? "reconnections offer the last session"
                              : "no session resumption (full handshakes)");
     }
+    target follow = t;
+    if (!s.follow_url.empty()) {
+        follow = parse_url(s.follow_url);
+        if (follow.https) throw usage_error("--follow-url takes an http:// URL");
+        follow.headers = t.headers;
+        follow.metrics_authorization = t.metrics_authorization;
+        std::printf("sse-latency subscribers on %s\n", s.follow_url.c_str());
+    }
     std::fflush(stdout);
 
     std::vector<phase_result> results;
@@ -2291,7 +2304,7 @@ int run(int argc, char** argv) {
         else if (m == "sse-idle")
             results.push_back(run_sse_idle(s, t, pid));
         else if (m == "sse-latency")
-            results.push_back(run_sse_latency(s, t, pid));
+            results.push_back(run_sse_latency(s, t, follow, pid));
         else if (m == "sse-fanout")
             results.push_back(run_sse_fanout(s, t, pid));
         // What the phase cost the store (everything from its start to now, drain included).

@@ -97,6 +97,15 @@ CREATE TABLE nodes (
     heartbeat_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Submissions each node admitted per tenant under a submit_rate quota, counted from the node's
+-- start: every node adds its own and debits its local token bucket with what the others added.
+CREATE TABLE submission_counts (
+    node          text        NOT NULL,
+    tenant        text        NOT NULL,
+    admitted      bigint      NOT NULL,
+    PRIMARY KEY (node, tenant)
+);
+
 -- Leases: what one node at a time does (the purge, the rescue of dead nodes' operations).
 CREATE TABLE leases (
     name          text        PRIMARY KEY,

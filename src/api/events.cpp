@@ -140,7 +140,12 @@ asio::awaitable<http::response> open_event_stream(context& ctx, const http::requ
     // Which operations exist, and which of them have ended at or before `after`.
     // Read before the stream subscribes: every event published later has a greater id.
     // Operations of other tenants are as unknown: 404, and nothing of them is ever replayed.
-    const std::int64_t newest = ctx.db.published_seq();
+    std::int64_t newest = ctx.db.published_seq();
+    // Another node may have sent the client ids this one has yet to publish: catch up first.
+    if (auto* nodes = ctx.db.shared(); nodes && after > newest) {
+        co_await nodes->catch_up();
+        newest = ctx.db.published_seq();
+    }
     auto tenant = tenant_of(req);
     const auto ends = co_await ctx.db.stream_ends(tenant, ids);
     std::set<std::string> ended;

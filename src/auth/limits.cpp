@@ -14,8 +14,7 @@ token_bucket::token_bucket(double rate_per_s, double burst)
         throw std::invalid_argument("a token bucket needs a rate above 0 and a burst of 1 or more");
 }
 
-double token_bucket::take(clock::time_point now) {
-    std::lock_guard lock(mutex_);
+void token_bucket::refill(clock::time_point now) {
     // Threads may pass slightly older times than the last one: time never runs back here.
     if (!last_ || now > *last_) {
         if (last_) {
@@ -24,6 +23,17 @@ double token_bucket::take(clock::time_point now) {
         }
         last_ = now;
     }
+}
+
+void token_bucket::debit(double n, clock::time_point now) {
+    std::lock_guard lock(mutex_);
+    refill(now);
+    if (n > 0) tokens_ = std::max(-burst_, tokens_ - n);
+}
+
+double token_bucket::take(clock::time_point now) {
+    std::lock_guard lock(mutex_);
+    refill(now);
     if (tokens_ >= 1) {
         tokens_ -= 1;
         return 0;

@@ -29,7 +29,13 @@ class token_bucket {
     /// Takes a token: 0 when one was there, else the seconds until one will be (nothing taken).
     double take(clock::time_point now);
 
+    /// Takes `n` tokens that were spent elsewhere (another node of the same quota): the bucket
+    /// may go into debt, down to -burst, which it pays back at its rate.
+    void debit(double n, clock::time_point now);
+
   private:
+    void refill(clock::time_point now);  // under mutex_
+
     std::mutex mutex_;
     double rate_;
     double burst_;

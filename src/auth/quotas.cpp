@@ -30,12 +30,39 @@ double submit_rates::take(std::string_view tenant, const quota& q,
         it = buckets_.insert_or_assign(std::string(tenant), std::move(s)).first;
     }
     it->second.last = now;
-    return it->second.bucket->take(now);
+    const double wait = it->second.bucket->take(now);
+    if (wait == 0 && admitted_.size() < max_tenants_) ++admitted_[it->first];
+    return wait;
 }
 
 void submit_rates::clear() {
     std::lock_guard lock(mutex_);
     buckets_.clear();
+}
+
+std::vector<std::pair<std::string, std::int64_t>> submit_rates::take_admitted() {
+    std::unordered_map<std::string, std::int64_t> taken;
+    {
+        std::lock_guard lock(mutex_);
+        taken.swap(admitted_);
+    }
+    return {taken.begin(), taken.end()};
+}
+
+void submit_rates::restore_admitted(
+    const std::vector<std::pair<std::string, std::int64_t>>& admitted) {
+    std::lock_guard lock(mutex_);
+    for (const auto& [tenant, n] : admitted)
+        if (admitted_.size() < max_tenants_ || admitted_.count(tenant)) admitted_[tenant] += n;
+}
+
+void submit_rates::debit(std::string_view tenant, double n,
+                         std::chrono::steady_clock::time_point now) {
+    std::lock_guard lock(mutex_);
+    auto it = buckets_.find(std::string(tenant));
+    if (it == buckets_.end()) return;
+    it->second.last = now;
+    it->second.bucket->debit(n, now);
 }
 
 }  // namespace buzzer::auth

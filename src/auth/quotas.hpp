@@ -2,11 +2,14 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "auth/settings.hpp"
 
@@ -28,6 +31,17 @@ class submit_rates {
     /// Forgets every bucket (after the quotas changed).
     void clear();
 
+    /// The submissions admitted under a rate per tenant since the last call (for the other
+    /// nodes of a shared database), and forgets them.
+    std::vector<std::pair<std::string, std::int64_t>> take_admitted();
+
+    /// Gives back what take_admitted() returned but could not be shared.
+    void restore_admitted(const std::vector<std::pair<std::string, std::int64_t>>& admitted);
+
+    /// Takes `n` submissions that other nodes admitted for `tenant` from its bucket (none
+    /// when this node has no bucket for it: it has not seen the tenant submit).
+    void debit(std::string_view tenant, double n, std::chrono::steady_clock::time_point now);
+
   private:
     struct slot {
         std::unique_ptr<token_bucket> bucket;
@@ -37,6 +51,7 @@ class submit_rates {
     };
     std::mutex mutex_;
     std::unordered_map<std::string, slot> buckets_;
+    std::unordered_map<std::string, std::int64_t> admitted_;
     std::size_t max_tenants_;
 };
 

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include "api/access.hpp"
 #include "api/context.hpp"
@@ -147,6 +148,36 @@ struct server::impl {
                 core::log(core::level::error, std::string("purge: ") + e.what());
             }
             timer.expires_after(purge_interval(opts.retention_s));
+            co_await timer.async_wait(tuple_awaitable);
+        }
+    }
+
+    // Many nodes: every half second, what this node admitted under submit_rate quotas goes to
+    // the database, and what the other nodes admitted since the last look comes off this
+    // node's buckets, so that a tenant's rate holds for all nodes together.
+    asio::awaitable<void> share_rates_loop(store::cluster& nodes, auth::submit_rates& rates,
+                                           asio::steady_timer& timer) {
+        std::unordered_map<std::string, std::int64_t> seen;  // the others' counts, debited
+        bool first = true;
+        while (!shutting_down) {
+            auto admitted = rates.take_admitted();
+            try {
+                auto others = co_await nodes.share_submissions(admitted);
+                const auto now = std::chrono::steady_clock::now();
+                for (const auto& [tenant, total] : others) {
+                    auto [it, fresh] = seen.try_emplace(tenant, 0);
+                    // What the others admitted before this node's first look is history; a
+                    // total that shrank lost a node that was forgotten.
+                    if (!first && total > it->second)
+                        rates.debit(tenant, static_cast<double>(total - it->second), now);
+                    it->second = total;
+                }
+                first = false;
+            } catch (const std::exception& e) {
+                rates.restore_admitted(admitted);
+                core::log(core::level::warn, std::string("sharing submission rates: ") + e.what());
+            }
+            timer.expires_after(std::chrono::milliseconds(500));
             co_await timer.async_wait(tuple_awaitable);
         }
     }
@@ -307,6 +338,10 @@ void server::run() {
     auto maintenance = asio::make_strand(io);
     asio::steady_timer purge_timer(maintenance);
     asio::co_spawn(maintenance, s.purge_loop(db, purge_timer), asio::detached);
+    asio::steady_timer rates_timer(maintenance);
+    if (access_settings.enabled && db.shared())
+        asio::co_spawn(maintenance, s.share_rates_loop(*db.shared(), gate.rates, rates_timer),
+                       asio::detached);
     if (access_settings.enabled)
         asio::co_spawn(maintenance, credentials.watch(std::chrono::milliseconds(500)),
                        core::log_failures("following key revocations"));
@@ -338,7 +373,10 @@ void server::run() {
             co_await t.async_wait(tuple_awaitable);
         }
         front.close_all();
-        asio::post(maintenance, [&] { purge_timer.cancel(); });
+        asio::post(maintenance, [&] {
+            purge_timer.cancel();
+            rates_timer.cancel();
+        });
         credentials.stop();
         boost::system::error_code ignored;
         signals.cancel(ignored);

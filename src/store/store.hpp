@@ -226,7 +226,7 @@ struct pool_stats {
 /// together.
 struct claim_request {
     std::size_t limit = 0;
-    std::vector<std::string> kinds;                          ///< kinds without a limit
+    std::vector<std::string> kinds;                         ///< kinds without a limit
     std::vector<std::pair<std::string, unsigned>> limited;  ///< kinds and their limits
 };
 
@@ -276,6 +276,16 @@ class cluster {
     /// How many operations each tenant has pending, on every node.
     virtual boost::asio::awaitable<std::vector<std::pair<std::string, std::int64_t>>>
     pending_by_tenant() = 0;
+
+    /// Adds the submissions this node admitted under a submit_rate quota since the last call
+    /// (per tenant) to the shared counts; returns what every other node admitted since its
+    /// start, summed per tenant.
+    virtual boost::asio::awaitable<std::vector<std::pair<std::string, std::int64_t>>>
+    share_submissions(std::vector<std::pair<std::string, std::int64_t>> admitted) = 0;
+
+    /// Publishes every event that any node committed so far (`published_seq` covers them
+    /// when this returns): a client may have seen, on another node, ids this one has not.
+    virtual boost::asio::awaitable<void> catch_up() = 0;
 
     /// Whether the last attempt to reach the database succeeded.
     virtual bool reachable() const = 0;

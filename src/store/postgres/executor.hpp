@@ -46,7 +46,6 @@ class write_context {
     std::vector<std::string>& signals_;
 };
 
-
 /// The database: schema, writer thread, reader threads, event delivery.
 class executor {
   public:
@@ -100,6 +99,9 @@ class executor {
     /// Called on the listener's thread with every signal that a commit on any node sent.
     std::function<void(std::string_view)> on_signal;
 
+    /// Hands every event committed so far, on any node, to `on_commit` (read through `db`).
+    void catch_up(connection& db);
+
     /// The newest event id handed to `on_commit`.
     std::int64_t published_seq() const { return published_seq_.load(std::memory_order_acquire); }
 
@@ -133,7 +135,6 @@ class executor {
     // Hands every event up to `upto` to on_commit in id order: `own` (ids set) where they
     // cover it, the rest read through `db`. Serialized between the writer and the listener.
     void deliver_upto(connection& db, std::int64_t upto, std::vector<core::event> own);
-    void catch_up(connection& db);
     void push_writes(std::vector<write_request> rs);
     void push_read(read_request r);
 

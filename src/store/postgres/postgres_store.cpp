@@ -144,8 +144,8 @@ class postgres_store final : public store, public cluster {
         co_return r;
     }
 
-    boost::asio::awaitable<std::vector<claimed>> start_attempts(std::vector<buzzer::store::claim> claims,
-                                                                core::millis now) override {
+    boost::asio::awaitable<std::vector<claimed>> start_attempts(
+        std::vector<buzzer::store::claim> claims, core::millis now) override {
         std::vector<claimed> out(claims.size());
         std::vector<executor::write_fn> writes;
         writes.reserve(claims.size());
@@ -425,6 +425,18 @@ class postgres_store final : public store, public cluster {
         std::vector<std::pair<std::string, std::int64_t>> counts;
         co_await db_.read([&](connection& db) { counts = pending_per_tenant(db); });
         co_return counts;
+    }
+
+    boost::asio::awaitable<std::vector<std::pair<std::string, std::int64_t>>> share_submissions(
+        std::vector<std::pair<std::string, std::int64_t>> admitted) override {
+        std::vector<std::pair<std::string, std::int64_t>> others;
+        co_await db_.write(
+            [&](write_context& w) { others = add_submission_counts(w.db, node_, admitted); });
+        co_return others;
+    }
+
+    boost::asio::awaitable<void> catch_up() override {
+        co_await db_.read([this](connection& db) { db_.catch_up(db); });
     }
 
     bool reachable() const override { return db_.reachable(); }

@@ -356,8 +356,7 @@ std::optional<core::millis> next_due(connection& db, core::millis now) {
 std::vector<std::string> cancels_requested(connection& db, std::string_view node) {
     const param p[] = {text_param(node)};
     auto r = db.query(
-        "SELECT id FROM operations WHERE status = 'running' AND node = $1 AND cancel_requested",
-        p);
+        "SELECT id FROM operations WHERE status = 'running' AND node = $1 AND cancel_requested", p);
     std::vector<std::string> out;
     for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
     return out;
@@ -413,19 +412,48 @@ std::vector<core::operation> orphaned(connection& db, std::string_view self,
     dead.clear();
     for (int i = 0; i < r.rows(); ++i) dead.push_back(r.text(i, 0));
     const param q[] = {text_array_param(dead)};
-    return operations_of(db.query(
-        "SELECT " BUZZER_OP_COLUMNS
-        " FROM operations AS o WHERE status = 'running' AND (node = ANY ($1::text[]) OR "
-        "node IS NULL OR NOT EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = o.node)) "
-        "ORDER BY row_id FOR UPDATE SKIP LOCKED",
-        q));
+    return operations_of(
+        db.query("SELECT " BUZZER_OP_COLUMNS
+                 " FROM operations AS o WHERE status = 'running' AND (node = ANY ($1::text[]) OR "
+                 "node IS NULL OR NOT EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = o.node)) "
+                 "ORDER BY row_id FOR UPDATE SKIP LOCKED",
+                 q));
 }
 
 void forget_nodes(connection& db, std::span<const std::string> ids) {
     if (ids.empty()) return;
     const param p[] = {text_array_param(ids)};
     db.query("DELETE FROM leases WHERE node = ANY ($1::text[])", p);
+    db.query("DELETE FROM submission_counts WHERE node = ANY ($1::text[])", p);
     db.query("DELETE FROM nodes WHERE id = ANY ($1::text[])", p);
+}
+
+std::vector<std::pair<std::string, std::int64_t>> add_submission_counts(
+    connection& db, std::string_view node,
+    std::span<const std::pair<std::string, std::int64_t>> admitted) {
+    if (!admitted.empty()) {
+        std::vector<std::string> tenants, counts;
+        for (const auto& [tenant, n] : admitted) {
+            tenants.push_back(tenant);
+            counts.push_back(std::to_string(n));
+        }
+        const param p[] = {text_param(node), text_array_param(tenants), text_array_param(counts)};
+        db.query(
+            "INSERT INTO submission_counts (node, tenant, admitted) "
+            "SELECT $1, t, n FROM unnest($2::text[], $3::bigint[]) AS u (t, n) "
+            "ON CONFLICT (node, tenant) DO UPDATE "
+            "SET admitted = submission_counts.admitted + excluded.admitted",
+            p);
+    }
+    const param p[] = {text_param(node)};
+    auto r = db.query(
+        "SELECT tenant, sum(admitted)::bigint FROM submission_counts "
+        "WHERE node <> $1 GROUP BY tenant",
+        p);
+    std::vector<std::pair<std::string, std::int64_t>> others;
+    others.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) others.emplace_back(r.text(i, 0), r.int64(i, 1));
+    return others;
 }
 
 std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,

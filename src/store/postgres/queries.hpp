@@ -88,6 +88,12 @@ std::vector<core::operation> orphaned(connection& db, std::string_view self,
 /// Forgets nodes, and what they held.
 void forget_nodes(connection& db, std::span<const std::string> ids);
 
+/// Adds `admitted` (tenant, submissions) to this node's counts; returns the counts of every
+/// other node, summed per tenant.
+std::vector<std::pair<std::string, std::int64_t>> add_submission_counts(
+    connection& db, std::string_view node,
+    std::span<const std::pair<std::string, std::int64_t>> admitted);
+
 std::optional<idempotency_entry> find_idempotency_key(connection& db, const tenant_id& tenant,
                                                       std::string_view key);
 /// Records a key of `tenant` unless it exists (another node's race): whether it was new.

@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+#include "auth/quotas.hpp"
+
 using namespace buzzer;
 using namespace buzzer::auth;
 using namespace std::chrono_literals;
@@ -49,6 +51,41 @@ BOOST_AUTO_TEST_CASE(refuses_impossible_settings) {
                       std::invalid_argument);
     BOOST_CHECK_THROW(token_bucket(1, std::numeric_limits<double>::infinity()),
                       std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(tokens_spent_elsewhere_are_owed_down_to_minus_the_burst) {
+    token_bucket b(2, 4);
+    b.debit(3, t0);
+    BOOST_TEST(b.take(t0) == 0);  // 1 left
+    BOOST_TEST(b.take(t0) > 0);
+    b.debit(100, t0);  // owes 4 at most: 2 s at 2/s pay it back, 0.5 s more give one token
+    BOOST_TEST(b.take(t0 + 1s) == 1.5, boost::test_tools::tolerance(1e-9));
+    BOOST_TEST(b.take(t0 + 2500ms) == 0);
+    b.debit(0, t0 + 2500ms);
+    b.debit(-5, t0 + 2500ms);  // nothing to give back
+    BOOST_TEST(b.take(t0 + 2500ms) > 0);
+}
+
+BOOST_AUTO_TEST_CASE(submit_rates_count_what_they_admit_and_take_what_others_did) {
+    submit_rates rates;
+    quota q;
+    q.submit_rate = 1;
+    q.submit_burst = 3;
+    quota unlimited;
+    for (int i = 0; i < 4; ++i) rates.take("acme", q, t0);  // 3 admitted, 1 refused
+    rates.take("free", unlimited, t0);                      // no rate: not counted
+    auto admitted = rates.take_admitted();
+    BOOST_TEST_REQUIRE(admitted.size() == 1u);
+    BOOST_TEST(admitted[0].first == "acme");
+    BOOST_TEST(admitted[0].second == 3);
+    BOOST_TEST(rates.take_admitted().empty());
+    rates.restore_admitted(admitted);
+    BOOST_TEST(rates.take_admitted().size() == 1u);
+    // Two tokens back after 2 s, unless other nodes admitted two meanwhile.
+    rates.debit("acme", 2, t0 + 2s);
+    rates.debit("nobody", 2, t0 + 2s);  // no bucket here: nothing
+    BOOST_TEST(rates.take("acme", q, t0 + 2s) > 0);
+    BOOST_TEST(rates.take("acme", q, t0 + 3s) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(threads_take_no_more_than_the_burst) {
