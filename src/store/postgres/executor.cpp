@@ -67,6 +67,16 @@ void write_context::signal(std::string payload) {
         signals_.push_back(std::move(payload));
 }
 
+void write_context::insert_operation(const core::operation& op, std::string_view node,
+                                     std::int64_t& row) {
+    inserts_.push_back(new_operation{&op, node, &row});
+}
+
+void write_context::flush() {
+    insert_operations(db, inserts_);
+    inserts_.clear();
+}
+
 executor::executor(settings s) : settings_(std::move(s)) {}
 
 executor::~executor() { close(); }
@@ -93,6 +103,7 @@ void executor::open(const write_fn& startup) {
         write_context ctx(*writer_db_, events, signals);
         transaction tx(*writer_db_);
         startup(ctx);
+        ctx.flush();
         insert_events(events);
         send_signals(signals);
         tx.commit();
@@ -316,22 +327,23 @@ std::vector<std::exception_ptr> executor::run_batch(std::vector<write_request>& 
         db.query("SAVEPOINT w");
         try {
             batch[i].fn(ctx);
+            ctx.flush();
             db.query("RELEASE w");
         } catch (const pg_error& e) {
             if (broken(&db)) throw;
             errors[i] = std::current_exception();
-            events.resize(mark);
-            signals.resize(signal_mark);
-            db.query("ROLLBACK TO w");
-            db.query("RELEASE w");
         } catch (...) {
             errors[i] = std::current_exception();
+        }
+        if (errors[i]) {
             events.resize(mark);
             signals.resize(signal_mark);
+            ctx.discard();
             db.query("ROLLBACK TO w");
             db.query("RELEASE w");
         }
     }
+    ctx.flush();
     insert_events(events);
     send_signals(signals);
     // The COMMIT returns once the server has the transaction durable (synchronous_commit as

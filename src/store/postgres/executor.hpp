@@ -22,6 +22,7 @@
 #include "core/event.hpp"
 #include "store/completion.hpp"
 #include "store/postgres/connection.hpp"
+#include "store/postgres/queries.hpp"
 #include "store/store.hpp"
 
 namespace buzzer::store::postgres {
@@ -32,6 +33,8 @@ class write_context {
     write_context(connection& db, std::vector<core::event>& events,
                   std::vector<std::string>& signals)
         : db(db), events_(events), signals_(signals) {}
+    write_context(const write_context&) = delete;
+    write_context& operator=(const write_context&) = delete;
     /// The writer connection.
     connection& db;
     /// Appends an event; its id is taken when the batch commits (in commit order across the
@@ -40,10 +43,19 @@ class write_context {
     /// Sends `payload` to every node's `on_signal` when the batch commits (once, however many
     /// writes of the batch send it). Not a decimal number, nor starting with "ping ".
     void signal(std::string payload);
+    /// Inserts `op` (running on `node` when started at once) together with the other
+    /// insertions of the batch, in one statement before the batch's events; `row` is set then.
+    /// `op` and `row` must outlive the write; nothing of the batch may read the row before.
+    void insert_operation(const core::operation& op, std::string_view node, std::int64_t& row);
+    /// Runs the insertions added so far (the executor does, before the batch's events).
+    void flush();
+    /// Forgets the insertions not run yet (of a write rolled back).
+    void discard() { inserts_.clear(); }
 
   private:
     std::vector<core::event>& events_;
     std::vector<std::string>& signals_;
+    std::vector<new_operation> inserts_;
 };
 
 /// The database: schema, writer thread, reader threads, event delivery.

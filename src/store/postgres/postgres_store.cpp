@@ -6,6 +6,7 @@
 // outcome is written only while the attempt is still this node's (its fencing token).
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -26,6 +27,14 @@ namespace lifecycle = core::lifecycle;
 // Thrown inside a submission whose idempotency key another node stored meanwhile: the
 // submission is rolled back and looked up again (then it replays that node's operation).
 struct key_taken {};
+
+bool distinct_rows(std::span<const change> changes) {
+    std::vector<std::int64_t> rows;
+    rows.reserve(changes.size());
+    for (const auto& c : changes) rows.push_back(c.op.row);
+    std::sort(rows.begin(), rows.end());
+    return std::adjacent_find(rows.begin(), rows.end()) == rows.end();
+}
 
 void add_events(write_context& w, const std::vector<core::event>& events) {
     for (const auto& e : events) w.add_event(e.operation_id, e.type, e.data);
@@ -123,7 +132,7 @@ class postgres_store final : public store, public cluster {
                     return;
                 }
             }
-            r.op.row = insert_operation(w.db, op, node_);
+            w.insert_operation(op, node_, r.op.row);
             add_events(w, events);
             if (op.state == core::status::pending) w.signal(std::string(work_signal));
             if (key &&
@@ -170,6 +179,27 @@ class postgres_store final : public store, public cluster {
 
     boost::asio::awaitable<std::vector<recorded>> record(std::span<const change> changes) override {
         std::vector<recorded> out(changes.size());
+        // One statement for them all where each is of another operation; should it fail (a
+        // text PostgreSQL refuses, say), each on its own, so that one does not fail the others.
+        if (changes.size() > 1 && distinct_rows(changes)) {
+            bool together = true;
+            try {
+                co_await db_.write([&](write_context& w) {
+                    const auto current = save_if_current(w.db, changes, node_);
+                    for (std::size_t i = 0; i < changes.size(); ++i) {
+                        out[i].written = current[i];
+                        if (!current[i]) continue;
+                        add_events(w, changes[i].events);
+                        if (changes[i].op.state == core::status::pending)
+                            w.signal(std::string(work_signal));
+                    }
+                });
+            } catch (const std::exception&) {
+                together = false;
+            }
+            if (together) co_return out;
+            out.assign(changes.size(), recorded{});
+        }
         std::vector<executor::write_fn> writes;
         writes.reserve(changes.size());
         for (std::size_t i = 0; i < changes.size(); ++i) {

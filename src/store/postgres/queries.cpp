@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "core/ulid.hpp"
 #include "store/values.hpp"
@@ -76,6 +77,54 @@ std::int64_t insert_operation(connection& db, const core::operation& op, std::st
     return r.int64(0, 0);
 }
 
+void insert_operations(connection& db, std::span<const new_operation> ops) {
+    if (ops.empty()) return;
+    if (ops.size() == 1) {
+        *ops[0].row = insert_operation(db, *ops[0].op, ops[0].node);
+        return;
+    }
+    std::vector<param> ids, tenants, kinds, states, inputs, priorities, max_attempts, timeouts,
+        attempts, created, run_after, started, nodes;
+    for (const auto& n : ops) {
+        const auto& op = *n.op;
+        ids.push_back(text_param(op.id));
+        tenants.push_back(text_param(op.tenant));
+        kinds.push_back(text_param(op.kind));
+        states.push_back(text_param(core::to_string(op.state)));
+        inputs.push_back(text_param(op.input));
+        priorities.push_back(int_param(op.priority));
+        max_attempts.push_back(int_param(op.max_attempts));
+        timeouts.push_back(float_param(op.timeout_s));
+        attempts.push_back(int_param(op.attempt));
+        created.push_back(int_param(op.created_at));
+        run_after.push_back(int_param(op.run_after));
+        started.push_back(opt_int_param(op.started_at));
+        nodes.push_back(op.state == core::status::running ? text_param(n.node) : std::nullopt);
+    }
+    const param p[] = {array_param(ids),          array_param(tenants),   array_param(kinds),
+                       array_param(states),       array_param(inputs),    array_param(priorities),
+                       array_param(max_attempts), array_param(timeouts),  array_param(attempts),
+                       array_param(created),      array_param(run_after), array_param(started),
+                       array_param(nodes)};
+    // Rows are numbered in the order of `ops` (the ORDER BY of an INSERT's SELECT).
+    auto r = db.query(
+        "INSERT INTO operations (id, tenant, kind, status, input, priority, max_attempts, "
+        "timeout_s, attempt, created_at, run_after, started_at, node) "
+        "SELECT id, tenant, kind, status, input, priority, max_attempts, timeout_s, attempt, "
+        "created_at, run_after, started_at, node FROM unnest($1::text[], $2::text[], "
+        "$3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::float8[], $9::int[], "
+        "$10::bigint[], $11::bigint[], $12::bigint[], $13::text[]) WITH ORDINALITY AS n(id, "
+        "tenant, kind, status, input, priority, max_attempts, timeout_s, attempt, created_at, "
+        "run_after, started_at, node, k) ORDER BY k RETURNING row_id, id",
+        p);
+    if (r.rows() != static_cast<int>(ops.size()))
+        throw std::runtime_error("inserting operations: " + std::to_string(r.rows()) + " rows of " +
+                                 std::to_string(ops.size()));
+    std::unordered_map<std::string_view, std::int64_t*> rows;
+    for (const auto& n : ops) rows.emplace(n.op->id, n.row);
+    for (int i = 0; i < r.rows(); ++i) *rows.at(r.text(i, 1)) = r.int64(i, 0);
+}
+
 std::optional<core::operation> load_operation(connection& db, const tenant_id& tenant,
                                               std::string_view id, bool lock) {
     const param p[] = {text_param(id), text_param(tenant.name)};
@@ -145,6 +194,57 @@ void save_operation(connection& db, const core::operation& op, std::string_view 
 bool save_if_current(connection& db, const core::operation& op, int attempt, std::string_view node,
                      const core::result_body* result) {
     return update_operation(db, op, node, std::max(attempt, 1), result);
+}
+
+std::vector<bool> save_if_current(connection& db, std::span<const change> changes,
+                                  std::string_view node) {
+    std::vector<bool> current(changes.size(), false);
+    if (changes.empty()) return current;
+    std::vector<param> rows, states, attempts, started, finished, run_after, progress, errors,
+        cancels, of_attempt, has_result, results, result_types;
+    for (const auto& c : changes) {
+        const auto& op = c.op;
+        if (op.row <= 0)
+            throw std::logic_error("save_if_current: operation " + op.id + " has no row");
+        rows.push_back(int_param(op.row));
+        states.push_back(text_param(core::to_string(op.state)));
+        attempts.push_back(int_param(op.attempt));
+        started.push_back(opt_int_param(op.started_at));
+        finished.push_back(opt_int_param(op.finished_at));
+        run_after.push_back(int_param(op.run_after));
+        progress.push_back(opt_text_param(op.progress));
+        errors.push_back(opt_text_param(op.error));
+        cancels.push_back(bool_param(op.cancel_requested));
+        of_attempt.push_back(int_param(std::max(c.attempt ? c.attempt : op.attempt, 1)));
+        has_result.push_back(bool_param(c.result != nullptr));
+        results.push_back(c.result ? bytes_param(c.result->body) : std::nullopt);
+        result_types.push_back(c.result ? text_param(c.result->media_type) : std::nullopt);
+    }
+    const param p[] = {array_param(rows),     array_param(states),      array_param(attempts),
+                       array_param(started),  array_param(finished),    array_param(run_after),
+                       array_param(progress), array_param(errors),      array_param(cancels),
+                       text_param(node),      array_param(of_attempt),  array_param(has_result),
+                       array_param(results),  array_param(result_types)};
+    // The fencing condition of update_operation, per row; RETURNING names the rows written.
+    auto r = db.query(
+        "UPDATE operations AS o SET status = u.status, attempt = u.attempt, "
+        "started_at = u.started_at, finished_at = u.finished_at, run_after = u.run_after, "
+        "progress = u.progress, error = u.error, "
+        "cancel_requested = o.cancel_requested OR u.cancel, "
+        "node = CASE WHEN u.status = 'running' THEN $10 END, "
+        "result = CASE WHEN u.has_result THEN u.result ELSE o.result END, "
+        "result_type = CASE WHEN u.has_result THEN u.result_type ELSE o.result_type END "
+        "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], "
+        "$6::bigint[], $7::text[], $8::text[], $9::boolean[], $11::int[], $12::boolean[], "
+        "$13::bytea[], $14::text[]) AS u(row_id, status, attempt, started_at, finished_at, "
+        "run_after, progress, error, cancel, of_attempt, has_result, result, result_type) "
+        "WHERE o.row_id = u.row_id AND o.status = 'running' AND o.attempt = u.of_attempt "
+        "AND o.node = $10 RETURNING o.row_id",
+        p);
+    std::unordered_map<std::int64_t, std::size_t> index;
+    for (std::size_t i = 0; i < changes.size(); ++i) index.emplace(changes[i].op.row, i);
+    for (int i = 0; i < r.rows(); ++i) current[index.at(r.int64(i, 0))] = true;
+    return current;
 }
 
 void save_operations(connection& db, std::span<const core::operation> ops, std::string_view node) {

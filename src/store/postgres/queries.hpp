@@ -27,6 +27,17 @@ struct idempotency_entry {
 /// Inserts a new operation (running on `node` when started at once); returns its row.
 std::int64_t insert_operation(connection& db, const core::operation& op, std::string_view node);
 
+/// An operation to insert with others (running on `node` when started at once); `*row` is
+/// set to its row once inserted.
+struct new_operation {
+    const core::operation* op;
+    std::string_view node;
+    std::int64_t* row;
+};
+
+/// Inserts `ops` in one statement, in their order, and sets their rows.
+void insert_operations(connection& db, std::span<const new_operation> ops);
+
 /// Loads one operation of `tenant`; with `lock`, locks its row until the transaction ends.
 std::optional<core::operation> load_operation(connection& db, const tenant_id& tenant,
                                               std::string_view id, bool lock = false);
@@ -43,6 +54,11 @@ void save_operation(connection& db, const core::operation& op, std::string_view 
 /// attempt `attempt` on `node`; returns whether it was.
 bool save_if_current(connection& db, const core::operation& op, int attempt, std::string_view node,
                      const core::result_body* result);
+
+/// Like save_if_current for each of `changes`, in one statement (their rows distinct);
+/// returns whether each was current.
+std::vector<bool> save_if_current(connection& db, std::span<const change> changes,
+                                  std::string_view node);
 
 /// Like save_operation for each of `ops`, without results, in one statement.
 void save_operations(connection& db, std::span<const core::operation> ops, std::string_view node);

@@ -257,6 +257,50 @@ BOOST_AUTO_TEST_CASE(a_change_is_recorded_only_while_the_operation_runs) {
     });
 }
 
+BOOST_AUTO_TEST_CASE(changes_recorded_together_are_each_written_or_skipped_on_their_own) {
+    run([&]() -> asio::awaitable<void> {
+        auto a = co_await submit(*db, true);
+        auto b = co_await submit(*db, true);
+        auto c = co_await submit(*db, true);
+        auto c_done = lc::apply(c, lc::succeeded{core::now_ms()});
+        std::vector<store::change> first{{c_done.op, c_done.events}};
+        co_await db->record(first);
+        // a: an outcome with a result; b: progress, then its outcome; c: over already.
+        core::result_body body{std::string("\0\\x\"{", 5), "application/octet-stream"};
+        auto a_done = lc::apply(a, lc::succeeded{core::now_ms()});
+        auto b_step = lc::apply(b, lc::progressed{50, "half \"way\""});
+        auto b_done = lc::apply(b_step.op, lc::failed{core::now_ms(), "", "no luck"});
+        auto c_late = lc::apply(c, lc::failed{core::now_ms(), "", "late"});
+        std::vector<store::change> changes{{a_done.op, a_done.events, &body},
+                                           {b_step.op, b_step.events},
+                                           {c_late.op, c_late.events}};
+        auto r = co_await db->record(changes);
+        BOOST_REQUIRE(r.size() == 3u);
+        BOOST_TEST(r[0].written);
+        BOOST_TEST(r[1].written);
+        BOOST_TEST(!r[2].written);
+        BOOST_TEST(!r[0].error);
+        BOOST_TEST(!r[2].error);
+        auto b_half = co_await db->load(home, b.id);
+        BOOST_TEST(b_half->progress.value_or("").find("way") != std::string::npos);
+        std::vector<store::change> same_row{{b_step.op, b_step.events}, {b_done.op, b_done.events}};
+        r = co_await db->record(same_row);
+        BOOST_TEST(r[0].written);
+        BOOST_TEST(r[1].written);
+        auto stored = co_await db->load_result(home, a.id);
+        BOOST_REQUIRE(stored);
+        BOOST_TEST(stored->op.state == core::status::succeeded);
+        BOOST_REQUIRE(stored->result);
+        BOOST_TEST(stored->result->body == body.body);
+        BOOST_TEST(stored->result->media_type == body.media_type);
+        BOOST_TEST((co_await db->load(home, b.id))->state == b_done.op.state);
+        BOOST_TEST((co_await db->load(home, c.id))->state == core::status::succeeded);
+        auto events = co_await db->replay(home, ids_of(c.id), 0, db->published_seq(), 10);
+        BOOST_TEST(types_of(events) == (types{"pending", "running", "completed"}),
+                   boost::test_tools::per_element());
+    });
+}
+
 // The job's copy of a running operation predates a cancel request: writing its progress or
 // handing it back at shutdown must not take the request back.
 BOOST_AUTO_TEST_CASE(a_requested_cancel_survives_later_writes_of_the_job_and_a_restart) {
