@@ -168,11 +168,13 @@ BOOST_AUTO_TEST_CASE(two_nodes_racing_on_one_idempotency_key_make_one_operation)
     n.start("a");
     n.start("b");
     constexpr int keys = 25;
-    // Boost.Test's macros are for the main thread only: the racers keep what they got and
-    // the checks come after the join.
-    std::vector<std::string> ids_a(keys), ids_b(keys), refused_a(keys), refused_b(keys);
-    auto race = [&](const std::string& node, std::vector<std::string>& ids,
-                    std::vector<std::string>& refused, int key) {
+    // Boost.Test's macros are for the main thread only: a racer returns what it got and the
+    // checks come after the join.
+    struct answer {
+        std::string id, refused;
+    };
+    std::vector<answer> on_a(keys), on_b(keys);
+    auto race = [&](const std::string& node, int key) -> answer {
         http_client c(n.port(node));
         auto const body = R"({"kind":"echo","input":)" + std::to_string(key) + "}";
         // A loser may get 409 while the winner commits: it retries, and gets the replay.
@@ -180,32 +182,28 @@ BOOST_AUTO_TEST_CASE(two_nodes_racing_on_one_idempotency_key_make_one_operation)
             auto r = c.post_json("/operations", body,
                                  {{"Idempotency-Key", "race-" + std::to_string(key)}});
             if (r.status == 409) continue;
-            if (r.status != 202) {
-                refused[key] = std::to_string(r.status) + " " + r.body;
-                return;
-            }
-            ids[key] = str(r.json().as_object(), "id");
-            return;
+            if (r.status != 202) return {{}, std::to_string(r.status) + " " + r.body};
+            return {str(r.json().as_object(), "id"), {}};
         }
-        refused[key] = "409 fifty times";
+        return {{}, "409 fifty times"};
     };
     for (int key = 0; key < keys; ++key) {
         std::latch go(2);
-        std::thread on_b([&] {
+        std::thread b([&] {
             go.arrive_and_wait();
-            race("b", ids_b, refused_b, key);
+            on_b[key] = race("b", key);
         });
         go.arrive_and_wait();
-        race("a", ids_a, refused_a, key);
-        on_b.join();
+        on_a[key] = race("a", key);
+        b.join();
     }
     std::set<std::string> distinct;
     for (int key = 0; key < keys; ++key) {
-        BOOST_TEST(refused_a[key].empty(), "key " << key << " on a: " << refused_a[key]);
-        BOOST_TEST(refused_b[key].empty(), "key " << key << " on b: " << refused_b[key]);
-        BOOST_TEST(!ids_a[key].empty());
-        BOOST_TEST(ids_a[key] == ids_b[key], "key " << key);
-        distinct.insert(ids_a[key]);
+        BOOST_TEST(on_a[key].refused.empty(), "key " << key << " on a: " << on_a[key].refused);
+        BOOST_TEST(on_b[key].refused.empty(), "key " << key << " on b: " << on_b[key].refused);
+        BOOST_TEST(!on_a[key].id.empty());
+        BOOST_TEST(on_a[key].id == on_b[key].id, "key " << key);
+        distinct.insert(on_a[key].id);
     }
     BOOST_TEST(distinct.size() == static_cast<std::size_t>(keys));
     http_client a(n.port("a"));
