@@ -86,6 +86,7 @@ struct settings {
     std::string node_id;                ///< PostgreSQL: this node's id (none: a new one)
     bool synchronous_full = true;       ///< fsync every commit before anybody is told of it
     unsigned readers = 2;               ///< reader threads (connections)
+    unsigned writers = 2;               ///< PostgreSQL: writer threads (connections)
     std::size_t max_batch = 4096;       ///< writes in one group commit at most
     std::vector<migration> migrations;  ///< the schema, in order (contiguous from 0001)
 };

@@ -54,6 +54,43 @@ std::int64_t newest_event(connection& db) {
     return db.query("SELECT value FROM counters WHERE name = 'event_seq'").int64(0, 0);
 }
 
+void insert_events(connection& db, std::vector<core::event>& events) {
+    if (events.empty()) return;
+    // The batch's ids are taken last, in one statement that also inserts the events and
+    // announces the newest id: the counter's row stays locked until this transaction's commit
+    // is visible, so that ids are taken in commit order (see migration 0001).
+    std::vector<std::string_view> ops, types, data;
+    ops.reserve(events.size());
+    types.reserve(events.size());
+    data.reserve(events.size());
+    for (const auto& e : events) {
+        ops.push_back(e.operation_id);
+        types.push_back(e.type);
+        data.push_back(e.data);
+    }
+    const param params[] = {int_param(static_cast<std::int64_t>(events.size())),
+                            text_array_param(ops), text_array_param(types), text_array_param(data)};
+    auto r = db.query(
+        "WITH c AS (UPDATE counters SET value = value + $1::bigint WHERE name = 'event_seq' "
+        "RETURNING value - $1::bigint AS base), "
+        "i AS (INSERT INTO events (seq, operation_id, type, data) "
+        "SELECT c.base + e.n, e.op, e.type, e.data FROM c, "
+        "unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS e(op, type, data, n)) "
+        "SELECT base, pg_notify('buzzer_events', (base + $1::bigint)::text) FROM c",
+        params);
+    if (r.rows() != 1) throw std::runtime_error("the event_seq counter is missing");
+    const auto base = r.int64(0, 0);
+    for (std::size_t i = 0; i < events.size(); ++i)
+        events[i].seq = base + static_cast<std::int64_t>(i) + 1;
+}
+
+void send_signals(connection& db, std::vector<std::string>& signals) {
+    if (signals.empty()) return;
+    std::vector<std::string_view> payloads(signals.begin(), signals.end());
+    const param params[] = {text_array_param(payloads)};
+    db.query("SELECT pg_notify('buzzer_events', s) FROM unnest($1::text[]) AS s", params);
+}
+
 }  // namespace
 
 void write_context::add_event(std::string_view operation_id, std::string_view type,
@@ -95,28 +132,33 @@ std::unique_ptr<connection> executor::connect() {
 }
 
 void executor::open(const write_fn& startup) {
-    writer_db_ = connect();
-    migrate(*writer_db_, settings_.migrations);
+    auto db = connect();
+    migrate(*db, settings_.migrations);
     if (startup) {
         std::vector<core::event> events;
         std::vector<std::string> signals;
-        write_context ctx(*writer_db_, events, signals);
-        transaction tx(*writer_db_);
+        write_context ctx(*db, events, signals);
+        transaction tx(*db);
         startup(ctx);
         ctx.flush();
-        insert_events(events);
-        send_signals(signals);
+        insert_events(*db, events);
+        send_signals(*db, signals);
         tx.commit();
     }
-    published_seq_.store(newest_event(*writer_db_));
+    published_seq_.store(newest_event(*db));
     if (::pipe2(wake_pipe_, O_CLOEXEC) != 0)
         throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
     open_ = true;
-    pool_.open.store(1 + settings_.readers + 1);
-    writer_ = std::thread([this] {
-        core::name_this_thread("buzzer-pg-writer");
-        run_writer();
-    });
+    const unsigned writers = std::max(1u, settings_.writers);
+    pool_.open.store(writers + std::max(1u, settings_.readers) + 1);
+    // The other writers connect when their first batch comes.
+    writer_dbs_.resize(writers);
+    writer_dbs_[0] = std::move(db);
+    for (auto& writer_db : writer_dbs_)
+        writers_.emplace_back([this, &writer_db] {
+            core::name_this_thread("buzzer-pg-writer");
+            run_writer(writer_db);
+        });
     for (unsigned i = 0; i < std::max(1u, settings_.readers); ++i)
         readers_.emplace_back([this] {
             core::name_this_thread("buzzer-pg-reader");
@@ -134,7 +176,9 @@ void executor::close() {
         write_stopping_ = true;
     }
     write_cv_.notify_all();
-    if (writer_.joinable()) writer_.join();
+    for (auto& t : writers_)
+        if (t.joinable()) t.join();
+    writers_.clear();
     {
         std::lock_guard lock(read_mutex_);
         read_stopping_ = true;
@@ -153,7 +197,7 @@ void executor::close() {
         if (fd >= 0) ::close(fd);
         fd = -1;
     }
-    writer_db_.reset();
+    writer_dbs_.clear();
     pool_.open.store(0);
     open_ = false;
 }
@@ -249,7 +293,7 @@ void executor::direct(const read_fn& fn) {
     fn(*db);
 }
 
-void executor::run_writer() {
+void executor::run_writer(std::unique_ptr<connection>& db) {
     // Requests queue while a batch runs and commits; the next batch takes all of them (up to
     // max_batch): under load one commit serves many requests.
     std::vector<write_request> batch;
@@ -263,56 +307,19 @@ void executor::run_writer() {
                 write_queue_.pop_front();
             }
         }
-        commit_batch(batch);
+        commit_batch(db, batch);
         batch.clear();
     }
 }
 
-void executor::insert_events(std::vector<core::event>& events) {
-    if (events.empty()) return;
-    // The batch's ids are taken last, in one statement that also inserts the events and
-    // announces the newest id: the counter's row stays locked until this transaction's commit
-    // is visible, so that ids are taken in commit order (see migration 0001).
-    std::vector<std::string_view> ops, types, data;
-    ops.reserve(events.size());
-    types.reserve(events.size());
-    data.reserve(events.size());
-    for (const auto& e : events) {
-        ops.push_back(e.operation_id);
-        types.push_back(e.type);
-        data.push_back(e.data);
-    }
-    const param params[] = {int_param(static_cast<std::int64_t>(events.size())),
-                            text_array_param(ops), text_array_param(types), text_array_param(data)};
-    auto r = writer_db_->query(
-        "WITH c AS (UPDATE counters SET value = value + $1::bigint WHERE name = 'event_seq' "
-        "RETURNING value - $1::bigint AS base), "
-        "i AS (INSERT INTO events (seq, operation_id, type, data) "
-        "SELECT c.base + e.n, e.op, e.type, e.data FROM c, "
-        "unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS e(op, type, data, n)) "
-        "SELECT base, pg_notify('buzzer_events', (base + $1::bigint)::text) FROM c",
-        params);
-    if (r.rows() != 1) throw std::runtime_error("the event_seq counter is missing");
-    const auto base = r.int64(0, 0);
-    for (std::size_t i = 0; i < events.size(); ++i)
-        events[i].seq = base + static_cast<std::int64_t>(i) + 1;
-}
-
-void executor::send_signals(std::vector<std::string>& signals) {
-    if (signals.empty()) return;
-    std::vector<std::string_view> payloads(signals.begin(), signals.end());
-    const param params[] = {text_array_param(payloads)};
-    writer_db_->query("SELECT pg_notify('buzzer_events', s) FROM unnest($1::text[]) AS s", params);
-}
-
-std::vector<std::exception_ptr> executor::run_batch(std::vector<write_request>& batch,
+std::vector<std::exception_ptr> executor::run_batch(connection& db,
+                                                    std::vector<write_request>& batch,
                                                     std::vector<core::event>& events,
                                                     std::vector<std::string>& signals,
                                                     bool isolated) {
     // Without `isolated`, the first failure ends the batch (it is rolled back, the caller runs
     // it again isolated): a savepoint per request would cost two round trips each.
     std::vector<std::exception_ptr> errors(batch.size());
-    connection& db = *writer_db_;
     events.clear();
     signals.clear();
     transaction tx(db);
@@ -344,8 +351,8 @@ std::vector<std::exception_ptr> executor::run_batch(std::vector<write_request>& 
         }
     }
     ctx.flush();
-    insert_events(events);
-    send_signals(signals);
+    insert_events(db, events);
+    send_signals(db, signals);
     // The COMMIT returns once the server has the transaction durable (synchronous_commit as
     // configured): PostgreSQL's counterpart of the fsync that makes a SQLite batch durable.
     const auto committing = std::chrono::steady_clock::now();
@@ -355,30 +362,30 @@ std::vector<std::exception_ptr> executor::run_batch(std::vector<write_request>& 
     return errors;
 }
 
-void executor::commit_batch(std::vector<write_request>& batch) {
+void executor::commit_batch(std::unique_ptr<connection>& db, std::vector<write_request>& batch) {
     busy_guard busy(pool_.busy);
     std::vector<std::exception_ptr> errors(batch.size());
     std::exception_ptr batch_error;
     std::vector<core::event> events;
     std::vector<std::string> signals;
     try {
-        if (broken(writer_db_.get())) {
-            writer_db_.reset();
-            writer_db_ = connect();
+        if (broken(db.get())) {
+            db.reset();
+            db = connect();
         }
         try {
-            errors = run_batch(batch, events, signals, false);
+            errors = run_batch(*db, batch, events, signals, false);
         } catch (...) {
             // A write failed (or the commit): a batch of one has its answer; a larger one runs
             // again, each request in a savepoint of its own, unless the connection is gone.
-            if (batch.size() == 1 || broken(writer_db_.get())) throw;
-            errors = run_batch(batch, events, signals, true);
+            if (batch.size() == 1 || broken(db.get())) throw;
+            errors = run_batch(*db, batch, events, signals, true);
         }
     } catch (...) {
         batch_error = std::current_exception();
         events.clear();
-        if (broken(writer_db_.get())) {
-            writer_db_.reset();
+        if (broken(db.get())) {
+            db.reset();
             reachable_.store(false, std::memory_order_release);
         }
     }
@@ -389,7 +396,7 @@ void executor::commit_batch(std::vector<write_request>& batch) {
     if (!events.empty()) {
         const auto upto = events.back().seq;
         try {
-            deliver_upto(*writer_db_, upto, std::move(events));
+            deliver_upto(*db, upto, std::move(events));
         } catch (const std::exception& e) {
             // Committed: the listener delivers what this could not read.
             core::log(core::level::warn, std::string("delivering events: ") + e.what());

@@ -1,5 +1,6 @@
-// The PostgreSQL executor: a writer thread that group-commits the writes that arrive while the
-// previous commit runs (one transaction, one commit for many requests), reader threads, and
+// The PostgreSQL executor: writer threads that group-commit the writes that arrive while their
+// previous commit runs (one transaction, one commit for many requests; while one writer's
+// batch commits, another builds the next), reader threads, and
 // the delivery of committed events in id order, this node's and those of every other node on
 // the database. Each thread has a connection of its own, made again after it broke; nothing
 // here runs on an I/O thread.
@@ -64,6 +65,9 @@ class executor {
     struct settings {
         std::string uri;
         unsigned readers = 2;
+        /// Writer threads (connections), each running batches of its own. Their transactions
+        /// overlap up to the event ids, which they take one after the other (in commit order).
+        unsigned writers = 2;
         std::size_t max_batch = 1024;  ///< writes in one commit at most
         std::vector<migration> migrations;
         /// How often the listener looks for events it was not told of, and proves that it
@@ -135,15 +139,14 @@ class executor {
     };
 
     std::unique_ptr<connection> connect();
-    void run_writer();
+    void run_writer(std::unique_ptr<connection>& db);
     void run_reader();
     void run_listener();
-    void commit_batch(std::vector<write_request>& batch);
-    std::vector<std::exception_ptr> run_batch(std::vector<write_request>& batch,
+    // Runs `batch` on `db` (made again first when it broke; reset when it breaks).
+    void commit_batch(std::unique_ptr<connection>& db, std::vector<write_request>& batch);
+    std::vector<std::exception_ptr> run_batch(connection& db, std::vector<write_request>& batch,
                                               std::vector<core::event>& events,
                                               std::vector<std::string>& signals, bool isolated);
-    void insert_events(std::vector<core::event>& events);
-    void send_signals(std::vector<std::string>& signals);
     // Hands every event up to `upto` to on_commit in id order: `own` (ids set) where they
     // cover it, the rest read through `db`. Serialized between the writer and the listener.
     void deliver_upto(connection& db, std::int64_t upto, std::vector<core::event> own);
@@ -151,7 +154,8 @@ class executor {
     void push_read(read_request r);
 
     settings settings_;
-    std::unique_ptr<connection> writer_db_;
+    /// One per writer thread, used by it alone (the first one also by open()).
+    std::vector<std::unique_ptr<connection>> writer_dbs_;
     std::atomic<std::int64_t> published_seq_{0};
     std::atomic<bool> reachable_{true};
     store_stats stats_;
@@ -171,7 +175,7 @@ class executor {
     int wake_pipe_[2] = {-1, -1};  ///< wakes the listener out of its wait to stop
     bool open_ = false;
 
-    std::thread writer_;
+    std::vector<std::thread> writers_;
     std::thread listener_;
     std::vector<std::thread> readers_;
 };

@@ -1,5 +1,5 @@
 // The PostgreSQL backend of the store: each call is one write (group-committed by the
-// executor's writer thread) or one read (on a reader connection), each state change the
+// executor's writer threads) or one read (on a reader connection), each state change the
 // lifecycle's, as in the SQLite backend. What differs is that other nodes share the database:
 // rows that a write changes after reading them are locked (FOR UPDATE), an idempotency key
 // that another node takes at the same moment makes this submission a replay, and an attempt's
@@ -44,6 +44,7 @@ executor::settings executor_settings(settings s) {
     executor::settings e;
     e.uri = std::move(s.path);
     e.readers = std::max(1u, s.readers);
+    e.writers = std::max(1u, s.writers);
     e.max_batch = std::min<std::size_t>(s.max_batch, 1024);
     e.migrations = std::move(s.migrations);
     return e;

@@ -406,12 +406,16 @@ std::vector<core::operation> claimable(connection& db, const claim_request& r, c
     const auto limit = static_cast<std::int64_t>(r.limit);
     if (!r.kinds.empty()) {
         const param p[] = {int_param(now), text_array_param(r.kinds), int_param(limit)};
-        out = operations_of(db.query("SELECT " BUZZER_OP_COLUMNS
-                                     " FROM operations WHERE status = 'pending' AND "
-                                     "run_after <= $1 AND kind = ANY ($2::text[]) "
-                                     "ORDER BY priority DESC, row_id LIMIT $3 "
-                                     "FOR UPDATE SKIP LOCKED",
-                                     p));
+        // The first `limit` of each kind (by its own index), merged below: rows of a kind
+        // that the merge leaves out stay locked only until this transaction ends.
+        out = operations_of(
+            db.query("SELECT o.* FROM unnest($2::text[]) AS k(kind) "
+                     "CROSS JOIN LATERAL "
+                     "(SELECT " BUZZER_OP_COLUMNS " FROM operations WHERE status = 'pending' AND "
+                     "run_after <= $1 AND kind = k.kind "
+                     "ORDER BY priority DESC, row_id LIMIT $3 "
+                     "FOR UPDATE SKIP LOCKED) AS o",
+                     p));
     }
     // A limited kind is claimed by one node at a time (a lock that this transaction holds
     // until its commit), which counts what runs of it on every node. A node that finds the
@@ -449,7 +453,9 @@ std::vector<core::operation> claimable(connection& db, const claim_request& r, c
 std::optional<core::millis> next_due(connection& db, core::millis now) {
     const param p[] = {int_param(now)};
     auto r = db.query(
-        "SELECT min(run_after) FROM operations WHERE status = 'pending' AND run_after > $1", p);
+        "SELECT min(run_after) FROM operations WHERE status = 'pending' AND run_after > 0 "
+        "AND run_after > $1",
+        p);
     return r.opt_int64(0, 0);
 }
 
