@@ -316,7 +316,7 @@ std::vector<std::exception_ptr> executor::run_batch(connection& db,
                                                     std::vector<write_request>& batch,
                                                     std::vector<core::event>& events,
                                                     std::vector<std::string>& signals,
-                                                    bool isolated) {
+                                                    bool isolated, bool& committing) {
     // Without `isolated`, the first failure ends the batch (it is rolled back, the caller runs
     // it again isolated): a savepoint per request would cost two round trips each.
     std::vector<std::exception_ptr> errors(batch.size());
@@ -355,10 +355,11 @@ std::vector<std::exception_ptr> executor::run_batch(connection& db,
     send_signals(db, signals);
     // The COMMIT returns once the server has the transaction durable (synchronous_commit as
     // configured): PostgreSQL's counterpart of the fsync that makes a SQLite batch durable.
-    const auto committing = std::chrono::steady_clock::now();
+    const auto commit_start = std::chrono::steady_clock::now();
+    committing = true;
     tx.commit();
     stats_.syncs.fetch_add(1, std::memory_order_relaxed);
-    stats_.sync_latency.observe(std::chrono::steady_clock::now() - committing);
+    stats_.sync_latency.observe(std::chrono::steady_clock::now() - commit_start);
     return errors;
 }
 
@@ -369,17 +370,25 @@ void executor::commit_batch(std::unique_ptr<connection>& db, std::vector<write_r
     std::vector<core::event> events;
     std::vector<std::string> signals;
     try {
-        if (broken(db.get())) {
-            db.reset();
-            db = connect();
-        }
-        try {
-            errors = run_batch(*db, batch, events, signals, false);
-        } catch (...) {
-            // A write failed (or the commit): a batch of one has its answer; a larger one runs
-            // again, each request in a savepoint of its own, unless the connection is gone.
-            if (batch.size() == 1 || broken(db.get())) throw;
-            errors = run_batch(*db, batch, events, signals, true);
+        for (bool retried = false;; retried = true) {
+            if (broken(db.get())) {
+                db.reset();
+                db = connect();
+            }
+            bool committing = false;
+            try {
+                errors = run_batch(*db, batch, events, signals, false, committing);
+            } catch (...) {
+                if (broken(db.get())) {
+                    if (committing || retried) throw;
+                    continue;  // cut before anything was applied: once more, connected anew
+                }
+                // A write failed (or the commit): a batch of one has its answer; a larger one
+                // runs again, each request in a savepoint of its own.
+                if (batch.size() == 1) throw;
+                errors = run_batch(*db, batch, events, signals, true, committing);
+            }
+            break;
         }
     } catch (...) {
         batch_error = std::current_exception();

@@ -142,11 +142,16 @@ class executor {
     void run_writer(std::unique_ptr<connection>& db);
     void run_reader();
     void run_listener();
-    // Runs `batch` on `db` (made again first when it broke; reset when it breaks).
+    // Runs `batch` on `db` (made again first when it broke; reset when it breaks). A
+    // connection found cut before the COMMIT was sent (it sat idle while the server
+    // restarted) is made again and the batch runs once more: nothing of it was applied.
     void commit_batch(std::unique_ptr<connection>& db, std::vector<write_request>& batch);
+    // `committing` turns true once the COMMIT is sent: from then on a failure leaves the
+    // outcome unknown, and the batch must not run again.
     std::vector<std::exception_ptr> run_batch(connection& db, std::vector<write_request>& batch,
                                               std::vector<core::event>& events,
-                                              std::vector<std::string>& signals, bool isolated);
+                                              std::vector<std::string>& signals, bool isolated,
+                                              bool& committing);
     // Hands every event up to `upto` to on_commit in id order: `own` (ids set) where they
     // cover it, the rest read through `db`. Serialized between the writer and the listener.
     void deliver_upto(connection& db, std::int64_t upto, std::vector<core::event> own);
