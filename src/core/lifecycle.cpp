@@ -23,7 +23,9 @@ class transitions {
 
     refusal operator()(const started& c) {
         if (auto r = require(status::pending); r != refusal::none) return r;
-        begin_attempt(c.now);
+        // Clocks read on other threads or nodes can lag the one that stamped the
+        // creation by a little: an attempt never starts before its operation exists.
+        begin_attempt(std::max(c.now, op_.created_at));
         emit("running");
         return refusal::none;
     }

@@ -87,6 +87,12 @@ BOOST_AUTO_TEST_CASE(a_start_begins_the_next_attempt_afresh) {
     BOOST_TEST(types_of(s) == types{"running"}, boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(a_start_stamped_by_a_clock_that_lags_is_not_before_the_creation) {
+    auto s = lc::apply(op_in(status::pending), lc::started{t0 - 2});
+    BOOST_TEST(s.op.state == status::running);
+    BOOST_TEST(s.op.started_at.value() == t0);
+}
+
 BOOST_AUTO_TEST_CASE(progress_is_clamped_and_escaped_in_the_row_and_the_event) {
     auto s = lc::apply(op_in(status::running, 1), lc::progressed{150, "a \"quoted\"\nline"});
     BOOST_TEST(static_cast<bool>(s));
