@@ -621,12 +621,16 @@ std::vector<core::event> read_events(connection& db, const tenant_id& tenant,
 std::vector<std::optional<std::int64_t>> stream_ends(connection& db, const tenant_id& tenant,
                                                      const std::vector<std::string>& ids) {
     const param p[] = {text_array_param(ids), text_param(tenant.name)};
+    // Each id is looked up on its own (the LIMIT keeps the planner from turning the lookups
+    // into a join): a cached plan made while the table was small, or before it was analysed,
+    // would otherwise hash all of a tenant's operations for every stream that opens.
     auto r = db.query(
         "SELECT i.n, o.status IN ('succeeded', 'failed', 'canceled'), "
         "(SELECT coalesce(max(e.seq), 0) FROM events AS e WHERE e.operation_id = o.id "
         "AND e.type IN ('completed', 'failed', 'canceled')) "
         "FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n) "
-        "JOIN operations AS o ON o.id = i.id AND o.tenant = $2",
+        "CROSS JOIN LATERAL (SELECT id, status FROM operations "
+        "WHERE id = i.id AND tenant = $2 LIMIT 1) AS o",
         p);
     std::vector<std::optional<std::int64_t>> out(ids.size());
     for (int i = 0; i < r.rows(); ++i)
