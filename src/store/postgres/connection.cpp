@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 namespace buzzer::store::postgres {
 namespace {
@@ -223,17 +224,62 @@ struct param_arrays {
 
 }  // namespace
 
-result connection::query(const char* sql, std::span<const param> params) {
-    param_arrays a(params);
+const std::string& connection::statement(const char* sql) {
     auto it = prepared_.find(sql);
     if (it == prepared_.end()) {
         std::string name = "s" + std::to_string(prepared_.size());
         finish(PQprepare(conn_, name.c_str(), sql, 0, nullptr), "PostgreSQL prepare");
         it = prepared_.emplace(sql, std::move(name)).first;
     }
-    return finish(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(a.values.size()),
+    return it->second;
+}
+
+result connection::query(const char* sql, std::span<const param> params) {
+    param_arrays a(params);
+    const auto& name = statement(sql);
+    return finish(PQexecPrepared(conn_, name.c_str(), static_cast<int>(a.values.size()),
                                  a.values.data(), nullptr, nullptr, 0),
                   "PostgreSQL");
+}
+
+result connection::query_then_commit(const char* sql, std::span<const param> params) {
+    param_arrays a(params);
+    const auto& name = statement(sql);
+    if (PQenterPipelineMode(conn_) != 1) return finish(nullptr, "PostgreSQL pipeline");
+    const bool sent =
+        PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(a.values.size()), a.values.data(),
+                            nullptr, nullptr, 0) == 1 &&
+        PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1 &&
+        PQpipelineSync(conn_) == 1;
+    // The statement's result and COMMIT's (or, after an error, PIPELINE_ABORTED), each
+    // followed by a null, then the sync point; a broken connection ends the pipeline early.
+    std::vector<pg_result*> got;
+    struct clear_left {
+        std::vector<pg_result*>& results;
+        ~clear_left() {
+            for (auto* r : results) PQclear(r);
+        }
+    } guard{got};
+    for (int nulls = 0; sent && nulls <= 2;) {
+        pg_result* r = PQgetResult(conn_);
+        if (!r) {
+            if (PQstatus(conn_) == CONNECTION_BAD) break;
+            ++nulls;
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        got.push_back(r);
+    }
+    PQexitPipelineMode(conn_);  // refused only with results left, on a broken connection
+    auto take = [&](std::size_t i) {
+        return finish(i < got.size() ? std::exchange(got[i], nullptr) : nullptr, "PostgreSQL");
+    };
+    auto out = take(0);
+    take(1);
+    return out;
 }
 
 result connection::query_text(const std::string& sql, std::span<const param> params) {
@@ -257,6 +303,12 @@ transaction::~transaction() {
 void transaction::commit() {
     done_ = true;
     db_.exec("COMMIT");
+}
+
+result transaction::commit_with(const char* sql, std::span<const param> params) {
+    auto r = db_.query_then_commit(sql, params);
+    done_ = true;
+    return r;
 }
 
 }  // namespace buzzer::store::postgres

@@ -91,6 +91,10 @@ class connection {
     /// Runs one statement with parameters. A statement is prepared once per connection (by
     /// its text, which must be a literal or live as long as the connection) and kept.
     result query(const char* sql, std::span<const param> params = {});
+    /// Runs one statement (prepared as by query()) and COMMIT in one pipeline: the server
+    /// commits right after the statement, without waiting for the client, so that a lock
+    /// the statement takes is held for the commit only. Throws the first error.
+    result query_then_commit(const char* sql, std::span<const param> params);
     /// Runs one statement whose text is built per call, unprepared.
     result query_text(const std::string& sql, std::span<const param> params = {});
     /// Whether the connection is still usable (a failed one must be replaced).
@@ -104,6 +108,7 @@ class connection {
 
   private:
     result finish(pg_result* r, std::string_view what);
+    const std::string& statement(const char* sql);
     pg_conn* conn_ = nullptr;
     std::unordered_map<const char*, std::string> prepared_;  ///< statement text → its name
 };
@@ -116,6 +121,9 @@ class transaction {
     transaction(const transaction&) = delete;
     transaction& operator=(const transaction&) = delete;
     void commit();
+    /// Runs `sql` as the last statement and commits, in one round trip (see
+    /// connection::query_then_commit).
+    result commit_with(const char* sql, std::span<const param> params);
 
   private:
     connection& db_;

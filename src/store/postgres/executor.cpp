@@ -54,11 +54,24 @@ std::int64_t newest_event(connection& db) {
     return db.query("SELECT value FROM counters WHERE name = 'event_seq'").int64(0, 0);
 }
 
-void insert_events(connection& db, std::vector<core::event>& events) {
-    if (events.empty()) return;
-    // The batch's ids are taken last, in one statement that also inserts the events and
-    // announces the newest id: the counter's row stays locked until this transaction's commit
-    // is visible, so that ids are taken in commit order (see migration 0001).
+void send_signals(connection& db, std::vector<std::string>& signals) {
+    if (signals.empty()) return;
+    std::vector<std::string_view> payloads(signals.begin(), signals.end());
+    const param params[] = {text_array_param(payloads)};
+    db.query("SELECT pg_notify('buzzer_events', s) FROM unnest($1::text[]) AS s", params);
+}
+
+// Sends the signals, takes the events' ids and commits. The ids are taken last, in one
+// statement that also inserts the events and announces the newest id, sent with the COMMIT in
+// one round trip: the counter's row stays locked until this transaction's commit is visible,
+// so that ids are taken in commit order (see migration 0001), and for no longer.
+void finish_transaction(transaction& tx, connection& db, std::vector<core::event>& events,
+                        std::vector<std::string>& signals) {
+    send_signals(db, signals);
+    if (events.empty()) {
+        tx.commit();
+        return;
+    }
     std::vector<std::string_view> ops, types, data;
     ops.reserve(events.size());
     types.reserve(events.size());
@@ -70,25 +83,21 @@ void insert_events(connection& db, std::vector<core::event>& events) {
     }
     const param params[] = {int_param(static_cast<std::int64_t>(events.size())),
                             text_array_param(ops), text_array_param(types), text_array_param(data)};
-    auto r = db.query(
+    auto r = tx.commit_with(
         "WITH c AS (UPDATE counters SET value = value + $1::bigint WHERE name = 'event_seq' "
         "RETURNING value - $1::bigint AS base), "
         "i AS (INSERT INTO events (seq, operation_id, type, data) "
-        "SELECT c.base + e.n, e.op, e.type, e.data FROM c, "
-        "unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS e(op, type, data, n)) "
+        "SELECT c.base + e.n, e.op, e.type, e.data "
+        "FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS e(op, type, data, n) "
+        "LEFT JOIN c ON true) "
         "SELECT base, pg_notify('buzzer_events', (base + $1::bigint)::text) FROM c",
         params);
+    // Without the counter's row the ids would be null, which the insert refuses (before the
+    // commit): this cannot be met after it.
     if (r.rows() != 1) throw std::runtime_error("the event_seq counter is missing");
     const auto base = r.int64(0, 0);
     for (std::size_t i = 0; i < events.size(); ++i)
         events[i].seq = base + static_cast<std::int64_t>(i) + 1;
-}
-
-void send_signals(connection& db, std::vector<std::string>& signals) {
-    if (signals.empty()) return;
-    std::vector<std::string_view> payloads(signals.begin(), signals.end());
-    const param params[] = {text_array_param(payloads)};
-    db.query("SELECT pg_notify('buzzer_events', s) FROM unnest($1::text[]) AS s", params);
 }
 
 }  // namespace
@@ -141,9 +150,7 @@ void executor::open(const write_fn& startup) {
         transaction tx(*db);
         startup(ctx);
         ctx.flush();
-        insert_events(*db, events);
-        send_signals(*db, signals);
-        tx.commit();
+        finish_transaction(tx, *db, events, signals);
     }
     published_seq_.store(newest_event(*db));
     if (::pipe2(wake_pipe_, O_CLOEXEC) != 0)
@@ -351,13 +358,12 @@ std::vector<std::exception_ptr> executor::run_batch(connection& db,
         }
     }
     ctx.flush();
-    insert_events(db, events);
-    send_signals(db, signals);
     // The COMMIT returns once the server has the transaction durable (synchronous_commit as
     // configured): PostgreSQL's counterpart of the fsync that makes a SQLite batch durable.
+    // It goes out with the statement that takes the events' ids.
     const auto commit_start = std::chrono::steady_clock::now();
     committing = true;
-    tx.commit();
+    finish_transaction(tx, db, events, signals);
     stats_.syncs.fetch_add(1, std::memory_order_relaxed);
     stats_.sync_latency.observe(std::chrono::steady_clock::now() - commit_start);
     return errors;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "runtime/embedded.hpp"
+#include "store/postgres/connection.hpp"
 #include "store/postgres/executor.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/run_coroutine.hpp"
@@ -44,8 +45,7 @@ struct recording {
     std::mutex m;
     std::vector<core::event> published;
     pg::executor db;
-    explicit recording(const std::string& uri,
-                       std::function<void(std::string_view)> signals = {})
+    explicit recording(const std::string& uri, std::function<void(std::string_view)> signals = {})
         : db(schema(uri)) {
         db.on_signal = std::move(signals);
         db.on_commit = [this](std::vector<core::event> events) {
@@ -193,6 +193,48 @@ BOOST_AUTO_TEST_CASE(a_database_that_goes_away_fails_writes_until_it_is_back) {
     BOOST_TEST(r.db.reachable());
     BOOST_TEST(test::wait_until([&] { return r.seqs().size() == 2; }, std::chrono::seconds(10)));
     BOOST_TEST(r.seqs() == one_to(2), boost::test_tools::per_element());
+}
+
+// A last statement sent with the COMMIT: its rows come back and the transaction is durable; a
+// statement or a COMMIT that fails leaves nothing behind and the connection usable.
+BOOST_AUTO_TEST_CASE(a_statement_sent_with_its_commit_commits_or_leaves_nothing) {
+    const auto uri = test::fresh_pg_database("exec_pipeline");
+    pg::connection db(uri), other(uri);
+    db.exec(
+        "CREATE TABLE t (v int UNIQUE DEFERRABLE INITIALLY DEFERRED);"
+        "INSERT INTO t VALUES (1)");
+    auto count = [&] { return other.query("SELECT count(*) FROM t").int64(0, 0); };
+    const pg::param two[] = {pg::int_param(2)};
+    {
+        pg::transaction tx(db);
+        auto r = tx.commit_with("INSERT INTO t VALUES ($1) RETURNING v * 10", two);
+        BOOST_TEST(r.int64(0, 0) == 20);
+    }
+    BOOST_TEST(count() == 2);
+    const pg::param zero[] = {pg::int_param(0)};
+    {
+        pg::transaction tx(db);
+        db.query("INSERT INTO t VALUES (3)");
+        try {
+            tx.commit_with("SELECT 1 / $1::int", zero);
+            BOOST_FAIL("a division by zero was committed");
+        } catch (const pg::pg_error& e) {
+            BOOST_TEST(e.sqlstate() == "22012");
+        }
+    }
+    BOOST_TEST(count() == 2);
+    {
+        pg::transaction tx(db);
+        try {
+            tx.commit_with("INSERT INTO t VALUES ($1) RETURNING v", two);  // refused by COMMIT
+            BOOST_FAIL("a duplicate was committed");
+        } catch (const pg::pg_error& e) {
+            BOOST_TEST(e.unique_violation());
+        }
+    }
+    BOOST_TEST(count() == 2);
+    BOOST_TEST(db.ok());
+    BOOST_TEST(db.query("SELECT count(*) FROM t").int64(0, 0) == 2);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
