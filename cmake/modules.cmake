@@ -5,10 +5,11 @@
 #
 # Builds the static library buzzer_<name> from src/<name>/**/*.cpp. Its sources include
 # "<name>/..." and "<used>/..." headers only: the include root of the target is a generated
-# directory of links to those module folders (with STORE_INTERFACE, to store/store.hpp alone),
-# so an include of another module, of the store's backend or one that points up does not
-# compile. Beast and sqlite3.h are shadowed by headers that stop the build unless BEAST or
-# SQLITE is given. Every module sees include/ (the public embedding API) and core.
+# directory of links to those module folders (with STORE_INTERFACE, to the store's interface
+# alone: store.hpp and libraries.hpp), so an include of another module, of the store's backend
+# or one that points up does not compile. Beast and sqlite3.h are shadowed by headers that stop
+# the build unless BEAST or SQLITE is given. Every module sees include/ (the public embedding
+# API) and core.
 set(BUZZER_MODULE_ROOT ${PROJECT_BINARY_DIR}/modules)
 
 # Headers that stop the build, in place of every Beast header and of sqlite3.h.
@@ -52,7 +53,9 @@ function(buzzer_module)
   if(arg_STORE_INTERFACE)
     target_link_libraries(${target} PUBLIC buzzer_store)
     file(MAKE_DIRECTORY ${root}/store)
-    file(CREATE_LINK ${PROJECT_SOURCE_DIR}/src/store/store.hpp ${root}/store/store.hpp SYMBOLIC)
+    foreach(header store.hpp libraries.hpp)
+      file(CREATE_LINK ${PROJECT_SOURCE_DIR}/src/store/${header} ${root}/store/${header} SYMBOLIC)
+    endforeach()
   endif()
   target_include_directories(${target} PRIVATE ${root})
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR}/include)

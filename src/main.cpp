@@ -2,8 +2,14 @@
 #include <buzzer/server.hpp>
 #include <cstdio>
 #include <iostream>
+#include <string>
 #include <string_view>
 
+#ifdef BUZZER_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
+
+#include "runtime/build_info.hpp"
 #include "runtime/config.hpp"
 #include "runtime/keys_command.hpp"
 
@@ -22,7 +28,14 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (cl.version) {
-        std::cout << "buzzer 0.1.0\n";
+        std::string allocator;
+#ifdef BUZZER_WITH_MIMALLOC
+        // The allocator in use, as it reports itself (mi_version() gives 209 for 2.0.9).
+        const int mi = mi_version();
+        allocator = "mimalloc " + std::to_string(mi / 100) + "." + std::to_string(mi / 10 % 10) +
+                    "." + std::to_string(mi % 10);
+#endif
+        std::cout << buzzer::runtime::version_text(allocator);
         return 0;
     }
     buzzer::server server(cl.opts);

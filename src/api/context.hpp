@@ -5,6 +5,8 @@
 #include <buzzer/server.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/principal.hpp"
 #include "http/router.hpp"
@@ -30,6 +32,8 @@ struct context {
     std::string base_url;         ///< public_url without a trailing slash, or empty
     std::string_view index_page;  ///< the demo page served at /
     access& gate;                 ///< credentials, quotas, CORS
+    /// What buzzer_build_info says of this build: version, commit, libraries.
+    std::vector<std::pair<std::string, std::string>> build = {};
 };
 
 /// A handler function of the API.

@@ -1,5 +1,6 @@
 // Service endpoints: the demo page, /kinds, /healthz, /readyz, /metrics.
 #include <boost/json.hpp>
+#include <span>
 
 #include "api/access.hpp"
 #include "api/common.hpp"
@@ -68,6 +69,26 @@ void metric(std::string& out, std::string_view name, std::string_view type, std:
     out += '\n';
 }
 
+// Labels in the exposition format, `{name="value",...}`: values are any text, escaped.
+std::string labels_text(std::span<const std::pair<std::string, std::string>> labels) {
+    std::string out = "{";
+    for (const auto& [name, value] : labels) {
+        if (out.size() > 1) out += ',';
+        out += name;
+        out += "=\"";
+        for (char c : value) {
+            if (c == '\n') {
+                out += "\\n";
+                continue;
+            }
+            if (c == '\\' || c == '"') out += '\\';
+            out += c;
+        }
+        out += '"';
+    }
+    return out + "}";
+}
+
 asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
     // An admin of any tenant, or the scraper's own token.
     auto& credentials = ctx.gate.credentials;
@@ -123,8 +144,9 @@ asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
            static_cast<double>(d.reads.load()));
     d.write_latency.render(out, "buzzer_store_write_seconds",
                            "Writes: queued to durable (queue wait, group commit, fsync)");
-    d.sync_latency.render(out, "buzzer_store_sync_seconds",
-                          "Durable commits: an fdatasync of SQLite's WAL or a COMMIT on PostgreSQL");
+    d.sync_latency.render(
+        out, "buzzer_store_sync_seconds",
+        "Durable commits: an fdatasync of SQLite's WAL or a COMMIT on PostgreSQL");
     ctx.hub.delivery.render(out, "buzzer_sse_delivery_seconds",
                             "Live events: commit to written to the subscriber's socket (the "
                             "oldest event of each write)");
@@ -139,15 +161,14 @@ asio::awaitable<http::response> metrics(context& ctx, http::request& req) {
     metric(out, "buzzer_auth_failure_limit_total", "counter",
            "Requests refused (429) because their address failed to authenticate too often",
            static_cast<double>(ctx.gate.failure_rejections.load()));
+    if (!ctx.build.empty())
+        metric(out, "buzzer_build_info", "gauge",
+               "This build: version, commit, options and the libraries it runs with", 1,
+               labels_text(ctx.build));
     if (auto* cluster = ctx.db.shared()) {
-        // The node's id is a label: any text, escaped as the exposition format wants.
-        std::string id;
-        for (char c : cluster->node_id()) {
-            if (c == '\\' || c == '"') id += '\\';
-            id += c;
-        }
-        metric(out, "buzzer_node_info", "gauge", "This node among those on the database",
-               1, "{node_id=\"" + id + "\"}");
+        const std::pair<std::string, std::string> node[] = {{"node_id", cluster->node_id()}};
+        metric(out, "buzzer_node_info", "gauge", "This node among those on the database", 1,
+               labels_text(node));
         const auto& p = cluster->pool();
         metric(out, "buzzer_db_connections", "gauge", "Connections to the database open now",
                static_cast<double>(p.open.load()));

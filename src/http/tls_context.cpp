@@ -1,5 +1,6 @@
 #include "http/tls_context.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -173,5 +174,7 @@ tls_context make_tls_context(const std::string& cert_file, const std::string& ke
     ERR_clear_error();
     return ctx;
 }
+
+std::string tls_library_version() { return OpenSSL_version(OPENSSL_VERSION_STRING); }
 
 }  // namespace buzzer::http

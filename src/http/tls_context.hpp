@@ -21,4 +21,7 @@ using tls_context = std::shared_ptr<SSL_CTX>;
 /// not match the certificate.
 tls_context make_tls_context(const std::string& cert_file, const std::string& key_file);
 
+/// The version of the OpenSSL library this process runs with (e.g. "3.0.17").
+std::string tls_library_version();
+
 }  // namespace buzzer::http

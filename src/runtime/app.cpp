@@ -32,6 +32,7 @@
 #include "jobs/executors.hpp"
 #include "jobs/kinds.hpp"
 #include "jobs/scheduler.hpp"
+#include "runtime/build_info.hpp"
 #include "runtime/config.hpp"
 #include "runtime/database.hpp"
 #include "runtime/embedded.hpp"
@@ -324,9 +325,17 @@ void server::run() {
     std::string_view index_page;
     for (const auto& f : embedded::assets())
         if (f.name == "index.html") index_page = f.content;
-    api::context ctx{
-        db,         sched, hub, s.kinds, s.opts, front.stats(), s.shutting_down, s.opts.public_url,
-        index_page, gate};
+    api::context ctx{db,
+                     sched,
+                     hub,
+                     s.kinds,
+                     s.opts,
+                     front.stats(),
+                     s.shutting_down,
+                     s.opts.public_url,
+                     index_page,
+                     gate,
+                     runtime::build_labels()};
     api::add_routes(routes, ctx);
 
     if (s.opts.tls_cert.empty() != s.opts.tls_key.empty())

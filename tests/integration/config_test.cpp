@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -616,6 +617,17 @@ BOOST_AUTO_TEST_CASE(help_lists_the_stable_flags) {
     auto keys = run_buzzer({"keys", "--help"});
     BOOST_TEST(keys.exit_code == 0);
     BOOST_TEST(keys.out.find("buzzer keys revoke --database FILE|URI ID") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(version_names_the_build_its_commit_and_its_libraries) {
+    auto r = run_buzzer({"--version"});
+    BOOST_TEST(r.exit_code == 0);
+    static const std::regex text(
+        "buzzer [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit ([0-9a-f]{12}\\+?|unknown)\\)\n"
+        "build: [A-Za-z]+ [a-z0-9_]+( sanitize=[a-z,]+)?, (GCC|clang) [^\n]+\n"
+        "libraries: SQLite 3\\.[0-9.]+, OpenSSL 3\\.[0-9.]+, libpq [0-9]+\\.[0-9]+, "
+        "Boost 1\\.81\\.0(, mimalloc 2\\.[0-9.]+)?\n");
+    BOOST_TEST(std::regex_match(r.out, text), r.out);
 }
 
 BOOST_AUTO_TEST_CASE(help_shows_each_flag_with_its_range_default_and_config_key) {

@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 #include <latch>
 #include <map>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -577,6 +578,11 @@ BOOST_AUTO_TEST_CASE(service_endpoints_answer) {
     auto m = client.get("/metrics");
     BOOST_TEST(m.header("Content-Type").starts_with("text/plain"));
     BOOST_TEST(m.body.find("buzzer_http_requests_total") != std::string::npos);
+    static const std::regex build(
+        "buzzer_build_info\\{version=\"[0-9.]+\",commit=\"([0-9a-f]{12}\\+?|unknown)\","
+        "options=\"[^\"]+\",sqlite=\"3\\.[0-9.]+\",openssl=\"3\\.[0-9.]+\","
+        "libpq=\"[0-9.]+\"\\} 1\n");
+    BOOST_TEST(std::regex_search(m.body, build), m.body);
     // The store's histograms have counted the write of /readyz and its fsync.
     BOOST_TEST(metric(client, "buzzer_store_write_seconds_count") >= 1);
     // Unless writes are not synced at all (--synchronous normal).
