@@ -36,10 +36,14 @@ struct options {
     std::size_t max_pending = 100000;       ///< pending operations before 429
     unsigned max_running = 256;             ///< jobs running at once, all kinds together
     bool handle_signals = true;             ///< SIGINT and SIGTERM stop, SIGHUP reloads
+    /// With $NOTIFY_SOCKET (a systemd service of Type=notify): READY=1 once listening,
+    /// WATCHDOG=1 while the event loops answer, RELOADING=1 and READY=1 around a reload,
+    /// STOPPING=1 at shutdown.
+    bool notify_service_manager = true;
     double node_timeout_s = 15;  ///< PostgreSQL: silence after which a node is taken for dead
     std::string node_id;         ///< PostgreSQL: this node's id; empty: a new one each start
-    std::string tls_cert;  ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
-    std::string tls_key;   ///< PEM private key of tls_cert
+    std::string tls_cert;        ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
+    std::string tls_key;         ///< PEM private key of tls_cert
     /// Access control, as JSON texts of the configuration file's members: `auth` (empty: not
     /// configured, open mode on loopback addresses only; `"none"`: open mode anywhere; an
     /// object: credentials needed), `tenants` (quotas) and `cors`. See the README.

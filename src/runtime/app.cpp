@@ -14,9 +14,11 @@
 #include <buzzer/server.hpp>
 #include <condition_variable>
 #include <csignal>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -36,6 +38,7 @@
 #include "runtime/config.hpp"
 #include "runtime/database.hpp"
 #include "runtime/embedded.hpp"
+#include "runtime/service_manager.hpp"
 #include "sse/hub.hpp"
 #include "store/store.hpp"
 
@@ -55,6 +58,26 @@ std::chrono::steady_clock::duration purge_interval(double retention_s) {
 }
 // Idempotency keys are honoured at least this long.
 constexpr core::millis key_lifetime_ms = 24LL * 3600 * 1000;
+
+// Whether every event loop runs a handler posted to it within `within` (the watchdog's test).
+bool every_loop_answers(const std::vector<asio::io_context*>& loops,
+                        std::chrono::milliseconds within) {
+    struct answers {
+        std::mutex m;
+        std::condition_variable cv;
+        std::size_t count = 0;
+    };
+    // Shared with the handlers: one that runs after the wait gave up still has it.
+    auto a = std::make_shared<answers>();
+    for (auto* loop : loops)
+        asio::post(*loop, [a] {
+            std::lock_guard lock(a->m);
+            ++a->count;
+            a->cv.notify_one();
+        });
+    std::unique_lock lock(a->m);
+    return a->cv.wait_for(lock, within, [&] { return a->count == loops.size(); });
+}
 
 // The database as logged: a URI without its password.
 std::string database_name(const std::string& database) {
@@ -356,6 +379,11 @@ void server::run() {
                        core::log_failures("following key revocations"));
     asio::signal_set signals(io);
     asio::signal_set reload_signals(io);
+    std::optional<runtime::service_manager> manager;
+    if (s.opts.notify_service_manager) manager.emplace();
+    auto tell_manager = [&](std::string_view state) {
+        if (manager) manager->notify(state);
+    };
 
     // Graceful shutdown: refuse new work, end streams, hand jobs back, drain connections.
     // When everything has ended, io.run() returns by itself.
@@ -405,6 +433,7 @@ void server::run() {
     std::atomic<bool> stop_started{false};
     auto start_shutdown = [&] {
         if (stop_started.exchange(true)) return;
+        tell_manager("STOPPING=1");
         asio::co_spawn(io, shutdown(), [](std::exception_ptr e) {
             if (e) core::log(core::level::error, "shutdown failed");
         });
@@ -425,7 +454,13 @@ void server::run() {
     std::function<void()> await_reload = [&] {
         reload_signals.async_wait([&](boost::system::error_code ec, int) {
             if (ec || s.shutting_down) return;
+            timespec now{};
+            ::clock_gettime(CLOCK_MONOTONIC, &now);
+            tell_manager(
+                "RELOADING=1\nMONOTONIC_USEC=" +
+                std::to_string(static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000));
             s.reload(front, credentials, gate);
+            tell_manager("READY=1");
             await_reload();
         });
     };
@@ -445,7 +480,14 @@ void server::run() {
                                          ": anyone who can reach it may read, submit and delete "
                                          "every operation");
 
+    tell_manager("READY=1\nSTATUS=listening on " + bound);
+    if (manager)
+        manager->start_watchdog([&contexts](std::chrono::milliseconds within) {
+            return every_loop_answers(contexts, within);
+        });
+
     io.run();
+    if (manager) manager->stop_watchdog();
     for (auto& t : pool) t.join();
     {
         std::lock_guard lock(exit_mutex);
