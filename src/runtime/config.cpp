@@ -524,7 +524,12 @@ auth::settings check_access(const options& o) {
 void apply_config(options& o, std::vector<kind_config>& kinds, const std::string& content,
                   const std::string& file) {
     boost::system::error_code ec;
-    json::value root = json::parse(content, ec);
+    // JSON, with // and /* */ comments and trailing commas allowed: a configuration file is
+    // for people to annotate.
+    json::parse_options relaxed;
+    relaxed.allow_comments = true;
+    relaxed.allow_trailing_commas = true;
+    json::value root = json::parse(content, ec, {}, relaxed);
     if (ec) throw config_error(file + ": not valid JSON: " + ec.message());
     if (!root.is_object()) throw config_error(file + ": the configuration must be a JSON object");
     for (const auto& kv : root.get_object()) {

@@ -495,6 +495,46 @@ BOOST_AUTO_TEST_CASE(flags_override_the_configuration_file) {
                r.header("Location"));
 }
 
+BOOST_AUTO_TEST_CASE(a_configuration_file_may_have_comments_and_trailing_commas) {
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({
+        // Where links point.
+        "public_url": "https://file.example", /* behind the proxy */
+        "max_running": 3,
+    })");
+    server_process server{server_options{.args = {"--config", config.string()}}};
+    http_client client{server.port()};
+    auto r = client.post_json("/operations", R"({"kind":"echo","input":1})");
+    BOOST_TEST_REQUIRE(r.status == 202);
+    BOOST_TEST(r.header("Location").starts_with("https://file.example/operations/"),
+               r.header("Location"));
+}
+
+BOOST_AUTO_TEST_CASE(the_systemd_unit_passes_systemd_analyze_verify) {
+    std::ifstream in(BUZZER_SERVICE_UNIT);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto unit = text.str();
+    for (auto directive :
+         {"Type=notify\n", "WatchdogSec=30s\n", "ExecReload=/bin/kill -HUP $MAINPID\n",
+          "DynamicUser=yes\n", "StateDirectory=buzzer\n", "ProtectSystem=strict\n",
+          "NoNewPrivileges=yes\n", "PrivateTmp=yes\n",
+          "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n",
+          "SystemCallFilter=@system-service\n"})
+        BOOST_TEST(unit.find(directive) != std::string::npos, directive);
+    // Verified with the built binary in the place of the installed one, which verify checks.
+    const std::string installed = "ExecStart=/usr/bin/buzzer ";
+    const auto at = unit.find(installed);
+    BOOST_TEST_REQUIRE(at != std::string::npos);
+    unit.replace(at, installed.size(),
+                 "ExecStart=" + std::filesystem::absolute(buzzer_binary()).string() + " ");
+    temp_dir dir;
+    auto file = dir.write_file("buzzer.service", unit);
+    auto r = run_process("/usr/bin/systemd-analyze", {"verify", file.string()});
+    BOOST_TEST(r.exit_code == 0, r.err);
+    BOOST_TEST(r.err.empty(), r.err);
+}
+
 // Total memory and swap in KiB, from /proc/meminfo.
 long long memory_and_swap_kib() {
     std::ifstream f("/proc/meminfo");
