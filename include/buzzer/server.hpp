@@ -40,10 +40,12 @@ struct options {
     /// WATCHDOG=1 while the event loops answer, RELOADING=1 and READY=1 around a reload,
     /// STOPPING=1 at shutdown.
     bool notify_service_manager = true;
-    double node_timeout_s = 15;  ///< PostgreSQL: silence after which a node is taken for dead
-    std::string node_id;         ///< PostgreSQL: this node's id; empty: a new one each start
-    std::string tls_cert;        ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
-    std::string tls_key;         ///< PEM private key of tls_cert
+    bool log_json = false;           ///< log lines as JSON objects (else text)
+    std::string log_level = "info";  ///< least severe level logged: debug, info, warn, error
+    double node_timeout_s = 15;      ///< PostgreSQL: silence after which a node is taken for dead
+    std::string node_id;             ///< PostgreSQL: this node's id; empty: a new one each start
+    std::string tls_cert;  ///< PEM certificate chain, leaf first; with tls_key: HTTPS only
+    std::string tls_key;   ///< PEM private key of tls_cert
     /// Access control, as JSON texts of the configuration file's members: `auth` (empty: not
     /// configured, open mode on loopback addresses only; `"none"`: open mode anywhere; an
     /// object: credentials needed), `tenants` (quotas) and `cors`. See the README.

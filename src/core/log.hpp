@@ -10,7 +10,16 @@ namespace buzzer::core {
 /// Severity of a log line.
 enum class level { debug, info, warn, error };
 
-/// Writes "LEVEL message" to standard error (thread-safe, one write per line).
+/// The level a name stands for ("debug", "info", "warn", "error"); false for another name.
+bool parse_level(std::string_view name, level& out);
+
+/// How lines are written, for the whole process: text (`TIME LEVEL message`, the default) or
+/// one JSON object a line (`{"time":…,"level":…,"message":…}`), and the least severe level
+/// written (info by default).
+void configure_log(bool json, level least);
+
+/// Writes a line of `message` at `l` to standard error, unless below the configured level
+/// (thread-safe, one write per line).
 void log(level l, std::string_view message);
 
 /// Logs `failure`, if set, at `l` (an error by default): `context` followed by its message.

@@ -171,6 +171,9 @@ struct server::impl {
             } catch (const std::exception& e) {
                 core::log(core::level::error, std::string("purge: ") + e.what());
             }
+            // The shutdown may have begun during the purge, and cancelled the timer before
+            // this wait (both run on the maintenance strand).
+            if (shutting_down) break;
             timer.expires_after(purge_interval(opts.retention_s));
             co_await timer.async_wait(tuple_awaitable);
         }
@@ -201,6 +204,7 @@ struct server::impl {
                 rates.restore_admitted(admitted);
                 core::log(core::level::warn, std::string("sharing submission rates: ") + e.what());
             }
+            if (shutting_down) break;  // as in purge_loop
             timer.expires_after(std::chrono::milliseconds(500));
             co_await timer.async_wait(tuple_awaitable);
         }
@@ -224,6 +228,11 @@ void server::stop() {
 
 void server::run() {
     auto& s = *impl_;
+    core::level least = core::level::info;
+    if (!core::parse_level(s.opts.log_level, least))
+        throw std::invalid_argument("log_level: must be debug, info, warn or error (got \"" +
+                                    s.opts.log_level + "\")");
+    core::configure_log(s.opts.log_json, least);
     raise_file_limit();
     std::signal(SIGPIPE, SIG_IGN);
     // Past a file size limit (ulimit -f) a write fails with EFBIG, which the store reports

@@ -15,6 +15,7 @@
 #include <variant>
 
 #include "auth/settings.hpp"
+#include "core/log.hpp"
 #include "core/operation.hpp"
 #include "jobs/schema.hpp"
 
@@ -212,6 +213,14 @@ struct choice_value {
 constexpr choice_value synchronous_modes[] = {
     {"full", true}, {"normal", false}, {"FULL", true}, {"NORMAL", false}};
 
+constexpr choice_value log_formats[] = {{"text", false}, {"json", true}};
+
+// A level of the log.
+bool log_level_ok(const std::string& name) {
+    core::level ignored;
+    return core::parse_level(name, ignored);
+}
+
 // One setting: its flag and its key in the configuration file, the values it takes, its help
 // text and the field of `options` it sets. Its default is that field's in `options{}`. The
 // command line and the file are both checked against it, with the same words.
@@ -341,6 +350,10 @@ const std::vector<setting>& settings() {
         number_row("node-timeout", "node_timeout_s", &o::node_timeout_s, "S", 1, 3600,
                    "PostgreSQL: seconds without a heart-beat before a node is taken for dead "
                    "and its running operations are taken over"),
+        choice_row("log-format", "log_format", &o::log_json, "FORMAT", log_formats, "text or json",
+                   "log lines as text (TIME LEVEL message) or JSON objects"),
+        text_row("log-level", "log_level", &o::log_level, "LEVEL", "debug, info, warn or error",
+                 log_level_ok, "least severe level logged"),
         text_row("node-id", "node_id", &o::node_id, "ID",
                  "1 to 64 letters, digits, dots, dashes or underscores", node_id_ok,
                  "PostgreSQL: this node's id, kept across restarts; default: a new one each "

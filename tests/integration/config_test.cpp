@@ -22,6 +22,7 @@
 #include <map>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -508,6 +509,47 @@ BOOST_AUTO_TEST_CASE(a_configuration_file_may_have_comments_and_trailing_commas)
     BOOST_TEST_REQUIRE(r.status == 202);
     BOOST_TEST(r.header("Location").starts_with("https://file.example/operations/"),
                r.header("Location"));
+}
+
+BOOST_AUTO_TEST_CASE(a_sigterm_as_soon_as_it_listens_stops_at_once) {
+    // The first purge may still be running: its timer must not outlive the shutdown.
+    for (int i = 0; i < 5; ++i) {
+        server_process server;
+        const auto start = std::chrono::steady_clock::now();
+        BOOST_TEST(server.terminate() == 0);
+        BOOST_TEST(seconds_since(start) < 3.0);
+        BOOST_TEST(server.log_contents().find("work still running") == std::string::npos,
+                   server.log_contents());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(json_logs_are_an_object_a_line_and_the_level_filters_lines) {
+    server_process server{server_options{.args = {"--log-format", "json"}}};
+    BOOST_TEST(server.terminate() == 0, server.log_contents());
+    std::istringstream log(server.log_contents());
+    std::set<std::string> messages;
+    for (std::string line; std::getline(log, line);) {
+        if (line.starts_with("listening on ")) continue;  // the stdout line, not the log's
+        boost::system::error_code ec;
+        auto v = json::parse(line, ec);
+        BOOST_TEST_REQUIRE(!ec, line);
+        const auto& o = v.as_object();
+        BOOST_TEST(o.size() == 3u, line);
+        BOOST_TEST(o.at("time").as_string().size() == 24u);  // 2026-12-07T01:03:39.864Z
+        const std::set<std::string> levels{"debug", "info", "warn", "error"};
+        BOOST_TEST(levels.count(std::string(o.at("level").as_string())) == 1u, line);
+        messages.insert(std::string(o.at("message").as_string()).substr(0, 17));
+    }
+    BOOST_TEST(messages.count("buzzer listening ") == 1u);
+    BOOST_TEST(messages.count("buzzer stopped") == 1u);
+
+    server_process quiet{server_options{.args = {"--log-level", "warn"}}};
+    BOOST_TEST(quiet.terminate() == 0);
+    BOOST_TEST(quiet.log_contents().find(" info ") == std::string::npos, quiet.log_contents());
+
+    auto bad = run_buzzer({"--log-level", "loud"});
+    BOOST_TEST(bad.exit_code == 2);
+    BOOST_TEST(bad.err.find("--log-level") != std::string::npos, bad.err);
 }
 
 BOOST_AUTO_TEST_CASE(the_systemd_unit_passes_systemd_analyze_verify) {
