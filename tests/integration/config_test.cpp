@@ -552,6 +552,13 @@ BOOST_AUTO_TEST_CASE(json_logs_are_an_object_a_line_and_the_level_filters_lines)
     BOOST_TEST(bad.err.find("--log-level") != std::string::npos, bad.err);
 }
 
+BOOST_AUTO_TEST_CASE(the_shipped_configuration_starts_a_server_that_wants_credentials) {
+    server_process server{server_options{.args = {"--config", BUZZER_DEFAULT_CONFIG}}};
+    http_client client{server.port()};
+    BOOST_TEST(client.get("/healthz").status == 200);
+    BOOST_TEST(client.post_json("/operations", R"({"kind":"echo","input":1})").status == 401);
+}
+
 BOOST_AUTO_TEST_CASE(the_systemd_unit_passes_systemd_analyze_verify) {
     std::ifstream in(BUZZER_SERVICE_UNIT);
     std::stringstream text;
