@@ -14,7 +14,6 @@
 #include <buzzer/server.hpp>
 #include <condition_variable>
 #include <csignal>
-#include <ctime>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -159,6 +158,16 @@ struct server::impl {
         if (ok) core::log(core::level::info, "reloaded");
     }
 
+    // Waits `d` on `timer` unless the shutdown has begun; false once it has. The shutdown
+    // cancels the maintenance timers on their strand, which is the loops' strand too: a loop
+    // that pauses only through here never starts a wait after that cancel.
+    asio::awaitable<bool> pause(asio::steady_timer& timer, asio::steady_timer::duration d) {
+        if (shutting_down) co_return false;
+        timer.expires_after(d);
+        co_await timer.async_wait(tuple_awaitable);
+        co_return !shutting_down;
+    }
+
     asio::awaitable<void> purge_loop(store::store& db, asio::steady_timer& timer) {
         while (!shutting_down) {
             try {
@@ -171,11 +180,7 @@ struct server::impl {
             } catch (const std::exception& e) {
                 core::log(core::level::error, std::string("purge: ") + e.what());
             }
-            // The shutdown may have begun during the purge, and cancelled the timer before
-            // this wait (both run on the maintenance strand).
-            if (shutting_down) break;
-            timer.expires_after(purge_interval(opts.retention_s));
-            co_await timer.async_wait(tuple_awaitable);
+            if (!co_await pause(timer, purge_interval(opts.retention_s))) break;
         }
     }
 
@@ -204,9 +209,7 @@ struct server::impl {
                 rates.restore_admitted(admitted);
                 core::log(core::level::warn, std::string("sharing submission rates: ") + e.what());
             }
-            if (shutting_down) break;  // as in purge_loop
-            timer.expires_after(std::chrono::milliseconds(500));
-            co_await timer.async_wait(tuple_awaitable);
+            if (!co_await pause(timer, std::chrono::milliseconds(500))) break;
         }
     }
 };
@@ -463,11 +466,10 @@ void server::run() {
     std::function<void()> await_reload = [&] {
         reload_signals.async_wait([&](boost::system::error_code ec, int) {
             if (ec || s.shutting_down) return;
-            timespec now{};
-            ::clock_gettime(CLOCK_MONOTONIC, &now);
-            tell_manager(
-                "RELOADING=1\nMONOTONIC_USEC=" +
-                std::to_string(static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000));
+            // steady_clock is CLOCK_MONOTONIC, the clock systemd wants here.
+            const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now().time_since_epoch());
+            tell_manager("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(now.count()));
             s.reload(front, credentials, gate);
             tell_manager("READY=1");
             await_reload();

@@ -38,7 +38,9 @@ service_manager::service_manager() {
     if (socket_name[0] == '@') addr.sun_path[0] = '\0';  // the abstract namespace
     const auto length = offsetof(sockaddr_un, sun_path) + socket_name.size();
     address_.assign(reinterpret_cast<const char*>(&addr), length);
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    // Non-blocking: states are sent from the event loops, which a manager that does not read
+    // must not stall (a full queue drops the state instead).
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
     long long usec = 0, pid = 0;
     const bool for_us =

@@ -483,17 +483,21 @@ BOOST_AUTO_TEST_CASE(every_bad_setting_exits_2_naming_the_setting_and_its_range)
     BOOST_TEST(!std::filesystem::exists(dir / "never.db"));
 }
 
+// Submits to `server` and checks that the 202's Location starts with `prefix`.
+void check_links_start_with(server_process& server, const std::string& prefix) {
+    http_client client{server.port()};
+    auto r = client.post_json("/operations", R"({"kind":"echo","input":1})");
+    BOOST_TEST_REQUIRE(r.status == 202);
+    BOOST_TEST(r.header("Location").starts_with(prefix), r.header("Location"));
+}
+
 BOOST_AUTO_TEST_CASE(flags_override_the_configuration_file) {
     temp_dir dir;
     auto config = dir.write_file("buzzer.json",
                                  R"({"public_url": "https://file.example", "max_running": 3})");
     server_process server{server_options{
         .args = {"--config", config.string(), "--public-url", "https://flag.example"}}};
-    http_client client{server.port()};
-    auto r = client.post_json("/operations", R"({"kind":"echo","input":1})");
-    BOOST_TEST_REQUIRE(r.status == 202);
-    BOOST_TEST(r.header("Location").starts_with("https://flag.example/operations/"),
-               r.header("Location"));
+    check_links_start_with(server, "https://flag.example/operations/");
 }
 
 BOOST_AUTO_TEST_CASE(a_configuration_file_may_have_comments_and_trailing_commas) {
@@ -504,11 +508,7 @@ BOOST_AUTO_TEST_CASE(a_configuration_file_may_have_comments_and_trailing_commas)
         "max_running": 3,
     })");
     server_process server{server_options{.args = {"--config", config.string()}}};
-    http_client client{server.port()};
-    auto r = client.post_json("/operations", R"({"kind":"echo","input":1})");
-    BOOST_TEST_REQUIRE(r.status == 202);
-    BOOST_TEST(r.header("Location").starts_with("https://file.example/operations/"),
-               r.header("Location"));
+    check_links_start_with(server, "https://file.example/operations/");
 }
 
 BOOST_AUTO_TEST_CASE(a_sigterm_as_soon_as_it_listens_stops_at_once) {
