@@ -1,9 +1,10 @@
 # The engine's modules, each a target of its own that sees only what it may use.
 #
 # buzzer_module(NAME name [USES module...] [STORE_INTERFACE] [BEAST] [SQLITE]
-#               [LINKS target...] [SOURCES extra...])
+#               [LINKS target...] [SOURCES extra...] [EXCLUDE regex])
 #
-# Builds the static library buzzer_<name> from src/<name>/**/*.cpp. Its sources include
+# Builds the static library buzzer_<name> from src/<name>/**/*.cpp, less the files whose path
+# matches EXCLUDE. Its sources include
 # "<name>/..." and "<used>/..." headers only: the include root of the target is a generated
 # directory of links to those module folders (with STORE_INTERFACE, to the store's interface
 # alone: store.hpp and libraries.hpp), so an include of another module, of the store's backend
@@ -35,10 +36,13 @@ endfunction()
 buzzer_make_forbidden_headers()
 
 function(buzzer_module)
-  cmake_parse_arguments(PARSE_ARGV 0 arg "STORE_INTERFACE;BEAST;SQLITE" "NAME"
+  cmake_parse_arguments(PARSE_ARGV 0 arg "STORE_INTERFACE;BEAST;SQLITE" "NAME;EXCLUDE"
                         "USES;LINKS;SOURCES;PCH")
   set(target buzzer_${arg_NAME})
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/${arg_NAME}/*.cpp)
+  if(arg_EXCLUDE)
+    list(FILTER sources EXCLUDE REGEX "${arg_EXCLUDE}")
+  endif()
   add_library(${target} STATIC ${sources} ${arg_SOURCES})
 
   # The include root: links to the module itself, core and what it uses.

@@ -42,8 +42,8 @@ std::string version_text(const std::string& allocator) {
     const auto& b = this_build();
     return "buzzer " + b.version + " (commit " + b.commit + ")\n" + "build: " + b.options + ", " +
            b.compiler + "\n" + "libraries: SQLite " + b.sqlite + ", OpenSSL " + b.openssl +
-           ", libpq " + b.libpq + ", Boost " + b.boost +
-           (allocator.empty() ? std::string() : ", " + allocator) + "\n";
+           (b.libpq.empty() ? std::string(", no libpq") : ", libpq " + b.libpq) + ", Boost " +
+           b.boost + (allocator.empty() ? std::string() : ", " + allocator) + "\n";
 }
 
 std::vector<std::pair<std::string, std::string>> build_labels() {

@@ -18,6 +18,8 @@
 #include "core/log.hpp"
 #include "core/operation.hpp"
 #include "jobs/schema.hpp"
+#include "store/libraries.hpp"
+#include "store/store.hpp"
 
 namespace buzzer::runtime {
 namespace json = boost::json;
@@ -635,6 +637,8 @@ command_line parse_command_line(int argc, const char* const* argv) {
         throw config_error("--auth and --no-auth: give one of them");
     if (vm.count("no-auth")) o.auth = "\"none\"";
     if (vm.count("auth") && !o.auth.starts_with("{")) o.auth = "{}";
+    if (store::is_postgres_uri(o.database) && !store::has_postgres_backend())
+        throw config_error("--database: " + std::string(store::without_postgres_backend));
     check_access(o);
     return out;
 }

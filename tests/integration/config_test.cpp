@@ -584,6 +584,28 @@ BOOST_AUTO_TEST_CASE(the_systemd_unit_passes_systemd_analyze_verify) {
     BOOST_TEST(r.err.empty(), r.err);
 }
 
+BOOST_AUTO_TEST_CASE(the_man_page_has_every_flag_of_help) {
+    std::ifstream in(BUZZER_MAN_PAGE);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto page = text.str();
+    BOOST_TEST_REQUIRE(page.starts_with(".TH BUZZER 1 "));
+    // roff writes a dash of an option as \-: "--log-format" is "\-\-log\-format" there.
+    auto help = run_buzzer({"--help"});
+    BOOST_TEST_REQUIRE(help.exit_code == 0);
+    std::size_t flags = 0;
+    for (std::size_t at = help.out.find("  --"); at != std::string::npos;
+         at = help.out.find("  --", at + 1)) {
+        auto end = help.out.find_first_of(" \n", at + 2);
+        std::string roff;
+        for (char c : help.out.substr(at + 2, end - at - 2))
+            roff += c == '-' ? "\\-" : std::string(1, c);
+        ++flags;
+        BOOST_TEST(page.find(roff) != std::string::npos, roff << " is not in the man page");
+    }
+    BOOST_TEST(flags > 20u);
+}
+
 // Total memory and swap in KiB, from /proc/meminfo.
 long long memory_and_swap_kib() {
     std::ifstream f("/proc/meminfo");

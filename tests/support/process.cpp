@@ -126,10 +126,12 @@ bool current_test_failed() noexcept {
     }
 }
 
-// The child's environment: the test's own, with `extra` added or replacing same-named entries.
-std::vector<std::string> child_environment(const environment& extra) {
+// The child's environment: the test's own (unless `inherit` is false), with `extra` added or
+// replacing same-named entries.
+std::vector<std::string> child_environment(const environment& extra, bool inherit) {
     std::vector<std::string> env;
-    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    for (char** entry = inherit ? environ : nullptr; entry != nullptr && *entry != nullptr;
+         ++entry) {
         std::string_view const kv(*entry);
         auto const name = kv.substr(0, kv.find('='));
         bool overridden = false;
@@ -148,13 +150,22 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
     return out;
 }
 
-// Forks and execs `argv` with `env` added to the test's environment; the child's stdin,
-// stdout and stderr become `in`, `out` and `err`. The child dies with the calling thread.
-pid_t spawn(std::vector<std::string> argv_strings, const environment& env, int in, int out,
+// How a child starts besides its command line: `env` added to the test's environment (or, when
+// `inherit_environment` is false, all of it), in `working_directory` unless that is empty.
+struct child_setup {
+    const environment& env;
+    bool inherit_environment = true;
+    std::filesystem::path working_directory = {};
+};
+
+// Forks and execs `argv` as `setup` says; the child's stdin, stdout and stderr become `in`,
+// `out` and `err`. The child dies with the calling thread.
+pid_t spawn(std::vector<std::string> argv_strings, const child_setup& setup, int in, int out,
             int err) {
     // Everything the child needs is prepared before fork(): after it, only
     // async-signal-safe calls are allowed (the test process may have other threads).
-    auto env_strings = child_environment(env);
+    auto env_strings = child_environment(setup.env, setup.inherit_environment);
+    std::string const cwd = setup.working_directory.string();
     auto argv = c_strings(argv_strings);
     auto envp = c_strings(env_strings);
     rlimit files{};
@@ -177,6 +188,11 @@ pid_t spawn(std::vector<std::string> argv_strings, const environment& env, int i
     ::sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
+        constexpr char msg[] = "spawn: chdir failed\n";
+        write_all(2, msg, sizeof msg - 1);
+        ::_exit(127);
+    }
     // Sockets the test holds must not stay open in the child (it would hide their close).
     if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
         for (int fd = 3; fd < max_fd; ++fd) ::close(fd);
@@ -259,7 +275,7 @@ process_result run_process(const std::filesystem::path& binary, std::vector<std:
     if (::pipe2(err, O_CLOEXEC) != 0) throw_errno("pipe2");
     fd_guard err_read{err[0]};
     fd_guard err_write{err[1]};
-    pid_t const pid = spawn(std::move(args), env, null_fd.fd, out_write.fd, err_write.fd);
+    pid_t const pid = spawn(std::move(args), {env}, null_fd.fd, out_write.fd, err_write.fd);
     close_fd(out_write.fd);
     close_fd(err_write.fd);
 
@@ -423,7 +439,9 @@ void server_process::start(server_options options) {
     if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe2");
     fd_guard out_read{out[0]};
     fd_guard out_write{out[1]};
-    pid_ = spawn(std::move(args), options.env, null_fd.fd, out_write.fd, log_fd.fd);
+    pid_ = spawn(std::move(args),
+                 {options.env, options.inherit_environment, options.working_directory}, null_fd.fd,
+                 out_write.fd, log_fd.fd);
     stdout_fd_ = out_read.release();
 
     // The child has its own copy; ours must go so that its exit reads as end of file.

@@ -60,6 +60,11 @@ struct server_options {
     std::vector<std::string> args = {};
     // Extra environment variables, added to (or replacing in) the test's environment.
     environment env = {};
+    // Whether the server gets the test's environment; when false, `env` is all it gets (as
+    // under `env -i`).
+    bool inherit_environment = true;
+    // The server's working directory; empty means the test's.
+    std::filesystem::path working_directory = {};
     // How long to wait for the "listening on http://HOST:PORT" line.
     std::chrono::milliseconds startup_deadline = std::chrono::seconds(20);
     // The executable; empty means $BUZZER_TEST_BINARY if set, else the built BUZZER_BINARY.

@@ -501,8 +501,4 @@ std::unique_ptr<store> make_postgres_store(settings s) {
     return std::make_unique<postgres::postgres_store>(std::move(s));
 }
 
-bool is_postgres_uri(std::string_view database) {
-    return database.starts_with("postgresql://") || database.starts_with("postgres://");
-}
-
 }  // namespace buzzer::store
