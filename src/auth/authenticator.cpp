@@ -352,14 +352,16 @@ asio::awaitable<void> authenticator::watch(std::chrono::milliseconds period) {
         }
     } forget_timer{*impl_};
     for (;;) {
-        {
-            std::lock_guard lock(impl_->mutex);
-            if (impl_->stopping) co_return;
-        }
         try {
             co_await refresh();
         } catch (const std::exception& e) {
             core::log(core::level::warn, std::string("following key revocations: ") + e.what());
+        }
+        // Checked after the refresh, on the strand that stop()'s cancel is posted to: a stop
+        // during the refresh found no wait to cancel, and must not be waited out here.
+        {
+            std::lock_guard lock(impl_->mutex);
+            if (impl_->stopping) co_return;
         }
         timer.expires_after(period);
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));

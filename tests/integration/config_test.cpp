@@ -809,6 +809,28 @@ BOOST_AUTO_TEST_CASE(a_service_manager_hears_ready_watchdog_reloading_and_stoppi
     BOOST_TEST(manager.next(5s) == "STOPPING=1");
 }
 
+BOOST_AUTO_TEST_CASE(job_commands_do_not_inherit_the_service_managers_socket) {
+    // A job that would write to NOTIFY_SOCKET could tell systemd the server is ready or
+    // stopping: the server takes the variables out of its environment before any job starts.
+    notify_socket manager;
+    temp_dir dir;
+    auto config = dir.write_file("buzzer.json", R"({"kinds": {"environ": {"exec": {"argv":
+        ["/bin/sh", "-c", "echo \"{\\\"result\\\": \\\"${NOTIFY_SOCKET-none} ${WATCHDOG_USEC-none} ${WATCHDOG_PID-none} ${BUZZER_TEST_MARK-none}\\\"}\""]}}}})");
+    server_options o;
+    o.args = {"--config", config.string()};
+    o.env = {{"NOTIFY_SOCKET", manager.path()},
+             {"WATCHDOG_USEC", "300000"},
+             {"BUZZER_TEST_MARK", "kept"}};
+    server_process server(o);
+    BOOST_TEST(manager.next(5s).starts_with("READY=1"));
+    http_client client(server.port());
+    const auto id = submit(client, R"({"kind":"environ"})");
+    wait_for_status(client, id, "succeeded");
+    auto result = client.get("/operations/" + id);
+    // The rest of the environment reaches the command.
+    BOOST_TEST(result.body == "\"none none none kept\"", result.body);
+}
+
 BOOST_AUTO_TEST_CASE(help_shows_each_flag_with_its_range_default_and_config_key) {
     auto r = run_buzzer({"--help"});
     BOOST_TEST(r.exit_code == 0);
