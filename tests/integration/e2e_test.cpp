@@ -13,17 +13,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<std::string> types_of(const std::vector<sse_event>& events) {
-    std::vector<std::string> out;
-    for (const auto& e : events) out.push_back(e.type);
-    return out;
-}
-
-std::int64_t id_of(const sse_event& e) {
-    BOOST_TEST_REQUIRE(e.id.has_value());
-    return std::stoll(*e.id);
-}
-
 std::string listen_on(unsigned short port) { return "127.0.0.1:" + std::to_string(port); }
 
 }  // namespace
@@ -65,7 +54,7 @@ BOOST_AUTO_TEST_CASE(submit_stream_to_completed_restart_and_resume) {
     const std::vector<sse_event> expected(events.begin() + 2, events.end());
     BOOST_TEST(types_of(rest) == types_of(expected), boost::test_tools::per_element());
     for (std::size_t i = 0; i < std::min(rest.size(), expected.size()); ++i)
-        BOOST_TEST(id_of(rest[i]) == id_of(expected[i]));
+        BOOST_TEST(id_number(rest[i]) == id_number(expected[i]));
     // Resumed at its last event, the stream has nothing more: 204, and EventSource stops.
     sse_stream done(port, "/operations/" + id + "/status", *events.back().id);
     BOOST_TEST(done.status() == 204);
@@ -81,11 +70,7 @@ BOOST_AUTO_TEST_CASE(a_stream_resumes_across_a_kill9_while_its_job_runs) {
     std::vector<sse_event> before;
     {
         sse_stream stream(port, "/operations/" + id + "/status");
-        while (before.size() < 3)
-            if (auto e = stream.next_event(30s))
-                before.push_back(*e);
-            else
-                break;
+        before = stream.next_events(3, 30s);
         BOOST_TEST_REQUIRE(before.size() == 3u);
         BOOST_TEST(before[1].type == "running");
         server->kill9();
@@ -100,7 +85,7 @@ BOOST_AUTO_TEST_CASE(a_stream_resumes_across_a_kill9_while_its_job_runs) {
     BOOST_TEST(resumed.ended());
     BOOST_TEST_REQUIRE(!after.empty());
     BOOST_TEST(after.back().type == "completed");
-    for (const auto& e : after) BOOST_TEST(id_of(e) > id_of(before.back()));
+    for (const auto& e : after) BOOST_TEST(id_number(e) > id_number(before.back()));
     http_client again(port);
     wait_for_status(again, id, "succeeded", 60s);
 }

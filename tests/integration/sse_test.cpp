@@ -26,15 +26,9 @@ struct server_fixture {
     http_client client{server.port()};
 };
 
-std::vector<std::string> types_of(const std::vector<sse_event>& events) {
-    std::vector<std::string> out;
-    for (const auto& e : events) out.push_back(e.type);
-    return out;
-}
-
 std::int64_t seq_of(const sse_event& e) {
     BOOST_TEST_REQUIRE(e.id.has_value());
-    return std::stoll(*e.id);
+    return id_number(e);
 }
 
 std::vector<std::int64_t> ids_of(const std::vector<sse_event>& events) {
@@ -436,11 +430,7 @@ BOOST_AUTO_TEST_CASE(streams_resume_across_a_kill9_restart) {
         http_client client{port};
         id = submit(client, R"({"kind":"sleep","input":{"seconds":3,"steps":30}})");
         sse_stream s(port, "/operations/" + id + "/status");
-        while (before.size() < 4)
-            if (auto e = s.next_event(5s))
-                before.push_back(*e);
-            else
-                break;
+        before = s.next_events(4, 5s);
         BOOST_TEST_REQUIRE(before.size() == 4u);
         server.kill9();
         auto tail = s.read_until_end(5s);

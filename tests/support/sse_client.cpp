@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <stdexcept>
 
 #include "support/io_detail.hpp"
@@ -272,6 +273,16 @@ std::optional<sse_event> sse_stream::next_event(std::chrono::milliseconds timeou
     }
 }
 
+std::vector<sse_event> sse_stream::next_events(std::size_t n, std::chrono::milliseconds timeout) {
+    std::vector<sse_event> out;
+    while (out.size() < n)
+        if (auto e = next_event(timeout))
+            out.push_back(std::move(*e));
+        else
+            break;
+    return out;
+}
+
 std::vector<sse_event> sse_stream::read_until_end(std::chrono::milliseconds timeout) {
     auto const deadline = detail::clock::now() + timeout;
     std::vector<sse_event> events;
@@ -299,6 +310,22 @@ const std::string& sse_stream::raw_text() const noexcept { return impl_->all; }
 void sse_stream::close() noexcept {
     impl_->close();
     impl_->ended = true;
+}
+
+std::vector<std::string> types_of(const std::vector<sse_event>& events) {
+    std::vector<std::string> out;
+    for (const auto& e : events) out.push_back(e.type);
+    return out;
+}
+
+std::int64_t id_number(const sse_event& event) {
+    if (!event.id) throw std::runtime_error("an event of type " + event.type + " has no id");
+    std::int64_t n = 0;
+    const auto& id = *event.id;
+    auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), n);
+    if (ec != std::errc() || end != id.data() + id.size())
+        throw std::runtime_error("event id " + id + " is not a number");
+    return n;
 }
 
 }  // namespace buzzer::test

@@ -56,6 +56,8 @@ class sse_stream {
 
     // The next event within `timeout`; std::nullopt on timeout or end of stream (see ended()).
     std::optional<sse_event> next_event(std::chrono::milliseconds timeout);
+    // The next `n` events, or fewer if the stream ends or one of them takes over `timeout`.
+    std::vector<sse_event> next_events(std::size_t n, std::chrono::milliseconds timeout);
     // Events until the server ends the stream or `timeout` passes (check ended() to know which).
     std::vector<sse_event> read_until_end(std::chrono::milliseconds timeout);
     // True once the server ended the response (or closed) and every whole event was returned.
@@ -79,5 +81,12 @@ class sse_stream {
     struct impl;
     std::unique_ptr<impl> impl_;
 };
+
+// The types of `events`, in order ("pending", "running", ..., "completed").
+std::vector<std::string> types_of(const std::vector<sse_event>& events);
+
+// The event's id as a number (Buzzer's ids are decimal sequence numbers); throws
+// std::runtime_error if it has none or it is not a number.
+std::int64_t id_number(const sse_event& event);
 
 }  // namespace buzzer::test
