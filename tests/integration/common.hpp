@@ -23,9 +23,10 @@ inline std::string submit(http_client& c, const std::string& body, headers extra
     return std::string(r.json().as_object().at("id").as_string());
 }
 
-/// The operation's representation, read from the status monitor.
-inline boost::json::object status_of(http_client& c, const std::string& id) {
-    auto r = c.get("/operations/" + id + "/status");
+/// The operation's representation, read from the status monitor (with `extra` fields, such
+/// as a credential).
+inline boost::json::object status_of(http_client& c, const std::string& id, headers extra = {}) {
+    auto r = c.get("/operations/" + id + "/status", std::move(extra));
     BOOST_TEST_REQUIRE((r.status == 200 || r.status == 303),
                        "status " << r.status << " " << r.body);
     return r.json().as_object();
@@ -34,11 +35,11 @@ inline boost::json::object status_of(http_client& c, const std::string& id) {
 /// Waits until the operation has `status`; returns its last representation.
 inline boost::json::object wait_for_status(
     http_client& c, const std::string& id, std::string_view status,
-    std::chrono::milliseconds deadline = std::chrono::seconds(20)) {
+    std::chrono::milliseconds deadline = std::chrono::seconds(20), const headers& extra = {}) {
     boost::json::object last;
     bool ok = wait_until(
         [&] {
-            last = status_of(c, id);
+            last = status_of(c, id, extra);
             return last.at("status").as_string() == status;
         },
         deadline);

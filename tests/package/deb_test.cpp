@@ -106,9 +106,7 @@ BOOST_AUTO_TEST_CASE(the_package_installs_runs_and_purges,
         http_client client(server.port());
         BOOST_TEST(client.post_json("/operations", R"({"kind":"echo"})").status == 401);
         const auto id = submit(client, R"({"kind":"echo","input":"packaged"})", bearer);
-        BOOST_TEST_REQUIRE(wait_until(
-            [&] { return client.get("/operations/" + id + "/status", bearer).status == 303; },
-            20s));
+        wait_for_status(client, id, "succeeded", 20s, bearer);
         auto result = client.get("/operations/" + id, bearer);
         BOOST_TEST(result.body == "\"packaged\"", result.body);
         BOOST_TEST(server.terminate() == 0);
