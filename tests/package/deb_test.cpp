@@ -68,7 +68,7 @@ BOOST_AUTO_TEST_CASE(the_package_installs_runs_and_purges,
     for (const char* path :
          {"./usr/bin/buzzer", "./usr/lib/systemd/system/buzzer.service", "./etc/buzzer/buzzer.json",
           "./usr/share/man/man1/buzzer.1.gz", "./usr/share/doc/buzzer/README.md",
-          "./usr/share/doc/buzzer/copyright"})
+          "./usr/share/doc/buzzer/copyright", "./usr/share/doc/buzzer/changelog.gz"})
         BOOST_TEST(contents.out.find(std::string(path) + "\n") != std::string::npos,
                    path << " in\n"
                         << contents.out);
@@ -78,6 +78,12 @@ BOOST_AUTO_TEST_CASE(the_package_installs_runs_and_purges,
     BOOST_TEST(depends.out.find("libc6") != std::string::npos, depends.out);
     if (!BUZZER_PACKAGE_POSTGRESQL)
         BOOST_TEST(depends.out.find(',') == std::string::npos, "only libc6: " << depends.out);
+
+    // Debian's own checks of a package: no error, no warning (scripts/static-deps installs
+    // lintian).
+    BOOST_TEST_REQUIRE(fs::exists("/usr/bin/lintian"), "lintian is not installed");
+    auto lint = run("/usr/bin/lintian", {"--fail-on", "error,warning", deb.string()});
+    BOOST_TEST(lint.exit_code == 0, lint.out << lint.err);
 
     purged_after cleanup;
     auto install = run("/usr/bin/dpkg", {"-i", deb.string()});
@@ -90,6 +96,9 @@ BOOST_AUTO_TEST_CASE(the_package_installs_runs_and_purges,
     BOOST_TEST(symbols.err.find("no symbols") != std::string::npos, symbols.err);
     auto manual = run("/usr/bin/zcat", {"/usr/share/man/man1/buzzer.1.gz"});
     BOOST_TEST(manual.out.starts_with(".TH BUZZER 1 "), manual.out.substr(0, 80));
+    // Enabled for boot, with systemd running or not.
+    const fs::path wanted = "/etc/systemd/system/multi-user.target.wants/buzzer.service";
+    BOOST_TEST(fs::is_symlink(wanted));
 
     // The installed binary on the installed configuration (API keys on), a database of the
     // test's own and a free port.
@@ -118,4 +127,6 @@ BOOST_AUTO_TEST_CASE(the_package_installs_runs_and_purges,
     BOOST_TEST(!fs::exists("/usr/bin/buzzer"));
     BOOST_TEST(!fs::exists("/etc/buzzer/buzzer.json"));
     BOOST_TEST(!fs::exists("/usr/lib/systemd/system/buzzer.service"));
+    BOOST_TEST(!fs::is_symlink(wanted));
+    BOOST_TEST(!fs::exists("/etc/systemd/system/buzzer.service"), "the mask is gone");
 }
