@@ -18,25 +18,22 @@
 set(BUZZER_PACKAGE_CONTACT "Buzzer developers <packages@buzzer.invalid>" CACHE STRING
     "The Maintainer field of the Debian package and of its changelog")
 
+# The package's compressed documents: the man page and the changelog (Debian's format; a
+# native package's is changelog.gz), built by one target, buzzer_package_docs.
+function(buzzer_gzip output source)
+  add_custom_command(
+    OUTPUT ${output}
+    COMMAND gzip -9 -n -c ${source} > ${output}
+    DEPENDS ${source}
+    COMMENT "Compressing ${source}"
+    VERBATIM)
+endfunction()
 set(BUZZER_MAN_PAGE ${PROJECT_BINARY_DIR}/buzzer.1.gz)
-add_custom_command(
-  OUTPUT ${BUZZER_MAN_PAGE}
-  COMMAND gzip -9 -n -c ${PROJECT_SOURCE_DIR}/dist/buzzer.1 > ${BUZZER_MAN_PAGE}
-  DEPENDS ${PROJECT_SOURCE_DIR}/dist/buzzer.1
-  COMMENT "Compressing the man page"
-  VERBATIM)
-add_custom_target(buzzer_man_page ALL DEPENDS ${BUZZER_MAN_PAGE})
-
-# The changelog, in Debian's format (a native package: changelog.gz).
+buzzer_gzip(${BUZZER_MAN_PAGE} ${PROJECT_SOURCE_DIR}/dist/buzzer.1)
 configure_file(dist/debian/changelog.in ${PROJECT_BINARY_DIR}/changelog @ONLY)
 set(BUZZER_CHANGELOG ${PROJECT_BINARY_DIR}/changelog.gz)
-add_custom_command(
-  OUTPUT ${BUZZER_CHANGELOG}
-  COMMAND gzip -9 -n -c ${PROJECT_BINARY_DIR}/changelog > ${BUZZER_CHANGELOG}
-  DEPENDS ${PROJECT_BINARY_DIR}/changelog
-  COMMENT "Compressing the changelog"
-  VERBATIM)
-add_custom_target(buzzer_changelog ALL DEPENDS ${BUZZER_CHANGELOG})
+buzzer_gzip(${BUZZER_CHANGELOG} ${PROJECT_BINARY_DIR}/changelog)
+add_custom_target(buzzer_package_docs ALL DEPENDS ${BUZZER_MAN_PAGE} ${BUZZER_CHANGELOG})
 
 install(TARGETS buzzer RUNTIME DESTINATION bin)
 install(FILES dist/buzzer.service DESTINATION lib/systemd/system)
